@@ -1,0 +1,129 @@
+#ifndef LSB_H
+#define LSB_H
+/*
+ * luaform's C sandbox: the only code that touches a lua_State.
+ *
+ * Every entry point below runs its Lua work inside lua_pcall and returns a status plus
+ * host-owned buffers, so a Lua error never longjmps across Swift frames. A state is
+ * single-threaded: the caller serialises access.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lsb_state lsb_state;
+
+/* Outcome of a load or call. */
+typedef enum {
+    LSB_OK = 0,
+    LSB_ERR_RUNTIME = 1,   /* error() or a runtime error in user code */
+    LSB_ERR_TIMEOUT = 2,   /* the host's time limit fired */
+    LSB_ERR_MEMORY = 3,    /* the allocator refused to exceed the memory limit */
+    LSB_ERR_OUTPUT = 4,    /* the returned value cannot be represented as JSON */
+    LSB_ERR_INPUT = 5,     /* an argument was not valid JSON / UTF-8 */
+    LSB_ERR_SYNTAX = 6,    /* the chunk did not compile */
+    LSB_ERR_INTERNAL = 7   /* host misuse or an unexpected state */
+} lsb_status;
+
+/* Shape of the value an entry point returned. */
+typedef enum {
+    LSB_SHAPE_NONE = 0,      /* nothing was returned (error) */
+    LSB_SHAPE_NIL = 1,       /* nil */
+    LSB_SHAPE_OBJECT = 2,    /* one table that is not a sequence of tables */
+    LSB_SHAPE_SEQUENCE = 3,  /* a non-empty sequence (array) */
+    LSB_SHAPE_OTHER = 4      /* a boolean, number, string, ...: type name in message */
+} lsb_shape;
+
+/*
+ * Loads library source for `require(name)`. Called from a C trampoline; it must not raise.
+ * Fill *src and *len with malloc'd bytes (freed by the sandbox) and *chunkname with a malloc'd
+ * "@path" string, and return 0; return 1 if the library does not exist; -1 on other errors
+ * (put a malloc'd message in *src, *len).
+ */
+typedef int (*lsb_library_loader)(void *ctx, const char *name, char **src, size_t *len, char **chunkname);
+
+typedef struct {
+    size_t memory_limit;        /* bytes, whole state; 0 = unlimited */
+    uint64_t time_limit_ns;     /* per load/call; 0 = unlimited */
+    size_t max_log_lines;       /* per call */
+    size_t max_log_bytes;       /* per call */
+    size_t max_output_bytes;    /* per encoded output value */
+    lsb_library_loader loader;  /* may be NULL: require then always fails */
+    void *loader_ctx;
+} lsb_config;
+
+/* One input value for a call: JSON bytes, plus optional context JSON (returned by the
+ * `metadata(value)` host function for that value). */
+typedef struct {
+    const char *json;
+    size_t json_len;
+    const char *context;       /* may be NULL */
+    size_t context_len;
+} lsb_input;
+
+/* One returned element. `json` is NULL when `error` is set. */
+typedef struct {
+    char *json;
+    size_t json_len;
+    char *error;               /* slot-level encoding error, or NULL */
+    long origin;               /* index of the input it came from, or -1 */
+} lsb_output;
+
+typedef struct {
+    lsb_status status;
+    lsb_shape shape;
+    char *message;             /* error message (status != OK) or type name (SHAPE_OTHER) */
+    char *traceback;           /* user frames only, "file:line: in function" lines; may be NULL */
+    lsb_output *outputs;
+    size_t output_count;
+    char **logs;
+    size_t log_count;
+    size_t logs_dropped;       /* lines not kept because of the log limits */
+    unsigned entry_mask;       /* lsb_load: bit i set when entries[i] is a global function */
+    size_t peak_memory;        /* state's peak heap bytes during this call */
+} lsb_report;
+
+/* Creates a hardened state. Returns NULL and fills err when the state cannot be built. */
+lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen);
+void lsb_free(lsb_state *S);
+
+/* Compiles `src` (text only) as the state's main chunk under `chunkname` ("@path"), runs it
+ * once in a fresh environment, and reports which of `entries` it defined as functions. */
+void lsb_load(lsb_state *S, const char *src, size_t len, const char *chunkname,
+              const char *const *entries, int entry_count, lsb_report *out);
+
+/* Runs the main chunk in a fresh environment, then calls global `entry`:
+ * batched == 0: entry(value_of(inputs[0]), metadata)   (exactly one input)
+ * batched != 0: entry({values...}, metadata)
+ * `metadata(v)` returns a read-only view of v's context. */
+void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count,
+              int batched, lsb_report *out);
+
+/* Frees the buffers in a report and zeroes it. */
+void lsb_report_clear(lsb_report *out);
+
+/* Bytes currently held by the state's heap. */
+size_t lsb_memory_used(const lsb_state *S);
+
+/* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
+ * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
+char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);
+
+/* Splits a JSON array into its element byte ranges. Returns element count, or -1 with a
+ * malloc'd message in *err. *starts and *lens are malloc'd arrays owned by the caller. */
+long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err);
+
+/* Validates one JSON value (grammar, UTF-8, depth). Returns NULL, or a malloc'd message. */
+char *lsb_json_validate(const char *json, size_t len);
+
+/* Finds the value of `key` in a JSON object: returns 1 and the byte range when present,
+ * 0 when absent, -1 when `json` is not an object. */
+int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,491 @@
+/*
+ * Protected entry points: load a main chunk, call an entry point with JSON inputs, and turn
+ * what happened into an lsb_report. Each runs one C body under lua_pcall with a C message
+ * handler that records the message and a traceback of user frames in host memory.
+ */
+#include "lsb_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char LSB_KEY_DEFAULT_CONTEXT = 0;
+int lsb_is_limit_sentinel(lua_State *L, int idx);
+
+#define MAX_TRACE_FRAMES 12
+
+typedef struct {
+    lsb_state *S;
+    /* load */
+    const char *src;
+    size_t len;
+    const char *chunkname;
+    const char *const *entries;
+    int entry_count;
+    /* call */
+    const char *entry;
+    const lsb_input *inputs;
+    size_t count;
+    int batched;
+    /* outcome */
+    lsb_report *out;
+    lsb_status kind;       /* set by the body for non-runtime failures */
+    char detail[700];
+    char **message_ids;    /* per input, for attributing outputs */
+} job;
+
+/* ---- message handler: message + user-frame traceback, no Lua allocation ---- */
+
+static void set_errmsg(lsb_state *S, const char *m, size_t n) {
+    free(S->errmsg);
+    S->errmsg = lsb_strndup(m, n > 4000 ? 4000 : n);
+}
+
+static int msgh(lua_State *L) {
+    lsb_state *S = lsb_get(L);
+    lua_Debug ar;
+    const char *top_src = NULL;
+    int top_line = -1;
+    S->tb.len = 0;
+    if (S->tb.data) S->tb.data[0] = 0;
+    int frames = 0;
+    for (int level = 1; frames < MAX_TRACE_FRAMES && lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sln", &ar)) continue;
+        if (strcmp(ar.what, "C") == 0 || ar.currentline < 0) continue;
+        char line[400];
+        int n = snprintf(line, sizeof line, "%s%s:%d: in %s%s%s", frames ? "\n" : "", ar.short_src, ar.currentline,
+                         ar.name ? "function '" : (strcmp(ar.what, "main") == 0 ? "main chunk" : "function"),
+                         ar.name ? ar.name : "", ar.name ? "'" : "");
+        if (n > 0) lsb_buf_put(&S->tb, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        if (!top_src) {
+            top_src = ar.short_src;
+            top_line = ar.currentline;
+            static char keep[LUA_IDSIZE];
+            snprintf(keep, sizeof keep, "%s", ar.short_src);
+            top_src = keep;
+        }
+        frames++;
+    }
+    if (S->timed_out || S->mem_exceeded || lsb_is_limit_sentinel(L, 1)) return 1;
+    char buf[4200];
+    size_t mlen = 0;
+    const char *m;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        m = lua_tolstring(L, 1, &mlen);
+    } else if (lua_type(L, 1) == LUA_TNIL) {
+        m = "error(nil) was raised";
+        mlen = strlen(m);
+    } else {
+        snprintf(buf, sizeof buf, "error object is a %s value", lua_typename(L, lua_type(L, 1)));
+        m = buf;
+        mlen = strlen(buf);
+    }
+    if (top_src && strncmp(m, top_src, strlen(top_src)) != 0) {
+        char *pref = buf == m ? NULL : buf;
+        char tmp[4200];
+        int n = snprintf(tmp, sizeof tmp, "%s:%d: %.*s", top_src, top_line, (int)(mlen > 4000 ? 4000 : mlen), m);
+        (void)pref;
+        set_errmsg(S, tmp, n > 0 ? (size_t)n : 0);
+    } else {
+        set_errmsg(S, m, mlen);
+    }
+    return 1;
+}
+
+/* ---- shared pieces ---- */
+
+static void begin(lsb_state *S, lsb_report *out) {
+    memset(out, 0, sizeof *out);
+    S->timed_out = S->mem_exceeded = 0;
+    S->loading_depth = 0;
+    lsb_logs_reset(S);
+    free(S->errmsg);
+    S->errmsg = NULL;
+    S->tb.len = 0;
+    S->peak = S->used;
+    S->deadline_ns = S->cfg.time_limit_ns ? lsb_now_ns() + S->cfg.time_limit_ns : 0;
+    lua_settop(S->L, 0);
+    lsb_install_hook(S->L);
+}
+
+void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
+    lua_newtable(L);   /* env */
+    int env = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
+    lua_setmetatable(L, env);
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+    luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
+    lua_pushvalue(L, env);
+    S->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
+    lua_newtable(L);
+    S->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->chunk_ref);
+    lua_pushvalue(L, env);
+    if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+    lua_call(L, 0, 0);
+}
+
+static void finish(job *j, int status) {
+    lsb_state *S = j->S;
+    lsb_report *out = j->out;
+    lua_State *L = S->L;
+    S->deadline_ns = 0;
+    if (S->timed_out) {
+        out->status = LSB_ERR_TIMEOUT;
+        char m[120];
+        snprintf(m, sizeof m, "time limit of %llu ms exceeded", (unsigned long long)(S->cfg.time_limit_ns / 1000000));
+        out->message = lsb_strndup(m, strlen(m));
+    } else if (S->mem_exceeded || status == LUA_ERRMEM) {
+        S->poisoned = 1;
+        out->status = LSB_ERR_MEMORY;
+        char m[120];
+        snprintf(m, sizeof m, "memory limit of %zu bytes exceeded", S->cfg.memory_limit);
+        out->message = lsb_strndup(m, strlen(m));
+    } else if (j->kind != LSB_OK) {
+        out->status = j->kind;
+        out->message = lsb_strndup(j->detail, strlen(j->detail));
+    } else if (status != LUA_OK) {
+        out->status = LSB_ERR_RUNTIME;
+        const char *m = S->errmsg ? S->errmsg : "unknown error";
+        out->message = lsb_strndup(m, strlen(m));
+    }
+    if (out->status != LSB_OK && out->status != LSB_ERR_OUTPUT && S->tb.len)
+        out->traceback = lsb_strndup(S->tb.data, S->tb.len);
+    if (out->status != LSB_OK) {
+        for (size_t i = 0; i < out->output_count; i++) {
+            free(out->outputs[i].json);
+            free(out->outputs[i].error);
+        }
+        free(out->outputs);
+        out->outputs = NULL;
+        out->output_count = 0;
+        if (out->status != LSB_ERR_OUTPUT) out->shape = LSB_SHAPE_NONE;
+    }
+    out->logs = S->logs;
+    out->log_count = S->log_count;
+    out->logs_dropped = S->logs_dropped;
+    S->logs = NULL;
+    S->log_count = S->log_cap = 0;
+    out->peak_memory = S->peak;
+    if (j->message_ids) {
+        for (size_t i = 0; i < j->count; i++) free(j->message_ids[i]);
+        free(j->message_ids);
+    }
+    /* drop per-call references so the call's garbage can go */
+    if (!S->poisoned) {
+        luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
+        S->env_ref = S->loaded_ref = LUA_NOREF;
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_DEFAULT_CONTEXT);
+        if (S->cfg.memory_limit && S->used > S->cfg.memory_limit / 2) lua_gc(L, LUA_GCCOLLECT);
+    }
+    lua_settop(L, 0);
+}
+
+static void run(lsb_state *S, lua_CFunction body, job *j) {
+    lua_State *L = S->L;
+    if (S->poisoned) {
+        j->out->status = LSB_ERR_INTERNAL;
+        j->out->message = lsb_strndup("state was discarded after a limit error", 39);
+        return;
+    }
+    lua_pushcfunction(L, msgh);
+    lua_pushcfunction(L, body);
+    lua_pushlightuserdata(L, j);
+    int status = lua_pcall(L, 1, 0, 1);
+    finish(j, status);
+}
+
+/* ---- load ---- */
+
+static int load_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lsb_state *S = j->S;
+    int st = luaL_loadbufferx(L, j->src, j->len, j->chunkname, "t");
+    if (st != LUA_OK) {
+        lsb_note_status(L, st);
+        if (st == LUA_ERRSYNTAX) {
+            j->kind = LSB_ERR_SYNTAX;
+            snprintf(j->detail, sizeof j->detail, "%s", lua_tostring(L, -1));
+        }
+        return lua_error(L);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, S->chunk_ref);
+    S->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lsb_run_chunk_fresh(L, S);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    for (int i = 0; i < j->entry_count; i++) {
+        lua_getfield(L, -1, j->entries[i]);   /* env has no __index on user globals beyond BASE */
+        if (lua_type(L, -1) == LUA_TFUNCTION) j->out->entry_mask |= 1u << i;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+void lsb_load(lsb_state *S, const char *src, size_t len, const char *chunkname,
+              const char *const *entries, int entry_count, lsb_report *out) {
+    job j = {0};
+    j.S = S;
+    j.src = src;
+    j.len = len;
+    j.chunkname = chunkname;
+    j.entries = entries;
+    j.entry_count = entry_count;
+    j.out = out;
+    begin(S, out);
+    run(S, load_body, &j);
+}
+
+/* ---- call ---- */
+
+static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
+    const lsb_input *in = &j->inputs[i];
+    if (lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
+        j->kind = LSB_ERR_INPUT;
+        luaL_error(L, "invalid input");
+    }
+    int v = lua_gettop(L);
+    if (lua_type(L, v) == LUA_TTABLE) {
+        lua_getfield(L, v, "messageId");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            j->message_ids[i] = lsb_strndup(s, n);
+        }
+        lua_pop(L, 1);
+        lua_pushvalue(L, v);
+        lua_pushinteger(L, (lua_Integer)i);
+        lua_rawset(L, originmap);
+    }
+    if (in->context) {
+        if (lsb_json_decode_push(L, in->context, in->context_len, j->detail, sizeof j->detail)) {
+            j->kind = LSB_ERR_INPUT;
+            luaL_error(L, "invalid context");
+        }
+        if (lua_type(L, -1) == LUA_TTABLE) lsb_push_frozen(L, -1);
+        else lua_pushnil(L);
+        lua_remove(L, -2);
+        if (!j->batched) {
+            lua_pushvalue(L, -1);
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_DEFAULT_CONTEXT);
+        }
+        if (lua_type(L, v) == LUA_TTABLE) {
+            lua_pushvalue(L, v);
+            lua_insert(L, -2);
+            lua_rawset(L, ctxmap);
+        } else lua_pop(L, 1);
+    }
+}
+
+static long origin_of(lua_State *L, job *j, int idx, int originmap) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, originmap) == LUA_TNUMBER) {
+        long o = (long)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        return o;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "messageId") == LUA_TSTRING) {
+        const char *m = lua_tostring(L, -1);
+        for (size_t i = 0; i < j->count; i++)
+            if (j->message_ids[i] && strcmp(j->message_ids[i], m) == 0) {
+                lua_pop(L, 1);
+                return (long)i;
+            }
+    }
+    lua_pop(L, 1);
+    return -1;
+}
+
+static void add_output(job *j, lsb_output o) {
+    lsb_report *out = j->out;
+    lsb_output *a = realloc(out->outputs, (out->output_count + 1) * sizeof *a);
+    if (!a) {
+        free(o.json);
+        free(o.error);
+        return;
+    }
+    out->outputs = a;
+    out->outputs[out->output_count++] = o;
+}
+
+static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_slot) {
+    lsb_state *S = j->S;
+    lsb_output o = {0};
+    o.origin = lua_type(L, idx) == LUA_TTABLE ? origin_of(L, j, idx, originmap) : -1;
+    char err[700];
+    S->enc.len = 0;
+    if (lsb_json_encode(L, idx, &S->enc, S->cfg.max_output_bytes, err, sizeof err)) {
+        if (!as_slot) {
+            j->kind = LSB_ERR_OUTPUT;
+            snprintf(j->detail, sizeof j->detail, "returned value cannot be JSON: %s", err);
+            luaL_error(L, "invalid output");
+        }
+        o.error = lsb_strndup(err, strlen(err));
+    } else {
+        o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+        o.json_len = S->enc.len;
+    }
+    add_output(j, o);
+}
+
+/* A table whose keys are exactly 1..n with n > 0. */
+static int is_sequence(lua_State *L, int idx) {
+    lua_Unsigned n = lua_rawlen(L, idx);
+    if (n == 0) return 0;
+    lua_Unsigned count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1)) { lua_pop(L, 1); return 0; }
+        lua_Integer k = lua_tointeger(L, -1);
+        if (k < 1 || (lua_Unsigned)k > n) { lua_pop(L, 1); return 0; }
+        count++;
+    }
+    return count == n;
+}
+
+static int call_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lsb_state *S = j->S;
+    lsb_run_chunk_fresh(L, S);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    if (lua_getfield(L, -1, j->entry) != LUA_TFUNCTION) {
+        j->kind = LSB_ERR_INTERNAL;
+        snprintf(j->detail, sizeof j->detail, "global function '%s' is not defined", j->entry);
+        return luaL_error(L, "missing entry point");
+    }
+    int fn = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
+    int ctxmap = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+    int originmap = lua_gettop(L);
+    j->message_ids = calloc(j->count ? j->count : 1, sizeof(char *));
+    if (!j->message_ids) return luaL_error(L, "out of host memory");
+
+    lua_pushvalue(L, fn);
+    if (j->batched) {
+        lua_createtable(L, (int)j->count, 0);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+        lua_pushvalue(L, -2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        for (size_t i = 0; i < j->count; i++) {
+            push_input(L, j, i, ctxmap, originmap);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+    } else {
+        if (j->count != 1) return luaL_error(L, "exactly one input expected");
+        push_input(L, j, 0, ctxmap, originmap);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
+    lua_getfield(L, -1, "metadata");
+    lua_remove(L, -2);
+    lua_call(L, 2, 1);
+
+    int r = lua_gettop(L);
+    switch (lua_type(L, r)) {
+    case LUA_TNIL: j->out->shape = LSB_SHAPE_NIL; break;
+    case LUA_TTABLE:
+        if (is_sequence(L, r)) {
+            j->out->shape = LSB_SHAPE_SEQUENCE;
+            lua_Unsigned n = lua_rawlen(L, r);
+            for (lua_Integer i = 1; (lua_Unsigned)i <= n; i++) {
+                lua_rawgeti(L, r, i);
+                if (lua_type(L, -1) != LUA_TTABLE) {
+                    char m[120];
+                    snprintf(m, sizeof m, "element %lld of the returned sequence is a %s, expected a table",
+                             (long long)i, lua_typename(L, lua_type(L, -1)));
+                    lsb_output o = {0};
+                    o.origin = -1;
+                    o.error = lsb_strndup(m, strlen(m));
+                    add_output(j, o);
+                } else {
+                    encode_output(L, j, lua_gettop(L), originmap, 1);
+                }
+                lua_pop(L, 1);
+            }
+        } else {
+            j->out->shape = LSB_SHAPE_OBJECT;
+            encode_output(L, j, r, originmap, 0);
+        }
+        break;
+    default:
+        j->out->shape = LSB_SHAPE_OTHER;
+        j->out->message = lsb_strndup(lua_typename(L, lua_type(L, r)), strlen(lua_typename(L, lua_type(L, r))));
+        break;
+    }
+    return 0;
+}
+
+void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched, lsb_report *out) {
+    job j = {0};
+    j.S = S;
+    j.entry = entry;
+    j.inputs = inputs;
+    j.count = count;
+    j.batched = batched;
+    j.out = out;
+    begin(S, out);
+    run(S, call_body, &j);
+}
+
+void lsb_report_clear(lsb_report *out) {
+    free(out->message);
+    free(out->traceback);
+    for (size_t i = 0; i < out->output_count; i++) {
+        free(out->outputs[i].json);
+        free(out->outputs[i].error);
+    }
+    free(out->outputs);
+    for (size_t i = 0; i < out->log_count; i++) free(out->logs[i]);
+    free(out->logs);
+    memset(out, 0, sizeof *out);
+}
+
+static int canonical_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lsb_state *S = j->S;
+    if (lsb_json_decode_push(L, j->src, j->len, j->detail, sizeof j->detail)) {
+        j->kind = LSB_ERR_INPUT;
+        return luaL_error(L, "invalid input");
+    }
+    S->enc.len = 0;
+    if (lsb_json_encode(L, -1, &S->enc, 0, j->detail, sizeof j->detail)) {
+        j->kind = LSB_ERR_OUTPUT;
+        return luaL_error(L, "invalid output");
+    }
+    return 0;
+}
+
+char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err) {
+    lsb_config cfg = {0};
+    char e[200];
+    *err = NULL;
+    lsb_state *S = lsb_new(&cfg, e, sizeof e);
+    if (!S) {
+        *err = lsb_strndup(e, strlen(e));
+        return NULL;
+    }
+    job j = {0};
+    lsb_report r;
+    j.S = S;
+    j.src = json;
+    j.len = len;
+    j.out = &r;
+    begin(S, &r);
+    run(S, canonical_body, &j);
+    char *res = NULL;
+    if (r.status == LSB_OK) {
+        res = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+        *out_len = S->enc.len;
+    } else {
+        *err = lsb_strndup(r.message ? r.message : "invalid JSON", strlen(r.message ? r.message : "invalid JSON"));
+    }
+    lsb_report_clear(&r);
+    lsb_free(S);
+    return res;
+}

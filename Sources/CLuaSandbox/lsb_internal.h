@@ -1,0 +1,97 @@
+#ifndef LSB_INTERNAL_H
+#define LSB_INTERNAL_H
+/* Shared between the sandbox's C files. Not part of the public API. */
+#include "lsb.h"
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define LSB_MAX_REQUIRE_DEPTH 32
+
+/* A growable host-side byte buffer (malloc, never the Lua heap). */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} lsb_buf;
+
+int lsb_buf_put(lsb_buf *b, const char *s, size_t n);   /* 0 on success, -1 on ENOMEM */
+int lsb_buf_putc(lsb_buf *b, char c);
+char *lsb_strndup(const char *s, size_t n);
+
+struct lsb_state {
+    lua_State *L;
+    lsb_config cfg;
+
+    /* allocator */
+    size_t used, peak;
+    int limit_active;          /* refuse growth past cfg.memory_limit */
+
+    /* time */
+    uint64_t deadline_ns;      /* monotonic; 0 = none */
+    int timed_out;             /* sticky for the current load/call */
+    int mem_exceeded;          /* sticky for the current load/call */
+
+    /* per-call */
+    int env_ref;               /* registry ref of the current call's environment */
+    int loaded_ref;            /* registry ref of the current call's require cache */
+    const char *loading[LSB_MAX_REQUIRE_DEPTH];
+    int loading_depth;
+    char **logs;
+    size_t log_count, log_cap, log_bytes, logs_dropped;
+    lsb_buf tb;                /* traceback of the last error */
+    lsb_buf scratch;           /* JSON decoder's unescape buffer */
+    lsb_buf enc;               /* json.encode's output buffer */
+    char *errmsg;              /* message captured by the message handler */
+    int chunk_ref;             /* registry ref of the compiled main chunk */
+    int poisoned;              /* a limit fired: the host must discard this state */
+};
+
+/* Registry keys (addresses used as light-userdata keys). */
+extern const char LSB_KEY_STATE;     /* -> lsb_state* */
+extern const char LSB_KEY_BASE;      /* -> table of allowlisted globals */
+extern const char LSB_KEY_ENVMETA;   /* -> {__index = BASE, __metatable = false} */
+extern const char LSB_KEY_FROZEN;    /* -> weak-keyed set of read-only proxies */
+extern const char LSB_KEY_SNAPSHOTS; /* -> weak-keyed: metatable copy -> protected? */
+extern const char LSB_KEY_ARRAYS;    /* -> weak-keyed set of tables decoded from JSON arrays */
+extern const char LSB_KEY_CONTEXT;   /* -> weak-keyed: value table -> context proxy */
+extern const char LSB_KEY_ORIGIN;    /* -> weak-keyed: value table -> input index */
+extern const char LSB_KEY_LIBS;      /* -> name -> compiled library chunk */
+
+lsb_state *lsb_get(lua_State *L);
+uint64_t lsb_now_ns(void);
+
+/* Raises the sticky limit error if a limit already fired. Call after any protected call
+ * made on behalf of user code (pcall, resume, load) so limits cannot be swallowed. */
+void lsb_reraise_limits(lua_State *L);
+/* Marks the state after an observed LUA_ERRMEM. */
+void lsb_note_status(lua_State *L, int status);
+
+/* The hook and limit error. */
+void lsb_install_hook(lua_State *L);
+int lsb_limit_error(lua_State *L);
+
+/* Builds BASE (the one place that decides what user code sees). Runs under pcall. */
+int lsb_build_env(lua_State *L);
+
+/* Guards for C functions that can spin or allocate outside the hook. */
+void lsb_register_guards(lua_State *L, int string_idx, int table_idx);
+
+/* Read-only proxy of the table at idx; pushes the proxy. */
+void lsb_push_frozen(lua_State *L, int idx);
+
+/* JSON bridge. decode pushes one value or raises; encode appends to b or returns an error. */
+int lsb_json_decode_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
+int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen);
+void lsb_open_json(lua_State *L);   /* pushes the `json` table */
+
+/* Logging host functions (log/print). */
+int lsb_log(lua_State *L);
+void lsb_logs_reset(lsb_state *S);
+
+/* require */
+int lsb_require(lua_State *L);
+
+/* Runs the main chunk (registry chunk_ref) in a fresh env; leaves env on the stack. */
+void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
+
+#endif

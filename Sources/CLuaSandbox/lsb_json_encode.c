@@ -1,0 +1,283 @@
+/*
+ * Lua -> JSON, the output half of the JSON bridge, plus the `json` table scripts see.
+ *
+ * Uses raw access only (no metamethods run), never raises, and bounds depth (which also
+ * stops cycles) and output size. A table is an array when its keys are exactly 1..n, or when
+ * it is empty and was decoded from a JSON array (or marked with json.array); it is an object
+ * when every key is a string. Object keys are emitted sorted, so output is deterministic.
+ * Integers print as integers; floats print in the shortest form that reads back exactly,
+ * always with a '.' or exponent; NaN and infinities are errors.
+ */
+#include "lsb_internal.h"
+#include "lsb_json.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    lua_State *L;
+    lsb_buf *out;
+    size_t max;
+    int arrays;          /* stack index of the ARRAYS set */
+    char *err;
+    size_t errlen;
+    char path[512];
+    size_t pathlen;
+} je;
+
+static int efail(je *e, const char *fmt, const char *detail) {
+    char what[256];
+    snprintf(what, sizeof what, fmt, detail);
+    snprintf(e->err, e->errlen, "%s at %s", what, e->pathlen ? e->path : "$");
+    return -1;
+}
+
+static int put(je *e, const char *s, size_t n) {
+    if (e->out->len + n > e->max) {
+        char lim[32];
+        snprintf(lim, sizeof lim, "%zu", e->max);
+        return efail(e, "output larger than %s bytes", lim);
+    }
+    if (lsb_buf_put(e->out, s, n)) return efail(e, "%s", "out of host memory");
+    return 0;
+}
+
+static size_t path_push_key(je *e, const char *k, size_t n) {
+    size_t old = e->pathlen;
+    if (old == 0) e->path[e->pathlen++] = '$';
+    int w = snprintf(e->path + e->pathlen, sizeof e->path - e->pathlen, ".%.*s", (int)(n > 64 ? 64 : n), k);
+    if (w > 0) e->pathlen = e->pathlen + (size_t)w < sizeof e->path ? e->pathlen + (size_t)w : sizeof e->path - 1;
+    return old;
+}
+
+static size_t path_push_index(je *e, lua_Integer i) {
+    size_t old = e->pathlen;
+    if (old == 0) e->path[e->pathlen++] = '$';
+    int w = snprintf(e->path + e->pathlen, sizeof e->path - e->pathlen, "[%lld]", (long long)i);
+    if (w > 0) e->pathlen = e->pathlen + (size_t)w < sizeof e->path ? e->pathlen + (size_t)w : sizeof e->path - 1;
+    return old;
+}
+
+static void path_pop(je *e, size_t old) {
+    e->pathlen = old;
+    e->path[old] = 0;
+}
+
+static int put_string(je *e, const char *s, size_t n) {
+    if (!lsb_utf8_valid(s, n)) return efail(e, "%s", "string is not valid UTF-8");
+    if (put(e, "\"", 1)) return -1;
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (put(e, s + run, i - run)) return -1;
+        char esc[8];
+        switch (c) {
+        case '"': memcpy(esc, "\\\"", 3); break;
+        case '\\': memcpy(esc, "\\\\", 3); break;
+        case '\n': memcpy(esc, "\\n", 3); break;
+        case '\r': memcpy(esc, "\\r", 3); break;
+        case '\t': memcpy(esc, "\\t", 3); break;
+        case '\b': memcpy(esc, "\\b", 3); break;
+        case '\f': memcpy(esc, "\\f", 3); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", c);
+        }
+        if (put(e, esc, strlen(esc))) return -1;
+        run = i + 1;
+    }
+    if (put(e, s + run, n - run)) return -1;
+    return put(e, "\"", 1);
+}
+
+static int put_number(je *e, int idx) {
+    char b[40];
+    int n;
+    if (lua_isinteger(e->L, idx)) {
+        n = snprintf(b, sizeof b, "%lld", (long long)lua_tointeger(e->L, idx));
+        return put(e, b, (size_t)n);
+    }
+    double d = lua_tonumber(e->L, idx);
+    if (!isfinite(d)) return efail(e, "%s", isnan(d) ? "NaN cannot be represented in JSON" : "infinity cannot be represented in JSON");
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(b, sizeof b, "%.*g", prec, d);
+        if (strtod(b, NULL) == d) break;
+    }
+    if (!strpbrk(b, ".eE")) { b[n++] = '.'; b[n++] = '0'; b[n] = 0; }
+    return put(e, b, (size_t)n);
+}
+
+typedef struct {
+    const char *s;
+    size_t n;
+    int slot;   /* stack index of the value */
+} keyref;
+
+static int keycmp(const void *a, const void *b) {
+    const keyref *x = a, *y = b;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->s, y->s, n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+static int value(je *e, int idx, int depth);
+
+static int table(je *e, int idx, int depth) {
+    lua_State *L = e->L;
+    if (depth > LSB_JSON_MAX_OUT_DEPTH) {
+        char d[16];
+        snprintf(d, sizeof d, "%d", LSB_JSON_MAX_OUT_DEPTH);
+        return efail(e, "nested deeper than %s levels (is the table cyclic?)", d);
+    }
+    lua_Unsigned n = lua_rawlen(L, idx);
+    size_t count = 0, strings = 0, ints = 0;
+    lua_Integer badint = 0;
+    const char *badtype = NULL;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        int kt = lua_type(L, -2);
+        if (kt == LUA_TSTRING) strings++;
+        else if (kt == LUA_TNUMBER && lua_isinteger(L, -2)) {
+            lua_Integer k = lua_tointeger(L, -2);
+            if (k >= 1 && (lua_Unsigned)k <= n) ints++;
+            else if (!badint) badint = k;
+        } else if (!badtype) badtype = lua_typename(L, kt);
+        lua_pop(L, 1);
+    }
+    if (badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
+    int is_array;
+    if (count == 0) {
+        lua_pushvalue(L, idx);
+        lua_rawget(L, e->arrays);
+        is_array = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    } else if (strings == count) is_array = 0;
+    else if (ints == count && badint == 0) is_array = 1;
+    else if (strings > 0) return efail(e, "%s", "table mixes string keys with integer keys");
+    else {
+        char k[32];
+        snprintf(k, sizeof k, "%lld", (long long)badint);
+        return efail(e, "sparse array (integer key %s outside 1..#t)", k);
+    }
+    if (is_array) {
+        if (put(e, "[", 1)) return -1;
+        for (lua_Integer i = 1; (lua_Unsigned)i <= n; i++) {
+            if (i > 1 && put(e, ",", 1)) return -1;
+            lua_rawgeti(L, idx, i);
+            size_t old = path_push_index(e, i);
+            int r = value(e, lua_gettop(L), depth + 1);
+            path_pop(e, old);
+            lua_pop(L, 1);
+            if (r) return -1;
+        }
+        return put(e, "]", 1);
+    }
+    /* object: push every key/value pair, sort the keys, emit */
+    if (count > 1000000 || !lua_checkstack(L, (int)(2 * count) + 8))
+        return efail(e, "%s", "object has too many keys");
+    keyref *keys = malloc(count * sizeof *keys);
+    if (!keys) return efail(e, "%s", "out of host memory");
+    int base = lua_gettop(L);
+    size_t k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pushvalue(L, -2);   /* key, value, key */
+        keys[k].slot = lua_gettop(L) - 1;
+        keys[k].s = lua_tolstring(L, -3, &keys[k].n);
+        k++;
+    }
+    qsort(keys, count, sizeof *keys, keycmp);
+    int r = put(e, "{", 1);
+    for (size_t i = 0; r == 0 && i < count; i++) {
+        if (i > 0 && (r = put(e, ",", 1))) break;
+        if ((r = put_string(e, keys[i].s, keys[i].n))) break;
+        if ((r = put(e, ":", 1))) break;
+        size_t old = path_push_key(e, keys[i].s, keys[i].n);
+        r = value(e, keys[i].slot, depth + 1);
+        path_pop(e, old);
+    }
+    free(keys);
+    lua_settop(L, base);
+    return r ? r : put(e, "}", 1);
+}
+
+static int value(je *e, int idx, int depth) {
+    lua_State *L = e->L;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: return put(e, "null", 4);
+    case LUA_TBOOLEAN: return lua_toboolean(L, idx) ? put(e, "true", 4) : put(e, "false", 5);
+    case LUA_TNUMBER: return put_number(e, idx);
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        return put_string(e, s, n);
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) return put(e, "null", 4);
+        return efail(e, "%s", "cannot encode a host value");
+    case LUA_TTABLE:
+        if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
+        return table(e, idx, depth);
+    default:
+        return efail(e, "cannot encode a %s as JSON", lua_typename(L, lua_type(L, idx)));
+    }
+}
+
+int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 8)) {
+        snprintf(err, errlen, "stack exhausted");
+        return -1;
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+    je e = {L, out, max_bytes ? max_bytes : (size_t)-1, lua_gettop(L), err, errlen, {0}, 0};
+    int r = value(&e, idx, 0);
+    lua_pop(L, 1);
+    return r;
+}
+
+/* ---- the `json` table ---- */
+
+static int j_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    lsb_state *S = lsb_get(L);
+    char err[600];
+    S->enc.len = 0;
+    if (lsb_json_encode(L, 1, &S->enc, S->cfg.max_output_bytes, err, sizeof err))
+        return luaL_error(L, "json.encode: %s", err);
+    lua_pushlstring(L, S->enc.data ? S->enc.data : "", S->enc.len);
+    return 1;
+}
+
+static int j_decode(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char err[200];
+    if (lsb_json_decode_push(L, s, n, err, sizeof err)) return luaL_error(L, "json.decode: %s", err);
+    return 1;
+}
+
+static int j_array(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) lua_newtable(L);
+    else luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_settop(L, 1);
+    return 1;
+}
+
+void lsb_open_json(lua_State *L) {
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, j_encode);
+    lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, j_decode);
+    lua_setfield(L, -2, "decode");
+    lua_pushcfunction(L, j_array);
+    lua_setfield(L, -2, "array");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+}

@@ -1,0 +1,118 @@
+/*
+ * require(name): loads libraries/NAME.lua through the host's loader (a C trampoline into
+ * Swift that returns bytes or an error code and never raises). Each state compiles a library
+ * once; each call runs it afresh in its own environment, so a library's module-level state
+ * cannot carry data from one event to the next. Cycles and missing libraries are errors that
+ * name both files.
+ */
+#include "lsb_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char LSB_LOADING = 0;
+
+static int valid_name(const char *s, size_t n) {
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Pushes the compiled chunk of library `name`, compiling it on first use. */
+static void push_library_chunk(lua_State *L, lsb_state *S, const char *name) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LIBS);
+    if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+        lua_remove(L, -2);
+        return;
+    }
+    lua_pop(L, 1);
+    char *src = NULL, *chunkname = NULL;
+    size_t len = 0;
+    int r = S->cfg.loader ? S->cfg.loader(S->cfg.loader_ctx, name, &src, &len, &chunkname) : 1;
+    if (r != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%.*s", src ? (int)len : 0, src ? src : "");
+        free(src);
+        free(chunkname);
+        if (!msg[0]) snprintf(msg, sizeof msg, "library '%s' not found", name);
+        luaL_error(L, "require: %s", msg);
+        return;
+    }
+    /* copy into the Lua heap first so nothing malloc'd leaks if compiling raises */
+    lua_pushlstring(L, chunkname ? chunkname : name, chunkname ? strlen(chunkname) : strlen(name));
+    free(chunkname);
+    int st;
+    {
+        luaL_Buffer b;
+        (void)b;
+        lua_pushlstring(L, src, len);
+        free(src);
+        size_t sl;
+        const char *s = lua_tolstring(L, -1, &sl);
+        st = luaL_loadbufferx(L, s, sl, lua_tostring(L, -2), "t");
+    }
+    lsb_note_status(L, st);
+    lsb_reraise_limits(L);
+    if (st != LUA_OK) lua_error(L);   /* "libraries/x.lua:3: syntax error ..." */
+    lua_replace(L, -3);               /* chunk replaces chunkname */
+    lua_pop(L, 1);                    /* source */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, name);
+    lua_remove(L, -2);
+}
+
+int lsb_require(lua_State *L) {
+    lsb_state *S = lsb_get(L);
+    size_t n;
+    const char *name = luaL_checklstring(L, 1, &n);
+    if (!valid_name(name, n))
+        return luaL_error(L, "require: invalid library name '%s' (use letters, digits, '_' or '-'; "
+                             "library NAME is loaded from libraries/NAME.lua)", name);
+    lua_settop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->loaded_ref);   /* 2: this call's loaded table */
+    int t = lua_getfield(L, 2, name);
+    if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &LSB_LOADING) {
+        luaL_where(L, 1);
+        return luaL_error(L, "require cycle: %s requires '%s', which is still loading (libraries/%s.lua)",
+                          lua_tostring(L, -1), name, name);
+    }
+    if (t != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+    if (S->loading_depth >= LSB_MAX_REQUIRE_DEPTH)
+        return luaL_error(L, "require: libraries nested more than %d deep", LSB_MAX_REQUIRE_DEPTH);
+
+    push_library_chunk(L, S, name);                      /* 3 */
+    lua_newtable(L);                                     /* 4: the library's own environment */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
+    lua_setmetatable(L, 4);
+    lua_pushvalue(L, 4);
+    lua_setfield(L, 4, "_G");
+    lua_pushvalue(L, 4);
+    if (!lua_setupvalue(L, 3, 1)) lua_pop(L, 1);
+    lua_pushlightuserdata(L, (void *)&LSB_LOADING);
+    lua_setfield(L, 2, name);
+
+    int depth = S->loading_depth++;
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 1);
+    int st = lua_pcall(L, 1, 1, 0);
+    S->loading_depth = depth;
+    if (st != LUA_OK) {
+        lua_pushnil(L);
+        lua_setfield(L, 2, name);
+        lsb_note_status(L, st);
+        lsb_reraise_limits(L);
+        return lua_error(L);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 2, name);
+    return 1;
+}
