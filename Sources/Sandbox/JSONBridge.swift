@@ -1,0 +1,53 @@
+import CLuaSandbox
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The JSON side of the sandbox, for hosts: validation, splitting and canonical form, done by
+/// the same C code that converts values to and from Lua. Callers handle bytes only.
+public enum JSONBridge {
+    public struct Failure: Error, Sendable, Equatable {
+        public var message: String
+    }
+
+    /// Checks grammar, UTF-8 and nesting depth of one JSON value.
+    public static func validate(_ bytes: [UInt8]) -> Failure? {
+        let msg = withCBytes(bytes) { lsb_json_validate($0, $1) }
+        guard let msg else { return nil }
+        defer { free(msg) }
+        return Failure(message: String(cString: msg))
+    }
+
+    /// Byte ranges of the elements of a JSON array.
+    public static func splitArray(_ bytes: [UInt8]) throws(Failure) -> [Range<Int>] {
+        var starts: UnsafeMutablePointer<Int>?
+        var lens: UnsafeMutablePointer<Int>?
+        var err: UnsafeMutablePointer<CChar>?
+        let n = withCBytes(bytes) { lsb_json_split_array($0, $1, &starts, &lens, &err) }
+        defer { free(starts); free(lens); free(err) }
+        if n < 0 { throw Failure(message: err.map { String(cString: $0) } ?? "invalid JSON") }
+        return (0..<n).map { i in starts![i]..<(starts![i] + lens![i]) }
+    }
+
+    /// Byte range of the value of top-level field `key`; nil if absent or not an object.
+    public static func field(_ key: String, in bytes: [UInt8]) -> Range<Int>? {
+        var start = 0, len = 0
+        let r = withCBytes(bytes) { lsb_json_object_field($0, $1, key, &start, &len) }
+        return r == 1 ? start..<(start + len) : nil
+    }
+
+    /// Canonical JSON: sorted keys, no whitespace, shortest exact floats. Equal values give
+    /// equal bytes, so comparing canonical forms compares values.
+    public static func canonical(_ bytes: [UInt8]) throws(Failure) -> [UInt8] {
+        var outLen = 0
+        var err: UnsafeMutablePointer<CChar>?
+        let p = withCBytes(bytes) { lsb_json_canonical($0, $1, &outLen, &err) }
+        defer { free(err) }
+        guard let p else { throw Failure(message: err.map { String(cString: $0) } ?? "invalid JSON") }
+        defer { free(p) }
+        return Array(UnsafeRawBufferPointer(start: p, count: outLen))
+    }
+}

@@ -1,0 +1,189 @@
+import CLuaSandbox
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One hardened `lua_State`: allowlisted globals, memory and time limits, fresh globals for
+/// every call.
+///
+/// A state runs one main chunk. `load` compiles and runs it once; every `call` re-runs it in a
+/// fresh environment and calls a global entry point, so nothing a call writes reaches the next.
+/// Not thread-safe: one caller at a time (the type is `@unchecked Sendable` so a state can be
+/// handed between threads). After a `.timeout`, `.memory` or `.internal` failure the state is
+/// poisoned and refuses further calls; build a new one.
+public final class SandboxState: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let loaderBox: LoaderBox?
+    public let limits: SandboxLimits
+    public private(set) var isPoisoned = false
+
+    public init(limits: SandboxLimits = SandboxLimits(), libraries: LibraryLoader? = nil) throws(SandboxFailure) {
+        self.limits = limits
+        let box = libraries.map { LoaderBox($0) }
+        self.loaderBox = box
+        var cfg = lsb_config()
+        cfg.memory_limit = limits.memoryBytes
+        cfg.time_limit_ns = limits.timeNanoseconds
+        cfg.max_log_lines = limits.maxLogLines
+        cfg.max_log_bytes = limits.maxLogBytes
+        cfg.max_output_bytes = limits.maxOutputBytes
+        if let box {
+            cfg.loader = libraryTrampoline
+            cfg.loader_ctx = Unmanaged.passUnretained(box).toOpaque()
+        }
+        var err = [CChar](repeating: 0, count: 256)
+        guard let h = lsb_new(&cfg, &err, err.count) else {
+            throw SandboxFailure(kind: .internal, message: err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        }
+        self.handle = h
+    }
+
+    deinit { lsb_free(handle) }
+
+    /// Heap bytes the state holds now.
+    public var memoryUsed: Int { lsb_memory_used(handle) }
+
+    /// Compiles `source` (text only) under `chunkName` and runs it once in a fresh environment.
+    /// Returns which of `entries` it defined as global functions.
+    public func load(source: [UInt8], chunkName: String, entries: [String]) -> Result<Set<String>, SandboxFailure> {
+        var report = lsb_report()
+        defer { lsb_report_clear(&report) }
+        withCStrings(entries) { names in
+            withCBytes(source) { p, n in
+                lsb_load(handle, p, n, "@" + chunkName, names, Int32(entries.count), &report)
+            }
+        }
+        if let failure = failure(from: report) { return .failure(failure) }
+        var found = Set<String>()
+        for (i, name) in entries.enumerated() where report.entry_mask & (1 << UInt32(i)) != 0 { found.insert(name) }
+        return .success(found)
+    }
+
+    /// Re-runs the main chunk in a fresh environment and calls global `entry`.
+    ///
+    /// Not batched: `entry(value, metadata)` with exactly one input. Batched:
+    /// `entry({values...}, metadata)`. `metadata(v)` returns a read-only view of v's context.
+    public func call(entry: String, inputs: [SandboxInput], batched: Bool) -> CallOutcome {
+        if isPoisoned {
+            return CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "state was discarded after a limit error")),
+                               logs: [], logsDropped: 0, peakMemory: 0)
+        }
+        var report = lsb_report()
+        defer { lsb_report_clear(&report) }
+        withInputs(inputs) { raw in
+            lsb_call(handle, entry, raw.baseAddress, raw.count, batched ? 1 : 0, &report)
+        }
+        let logs = (0..<report.log_count).map { String(cString: report.logs[$0]!) }
+        let result: Result<ReturnedShape, SandboxFailure>
+        if let failure = failure(from: report) {
+            result = .failure(failure)
+        } else {
+            result = .success(shape(of: report))
+        }
+        return CallOutcome(result: result, logs: logs, logsDropped: report.logs_dropped, peakMemory: report.peak_memory)
+    }
+
+    private func failure(from r: lsb_report) -> SandboxFailure? {
+        let kind: SandboxFailure.Kind
+        switch r.status {
+        case LSB_OK: return nil
+        case LSB_ERR_RUNTIME: kind = .runtime
+        case LSB_ERR_TIMEOUT: kind = .timeout
+        case LSB_ERR_MEMORY: kind = .memory
+        case LSB_ERR_OUTPUT: kind = .invalidOutput
+        case LSB_ERR_INPUT: kind = .invalidInput
+        case LSB_ERR_SYNTAX: kind = .syntax
+        default: kind = .internal
+        }
+        let f = SandboxFailure(kind: kind, message: r.message.map { String(cString: $0) } ?? "unknown error",
+                               traceback: r.traceback.map { String(cString: $0) })
+        if f.poisonsState { isPoisoned = true }
+        return f
+    }
+
+    private func shape(of r: lsb_report) -> ReturnedShape {
+        func value(_ o: lsb_output) -> ReturnedValue {
+            let json = o.json.map { p in
+                Array(UnsafeRawBufferPointer(start: p, count: o.json_len))
+            }
+            return ReturnedValue(json: json, error: o.error.map { String(cString: $0) }, origin: o.origin >= 0 ? o.origin : nil)
+        }
+        switch r.shape {
+        case LSB_SHAPE_NIL: return .none
+        case LSB_SHAPE_OBJECT: return .object(value(r.outputs[0]))
+        case LSB_SHAPE_SEQUENCE: return .sequence((0..<r.output_count).map { value(r.outputs[$0]) })
+        default: return .other(r.message.map { String(cString: $0) } ?? "unknown")
+        }
+    }
+}
+
+/// One input value: JSON bytes plus optional context JSON returned by `metadata(value)`.
+public struct SandboxInput: Sendable {
+    public var json: [UInt8]
+    public var context: [UInt8]?
+    public init(json: [UInt8], context: [UInt8]? = nil) {
+        self.json = json
+        self.context = context
+    }
+}
+
+private final class LoaderBox: @unchecked Sendable {
+    let loader: LibraryLoader
+    init(_ loader: LibraryLoader) { self.loader = loader }
+}
+
+/// C trampoline target: never throws; reports through out-parameters and a status code.
+private let libraryTrampoline: lsb_library_loader = { ctx, name, src, len, chunkname in
+    guard let ctx, let name, let src, let len, let chunkname else { return -1 }
+    let box = Unmanaged<LoaderBox>.fromOpaque(ctx).takeUnretainedValue()
+    switch box.loader.loadLibrary(named: String(cString: name)) {
+    case .success(let lib):
+        src.pointee = mallocCopy(lib.bytes)
+        len.pointee = lib.bytes.count
+        chunkname.pointee = strdup("@" + lib.path)
+        return 0
+    case .failure(let error):
+        let bytes = Array(error.message.utf8)
+        src.pointee = mallocCopy(bytes)
+        len.pointee = bytes.count
+        return 1
+    }
+}
+
+private func mallocCopy(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
+    let p = malloc(max(1, bytes.count))!.assumingMemoryBound(to: CChar.self)
+    bytes.withUnsafeBytes { raw in
+        if let base = raw.baseAddress { memcpy(p, base, bytes.count) }
+    }
+    return p
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+    let dup = strings.map { UnsafePointer(strdup($0)) }
+    defer { dup.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
+    return dup.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+private func withInputs<R>(_ inputs: [SandboxInput], _ body: (UnsafeBufferPointer<lsb_input>) -> R) -> R {
+    // Keep every byte array pinned for the duration of the C call.
+    var pinned: [UnsafeMutablePointer<CChar>] = []
+    defer { pinned.forEach { free($0) } }
+    var raw: [lsb_input] = []
+    raw.reserveCapacity(inputs.count)
+    for input in inputs {
+        let j = mallocCopy(input.json)
+        pinned.append(j)
+        var item = lsb_input(json: j, json_len: input.json.count, context: nil, context_len: 0)
+        if let c = input.context {
+            let cp = mallocCopy(c)
+            pinned.append(cp)
+            item.context = UnsafePointer(cp)
+            item.context_len = c.count
+        }
+        raw.append(item)
+    }
+    return raw.withUnsafeBufferPointer(body)
+}

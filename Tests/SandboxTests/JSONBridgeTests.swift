@@ -1,0 +1,89 @@
+import Sandbox
+import XCTest
+
+/// The JSON <-> Lua mapping contract, exercised through a Lua round trip.
+final class JSONBridgeTests: XCTestCase {
+    private func roundTrip(_ json: String, file: StaticString = #filePath, line: UInt = #line) throws -> String? {
+        let state = try makeState("function transformEvent(e) return e end")
+        return state.callEvent(json).objectJSON
+    }
+
+    func testIntegersStayIntegersAndFloatsRoundTrip() throws {
+        XCTAssertEqual(try roundTrip(#"{"a":42,"b":-7,"c":1.5,"d":0.1,"e":1.0,"f":9007199254740993,"g":1e300,"h":-0.0}"#),
+                       #"{"a":42,"b":-7,"c":1.5,"d":0.1,"e":1.0,"f":9007199254740993,"g":1e+300,"h":-0.0}"#)
+    }
+
+    func testHugeIntegerBecomesFloat() throws {
+        XCTAssertEqual(try roundTrip(#"{"a":123456789012345678901234567890}"#), #"{"a":1.2345678901234568e+29}"#)
+    }
+
+    func testNullEmptyArraysAndObjectsSurvive() throws {
+        XCTAssertEqual(try roundTrip(#"{"a":null,"b":[],"c":{},"d":[1,null,3],"e":[{}]}"#),
+                       #"{"a":null,"b":[],"c":{},"d":[1,null,3],"e":[{}]}"#)
+    }
+
+    func testStringsEscapesAndUnicode() throws {
+        XCTAssertEqual(try roundTrip(#"{"s":"a\"b\\c\n\u0001\u00e9\ud83d\ude00 ok/"}"#),
+                       "{\"s\":\"a\\\"b\\\\c\\n\\u0001é😀 ok/\"}")
+    }
+
+    func testKeysAreSorted() throws {
+        XCTAssertEqual(try roundTrip(#"{"b":1,"a":{"z":1,"y":2},"c":[3,2,1]}"#), #"{"a":{"y":2,"z":1},"b":1,"c":[3,2,1]}"#)
+    }
+
+    func testJsonNullSentinelInLua() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          e.isNull = (e.x == json.null)
+          e.made = json.null
+          e.arr = json.array()
+          e.dec = json.decode('{"k":[1,2,{"n":null}]}')
+          e.enc = json.encode({b = 1, a = {json.null}})
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent(#"{"x":null}"#).objectJSON,
+                       #"{"arr":[],"dec":{"k":[1,2,{"n":null}]},"enc":"{\"a\":[null],\"b\":1}","isNull":true,"made":null,"x":null}"#)
+    }
+
+    func testMalformedAndInvalidUTF8InputAreRejected() throws {
+        XCTAssertNotNil(JSONBridge.validate(Array(#"{"a":}"#.utf8)))
+        XCTAssertNotNil(JSONBridge.validate([0x22, 0xff, 0x22]))
+        XCTAssertNotNil(JSONBridge.validate(Array(#""\ud800""#.utf8)), "lone surrogate")
+        XCTAssertNil(JSONBridge.validate(Array(#"{"a":[1,2.5e3,true,false,null,"x"]}"#.utf8)))
+        let state = try makeState("function transformEvent(e) return e end")
+        XCTAssertEqual(state.callEvent(#"{"a":"#).failure?.kind, .invalidInput)
+    }
+
+    func testUnrepresentableOutputIsAnError() throws {
+        let cases = [
+            "e.f = function() end": "cannot encode a function",
+            "e.self = e": "nested deeper than",
+            "e.n = 0/0": "NaN",
+            "e.i = math.huge": "infinity",
+            "e.s = {[1] = 'a', [1 << 40] = 'b'}": "sparse array",
+            "e.m = {1, 2, x = 3}": "mixes string keys",
+            "e[true] = 1": "boolean key",
+            "e.u = utf8.char(0x110000)": "UTF-8",
+            "e.bad = '\\xff'": "UTF-8",
+        ]
+        for (code, expected) in cases {
+            let state = try makeState("function transformEvent(e) \(code) return e end")
+            let f = state.callEvent(#"{"a":1}"#).failure
+            XCTAssertEqual(f?.kind, .invalidOutput, code)
+            XCTAssertTrue(f?.message.contains(expected) ?? false, "\(code): \(f?.message ?? "nil")")
+        }
+    }
+
+    func testCanonicalAndSplit() throws {
+        XCTAssertEqual(String(decoding: try JSONBridge.canonical(Array(#" { "b" : [ 1 , 2.50 ] , "a" : null } "#.utf8)), as: UTF8.self),
+                       #"{"a":null,"b":[1,2.5]}"#)
+        let bytes = Array(#"[ {"a":1}, 2 ,"x" ]"#.utf8)
+        let parts = try JSONBridge.splitArray(bytes).map { String(decoding: bytes[$0], as: UTF8.self) }
+        XCTAssertEqual(parts, [#"{"a":1}"#, "2", #""x""#])
+        XCTAssertThrowsError(try JSONBridge.splitArray(Array("{}".utf8)))
+        let env = Array(#"{"message":{"x":1},"metadata":{"m":2}}"#.utf8)
+        XCTAssertEqual(JSONBridge.field("metadata", in: env).map { String(decoding: env[$0], as: UTF8.self) }, #"{"m":2}"#)
+        XCTAssertNil(JSONBridge.field("nope", in: env))
+    }
+}
