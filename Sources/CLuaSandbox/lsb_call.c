@@ -52,9 +52,14 @@ static int msgh(lua_State *L) {
         if (!lua_getinfo(L, "Sln", &ar)) continue;
         if (strcmp(ar.what, "C") == 0 || ar.currentline < 0) continue;
         char line[400];
-        int n = snprintf(line, sizeof line, "%s%s:%d: in %s%s%s", frames ? "\n" : "", ar.short_src, ar.currentline,
-                         ar.name ? "function '" : (strcmp(ar.what, "main") == 0 ? "main chunk" : "function"),
-                         ar.name ? ar.name : "", ar.name ? "'" : "");
+        int n;
+        if (ar.name)
+            n = snprintf(line, sizeof line, "%s%s:%d: in function '%s'", frames ? "\n" : "", ar.short_src, ar.currentline, ar.name);
+        else if (strcmp(ar.what, "main") == 0)
+            n = snprintf(line, sizeof line, "%s%s:%d: in main chunk", frames ? "\n" : "", ar.short_src, ar.currentline);
+        else
+            n = snprintf(line, sizeof line, "%s%s:%d: in function <%s:%d>", frames ? "\n" : "", ar.short_src, ar.currentline,
+                         ar.short_src, ar.linedefined);
         if (n > 0) lsb_buf_put(&S->tb, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         if (!top_src) {
             top_src = ar.short_src;

@@ -1,0 +1,207 @@
+import Sandbox
+import XCTest
+
+/// What user code can reach, and what survives from one call to the next.
+final class IsolationTests: XCTestCase {
+    func testAllowlistedSurface() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          local names = {}
+          for _, n in ipairs({"io", "debug", "package", "dofile", "loadfile", "warn", "require", "load",
+                              "collectgarbage", "string", "utf8", "coroutine", "os", "json", "log", "print", "metadata"}) do
+            names[#names + 1] = n .. "=" .. type(_G[n])
+          end
+          e.globals = table.concat(names, ",")
+          e.os = table.concat({type(os.time), type(os.clock), type(os.date), type(os.exit), type(os.getenv), type(os.execute), type(os.setlocale), type(os.remove)}, ",")
+          e.string = table.concat({type(string.dump), type(string.rep), type(math.randomseed), type(math.random)}, ",")
+          e.strmeta = tostring(getmetatable(""))
+          e.t = tostring({})
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, """
+        {"globals":"io=nil,debug=nil,package=nil,dofile=nil,loadfile=nil,warn=nil,require=function,load=function,\
+        collectgarbage=function,string=table,utf8=table,coroutine=table,os=table,json=table,log=function,print=function,metadata=function",\
+        "os":"function,function,function,nil,nil,nil,nil,nil","string":"nil,function,nil,function","strmeta":"false","t":"table"}
+        """)
+    }
+
+    func testGlobalsAndChunkLocalsDoNotSurviveBetweenCalls() throws {
+        let state = try makeState("""
+        local seen = {}
+        function transformEvent(e)
+          e.before = tostring(stash) .. "/" .. #seen
+          stash = e.id
+          seen[#seen + 1] = e.id
+          local f = load("leak = 1")
+          f()
+          e.leak = tostring(leak)
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent(#"{"id":1}"#).objectJSON, #"{"before":"nil/0","id":1,"leak":"1"}"#)
+        XCTAssertEqual(state.callEvent(#"{"id":2}"#).objectJSON, #"{"before":"nil/0","id":2,"leak":"1"}"#)
+    }
+
+    func testSharedTablesAreReadOnly() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          e.a = pcall(function() string.upper = nil end)
+          e.b = pcall(rawset, math, "floor", print)
+          e.c = pcall(function() getmetatable("").__index = {} end)
+          e.d = pcall(setmetatable, string, {})
+          e.e = ("abc"):upper()
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"a":false,"b":false,"c":false,"d":false,"e":"ABC"}"#)
+    }
+
+    func testBytecodeIsRefused() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          local f, err = load("\\27Lua\\84\\0", "x", "b")
+          e.err = err
+          return e
+        end
+        """)
+        XCTAssertTrue(state.callEvent("{}").objectJSON?.contains("attempt to load a binary chunk") ?? false)
+    }
+
+    func testGcAndCloseMetamethodsAreRefused() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          e.gc = select(2, pcall(setmetatable, {}, {__gc = function() end}))
+          e.close = select(2, pcall(setmetatable, {}, {__close = function() end}))
+          local mt = {__index = {hello = function() return "hi" end}}
+          local obj = setmetatable({}, mt)
+          mt.__close = function() end -- a late __close must not reach the object
+          e.oop = obj.hello()
+          e.same = getmetatable(obj) == mt
+          return e
+        end
+        """)
+        let out = state.callEvent("{}").objectJSON ?? ""
+        XCTAssertTrue(out.contains("'__gc' metamethods are not allowed"), out)
+        XCTAssertTrue(out.contains("'__close' metamethods are not allowed"), out)
+        XCTAssertTrue(out.contains(#""oop":"hi""#) && out.contains(#""same":true"#), out)
+    }
+
+    func testRuntimeErrorCarriesFileLineAndTraceback() throws {
+        let state = try makeState("""
+        local function inner(x)
+          return x.missing.field
+        end
+        function transformEvent(e)
+          local r = inner(e)
+          return r
+        end
+        """)
+        let f = state.callEvent("{}").failure
+        XCTAssertEqual(f?.kind, .runtime)
+        XCTAssertTrue(f?.message.hasPrefix("transformations/test.lua:2:") ?? false, f?.message ?? "")
+        XCTAssertEqual(f?.traceback, "transformations/test.lua:2: in function 'inner'\ntransformations/test.lua:5: in function <transformations/test.lua:4>")
+        XCTAssertFalse(state.isPoisoned)
+        let g = try makeState("function transformEvent(e) error({code = 1}) end").callEvent("{}").failure
+        XCTAssertEqual(g?.message, "transformations/test.lua:1: error object is a table value")
+    }
+
+    func testMetadataIsReadOnlyContext() throws {
+        let state = try makeState("""
+        function transformEvent(e, md)
+          local m = md(e)
+          e.src = m.sourceId
+          e.missing = m.workspaceId == nil
+          e.ro = pcall(function() m.sourceId = "x" end)
+          e.viaGlobal = metadata(e).sourceId
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}", context: #"{"sourceId":"s1"}"#).objectJSON,
+                       #"{"missing":true,"ro":false,"src":"s1","viaGlobal":"s1"}"#)
+    }
+
+    func testLogsAreCapturedAndBounded() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          log("a", 1, 2.5, true, nil, {x = {1}}, json.null)
+          print("p")
+          for i = 1, 500 do log("line", i) end
+          return e
+        end
+        """, limits: SandboxLimits(time: .seconds(1), maxLogLines: 10, maxLogBytes: 1000))
+        let out = state.callEvent("{}")
+        XCTAssertEqual(out.logs.first, #"a 1 2.5 true nil {"x":[1]} null"#)
+        XCTAssertEqual(out.logs[1], "p")
+        XCTAssertEqual(out.logs.count, 10)
+        XCTAssertEqual(out.logsDropped, 492)
+    }
+
+    func testRequireLoadsLibrariesFreshPerCallAndReportsCycles() throws {
+        let loader = MapLoader([
+            "counter": "local n = 0\nreturn { bump = function() n = n + 1 return n end }",
+            "a": "local b = require('b')\nreturn {}",
+            "b": "local a = require('a')\nreturn {}",
+            "seesglobals": "return { peek = function() return tostring(secret) end }",
+        ])
+        let state = try makeState("""
+        function transformEvent(e)
+          secret = "t"
+          local c = require("counter")
+          c.bump()
+          e.n = require("counter").bump()
+          e.peek = require("seesglobals").peek()
+          if e.cycle then require("a") end
+          if e.missing then require("nope") end
+          if e.bad then require("../etc/passwd") end
+          return e
+        end
+        """, libraries: loader)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":2,"peek":"nil"}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":2,"peek":"nil"}"#, "module state does not persist")
+        let cycle = state.callEvent(#"{"cycle":true}"#).failure?.message ?? ""
+        XCTAssertTrue(cycle.contains("require cycle") && cycle.contains("libraries/b.lua:1") && cycle.contains("libraries/a.lua"), cycle)
+        let missing = state.callEvent(#"{"missing":true}"#).failure?.message ?? ""
+        XCTAssertTrue(missing.contains("transformations/test.lua:8") && missing.contains("libraries/nope.lua"), missing)
+        let bad = state.callEvent(#"{"bad":true}"#).failure?.message ?? ""
+        XCTAssertTrue(bad.contains("invalid library name"), bad)
+    }
+
+    func testReturnShapes() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          if e.k == "nil" then return nil end
+          if e.k == "many" then return {{a = 1}, {b = 2}} end
+          if e.k == "badslot" then return {{a = 1}, "x"} end
+          if e.k == "num" then return 5 end
+          return e
+        end
+        """)
+        if case .success(.none) = state.callEvent(#"{"k":"nil"}"#).result {} else { XCTFail("nil") }
+        guard case .success(.sequence(let many)) = state.callEvent(#"{"k":"many"}"#).result else { return XCTFail("many") }
+        XCTAssertEqual(many.map { $0.json.map { String(decoding: $0, as: UTF8.self) } }, [#"{"a":1}"#, #"{"b":2}"#])
+        guard case .success(.sequence(let bad)) = state.callEvent(#"{"k":"badslot"}"#).result else { return XCTFail("badslot") }
+        XCTAssertEqual(bad[1].error, "element 2 of the returned sequence is a string, expected a table")
+        XCTAssertEqual(state.callEvent(#"{"k":"num"}"#).result.map { "\($0)" }, .success("other(\"number\")"))
+    }
+
+    func testBatchOriginsAndMetadata() throws {
+        let state = try makeState("""
+        function transformBatch(events, md)
+          local out = {}
+          for i, e in ipairs(events) do
+            e.src = md(e).sourceId
+            if i ~= 2 then out[#out + 1] = e end
+          end
+          out[#out + 1] = {messageId = "m1", fresh = true}
+          return out
+        end
+        """)
+        let inputs = (0..<3).map { SandboxInput(json: Array(#"{"messageId":"m\#($0)"}"#.utf8), context: Array(#"{"sourceId":"s\#($0)"}"#.utf8)) }
+        guard case .success(.sequence(let outs)) = state.call(entry: "transformBatch", inputs: inputs, batched: true).result else {
+            return XCTFail("expected sequence")
+        }
+        XCTAssertEqual(outs.map(\.origin), [0, 2, 1])
+        XCTAssertEqual(outs.first?.json.map { String(decoding: $0, as: UTF8.self) }, #"{"messageId":"m0","src":"s0"}"#)
+    }
+}
