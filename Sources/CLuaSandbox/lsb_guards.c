@@ -12,6 +12,7 @@
  */
 #include "lsb_internal.h"
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #define LSB_PATTERN_BUDGET 1e11
@@ -81,10 +82,14 @@ static void check_pattern(lua_State *L, const char *fname, int anchorable) {
     if (q == 0) return;
     double positions = (anchorable && lp > 0 && p[0] == '^') ? 1.0 : (double)ls + 1;
     double cost = positions * pow((double)ls + 1, q);
-    if (cost > LSB_PATTERN_BUDGET)
-        luaL_error(L, "%s: pattern '%s' is too expensive for a %d-byte subject (worst case ~%.0e steps, "
-                      "limit %.0e); anchor it, use fewer quantifiers, or use plain find",
-                   fname, lp > 40 ? "(long pattern)" : p, (int)ls, cost, LSB_PATTERN_BUDGET);
+    if (cost > LSB_PATTERN_BUDGET) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "%s: pattern '%.40s' is too expensive for a %zu-byte subject (worst case ~%.0e steps, limit %.0e); "
+                 "anchor it with '^', use fewer quantifiers, or search with plain find",
+                 fname, p, ls, cost, LSB_PATTERN_BUDGET);
+        luaL_error(L, "%s", msg);
+    }
 }
 
 static int g_find(lua_State *L) {

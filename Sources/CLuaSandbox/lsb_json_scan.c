@@ -106,6 +106,7 @@ int lsb_json_unescape(const char **pp, const char *end, unsigned *cp) {
 typedef struct {
     const char *start, *p, *end;
     char msg[160];
+    int lenient_utf8;   /* structure only: UTF-8 is left to a per-element check */
 } sc;
 
 static int sfail(sc *s, const char *what) {
@@ -129,7 +130,7 @@ static int sstring(sc *s) {
             if (r) return sfail(s, r == -2 ? "lone UTF-16 surrogate in \\u escape" : "invalid escape");
             continue;
         }
-        size_t n = c < 0x80 ? 1 : lsb_utf8_seq(s->p, s->end);
+        size_t n = c < 0x80 || s->lenient_utf8 ? 1 : lsb_utf8_seq(s->p, s->end);
         if (!n) return sfail(s, "invalid UTF-8 in string");
         s->p += n;
     }
@@ -192,7 +193,7 @@ static int svalue(sc *s, int depth) {
 }
 
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err) {
-    sc s = {json, json, json + len, {0}};
+    sc s = {json, json, json + len, {0}, 1};
     size_t cap = 16, n = 0;
     size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
     *starts = NULL;
@@ -239,7 +240,7 @@ bad:
 }
 
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
-    sc s = {json, json, json + len, {0}};
+    sc s = {json, json, json + len, {0}, 0};
     size_t klen = strlen(key);
     sws(&s);
     if (s.p >= s.end || *s.p != '{') return -1;
@@ -271,7 +272,7 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
 }
 
 char *lsb_json_validate(const char *json, size_t len) {
-    sc s = {json, json, json + len, {0}};
+    sc s = {json, json, json + len, {0}, 0};
     if (svalue(&s, 0) == 0) {
         sws(&s);
         if (s.p == s.end) return NULL;

@@ -28,4 +28,11 @@ public struct CallOutcome: Sendable {
     public var logsDropped: Int
     /// Peak heap bytes of the state during the call.
     public var peakMemory: Int
+
+    public init(result: Result<ReturnedShape, SandboxFailure>, logs: [String] = [], logsDropped: Int = 0, peakMemory: Int = 0) {
+        self.result = result
+        self.logs = logs
+        self.logsDropped = logsDropped
+        self.peakMemory = peakMemory
+    }
 }

@@ -112,7 +112,8 @@ size_t lsb_memory_used(const lsb_state *S);
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
 char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);
 
-/* Splits a JSON array into its element byte ranges. Returns element count, or -1 with a
+/* Splits a JSON array into its element byte ranges (structure only: validate each element
+ * separately for UTF-8). Returns element count, or -1 with a
  * malloc'd message in *err. *starts and *lens are malloc'd arrays owned by the caller. */
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err);
 

@@ -1,0 +1,61 @@
+/// An ordered list of transformations that events flow through, as configured for a
+/// destination. A drop or an error stops an event at that step; a fan-out multiplies it (each
+/// output continues with the input's metadata). An empty chain keeps every event unchanged.
+public struct Chain: Sendable {
+    public var name: String
+    public var steps: [Transformation]
+
+    public init(name: String, steps: [Transformation]) {
+        self.name = name
+        self.steps = steps
+    }
+
+    /// Runs every input through the chain: exactly one result per input, in input order.
+    public func run(_ inputs: [EventInput]) -> [EventResult] {
+        var results = inputs.map { input in
+            EventResult(index: input.index, status: .kept, events: [], error: nil, logs: [], duration: .zero,
+                        peakMemory: 0, input: input.message)
+        }
+        // live items: (position in results, event, metadata)
+        var live: [(Int, [UInt8], [UInt8]?)] = []
+        for (i, input) in inputs.enumerated() {
+            if let invalid = input.invalid {
+                results[i].status = .error
+                results[i].error = EventError(kind: .invalidInput, message: invalid)
+            } else {
+                live.append((i, input.message, input.metadata))
+            }
+        }
+        for step in steps where !live.isEmpty {
+            let outcomes = step.run(live.map { StepInput(event: $0.1, metadata: $0.2) })
+            var next: [(Int, [UInt8], [UInt8]?)] = []
+            for (item, r) in zip(live, outcomes) {
+                let i = item.0
+                if results[i].status == .error { continue }
+                let prefix = steps.count > 1 ? "[\(step.name)] " : ""
+                results[i].logs += r.logs.map { prefix + $0 }
+                if r.logsDropped > 0 {
+                    results[i].logs.append("\(prefix)[luaform] \(r.logsDropped) more log line(s) dropped: limit of \(step.limits.maxLogLines) lines or \(step.limits.maxLogBytes) bytes per event")
+                }
+                results[i].duration += r.duration
+                results[i].peakMemory = max(results[i].peakMemory, r.peakMemory)
+                switch r.outcome {
+                case .failed(let e):
+                    results[i].status = .error
+                    results[i].error = e
+                case .dropped:
+                    break
+                case .kept(let events):
+                    next += events.map { (i, $0, item.2) }
+                }
+            }
+            // an event in error contributes no outputs, even from its other fan-out branches
+            live = next.filter { results[$0.0].status != .error }
+        }
+        for item in live { results[item.0].events.append(item.1) }
+        for i in results.indices where results[i].status != .error {
+            results[i].status = results[i].events.isEmpty ? .dropped : .kept
+        }
+        return results
+    }
+}

@@ -1,0 +1,51 @@
+import Sandbox
+
+/// Parses the human forms of limits used on the command line and in config files:
+/// durations like `250ms`, `1s`, `1.5s`, `500us`, and sizes like `32MiB`, `512KiB`, `1GiB`,
+/// `64MB`, or plain bytes.
+public enum LimitSpec {
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public static func duration(_ text: String) throws(Invalid) -> Duration {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1), ("m", 60)]
+        for (suffix, scale) in units where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count)), v > 0, v.isFinite {
+                return .nanoseconds(Int64((v * scale * 1e9).rounded()))
+            }
+        }
+        throw Invalid(description: "invalid duration '\(text)': use a number with ms, s or us, e.g. 250ms or 1s")
+    }
+
+    public static func bytes(_ text: String) throws(Invalid) -> Int {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024), ("GB", 1e9), ("MB", 1e6),
+                                         ("KB", 1e3), ("kB", 1e3), ("B", 1), ("", 1)]
+        for (suffix, scale) in units where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0, v.isFinite {
+                let n = v * scale
+                if n >= 64 * 1024, n < Double(Int.max) { return Int(n) }
+                throw Invalid(description: "memory limit '\(text)' is too small: a state needs at least 64KiB")
+            }
+        }
+        throw Invalid(description: "invalid size '\(text)': use a number with KiB, MiB or GiB, e.g. 32MiB")
+    }
+
+    /// `1s`, `250ms`: the shortest exact form, for messages.
+    public static func format(_ d: Duration) -> String {
+        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        if ms >= 1000, ms.truncatingRemainder(dividingBy: 1000) == 0 { return "\(Int(ms / 1000))s" }
+        if ms == ms.rounded() { return "\(Int(ms))ms" }
+        return String(format: "%.3fms", ms)
+    }
+
+    public static func format(bytes: Int) -> String {
+        if bytes >= 1 << 20, bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
+        if bytes >= 1 << 10, bytes % (1 << 10) == 0 { return "\(bytes >> 10)KiB" }
+        return "\(bytes)B"
+    }
+}
+
+import Foundation
