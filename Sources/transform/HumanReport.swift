@@ -9,6 +9,8 @@ struct HumanReport {
     var results: [EventResult]
     var expectations: Expectations?
     var mismatches: [Expectations.Mismatch]?
+    /// Name the failing step (for chains of more than one transformation).
+    var showSteps = false
 
     static let maxChangesShown = 25
 
@@ -38,7 +40,7 @@ struct HumanReport {
         var out = [head]
         if let e = r.error {
             out.append("      \(Terminal.paint(e.kind.rawValue, .red)): \(e.message)")
-            if let step = e.step, step != r.error?.message { out.append(Terminal.paint("      in step \(step)", .dim)) }
+            if showSteps, let step = e.step { out.append(Terminal.paint("      in step \(step)", .dim)) }
             for frame in (e.traceback ?? "").split(separator: "\n") { out.append(Terminal.paint("        at \(frame)", .dim)) }
         }
         let input = JSONValue.parse((try? JSONBridge.canonical(r.input)) ?? [])

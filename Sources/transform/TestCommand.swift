@@ -89,6 +89,7 @@ struct TestCommand: ParsableCommand {
             }
         } else {
             var report = HumanReport(label: label, eventsPath: eventsPath, results: results)
+            report.showSteps = chain.steps.count > 1
             report.expectations = expectations
             report.mismatches = mismatches
             print(report.render())
