@@ -11,6 +11,11 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", exact: "1.5.0"),
     ],
     targets: [
         // Debian's liblua5.4, with static-inline wrappers for the C macros Swift cannot import.
@@ -26,13 +31,23 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["CLuaSandbox"]),
         // Transformations, libraries, chains, config and per-event results. Knows events, not HTTP.
         .target(name: "Runtime", dependencies: ["Sandbox", .product(name: "Yams", package: "Yams")]),
+        // The rudder-compatible HTTP stage (Hummingbird 2): routes, request decoding, metrics.
+        .target(name: "Server", dependencies: [
+            "Runtime",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+        ]),
         // The `transform` command-line front end.
         .executableTarget(
             name: "transform",
-            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Runtime", "Server", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime"]),
         .testTarget(name: "CLITests", dependencies: ["Runtime"]),
+        .testTarget(name: "ServerTests", dependencies: ["Runtime"]),
     ]
 )

@@ -10,6 +10,6 @@ struct TransformCommand: ParsableCommand {
         2 usage, config or load error.
         """,
         version: "0.1.0",
-        subcommands: [TestCommand.self, CheckCommand.self]
+        subcommands: [TestCommand.self, RunCommand.self, ServeCommand.self, CheckCommand.self]
     )
 }

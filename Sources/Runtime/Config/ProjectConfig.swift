@@ -14,19 +14,24 @@ import Yams
 /// destinations:                # ordered chains, by transformation name
 ///   salesforce: [ignore-internal-emails, rename-traits]
 ///   snowflake: []
+/// versions:                    # `transform serve`: VersionID -> transformation name
+///   "trv-7": ignore-internal-emails
 /// ```
 public struct ProjectConfig: Sendable, Equatable {
     public var defaultLimits: LimitOverrides
     public var transformationLimits: [String: LimitOverrides]
     public var destinations: [String: [String]]
+    /// VersionIDs (as rudder-server sends them) mapped to transformation names.
+    public var versions: [String: String]
     /// Where it was read from, for messages.
     public var path: String?
 
     public init(defaultLimits: LimitOverrides = .init(), transformationLimits: [String: LimitOverrides] = [:],
-                destinations: [String: [String]] = [:], path: String? = nil) {
+                destinations: [String: [String]] = [:], versions: [String: String] = [:], path: String? = nil) {
         self.defaultLimits = defaultLimits
         self.transformationLimits = transformationLimits
         self.destinations = destinations
+        self.versions = versions
         self.path = path
     }
 
@@ -55,6 +60,7 @@ public struct ProjectConfig: Sendable, Equatable {
             throw ConfigError(path: path, message: error.description)
         }
         config.destinations = raw.destinations ?? [:]
+        config.versions = raw.versions ?? [:]
         return config
     }
 
@@ -107,4 +113,5 @@ struct RawConfig: Decodable {
     var limits: RawLimits?
     var transformations: [String: RawLimits]?
     var destinations: [String: [String]]?
+    var versions: [String: String]?
 }

@@ -1,0 +1,40 @@
+/// Answers in rudder-transformer's `/customTransform` shape, as JSON bytes:
+/// `{"output": event, "metadata": md, "statusCode": 200}` per output event,
+/// `{"error": message, "metadata": md, "statusCode": 400}` for an error,
+/// `{"metadata": md + "messageIds": null, "statusCode": 298}` for a dropped event, and
+/// `{"error": ..., "metadata": md, "statusCode": 404}` for an unknown VersionID.
+/// `md` is the input's metadata echoed byte for byte (`{}` when it had none).
+public enum RudderAnswers {
+    public static func entries(for r: EventResult, metadata: [UInt8]?) -> [[UInt8]] {
+        let md = metadata ?? Array("{}".utf8)
+        switch r.status {
+        case .kept:
+            return r.events.map { output($0, md) }
+        case .dropped:
+            return [dropped(md)]
+        case .error:
+            return [error(r.error?.message ?? "unknown error", md, status: 400)]
+        }
+    }
+
+    public static func output(_ event: [UInt8], _ md: [UInt8]) -> [UInt8] {
+        Array(#"{"output":"#.utf8) + event + Array(#","metadata":"#.utf8) + md + Array(#","statusCode":200}"#.utf8)
+    }
+
+    public static func error(_ message: String, _ md: [UInt8], status: Int) -> [UInt8] {
+        Array(#"{"error":"#.utf8) + Array(JSONValue.quote(message).utf8) + Array(#","metadata":"#.utf8) + md
+            + Array(#","statusCode":\#(status)}"#.utf8)
+    }
+
+    public static func dropped(_ md: [UInt8]) -> [UInt8] {
+        Array(#"{"metadata":"#.utf8) + withNullMessageIds(md) + Array(#","statusCode":298}"#.utf8)
+    }
+
+    /// `{...}` with `"messageIds":null` appended (rudder marks filtered events this way).
+    static func withNullMessageIds(_ md: [UInt8]) -> [UInt8] {
+        guard let close = md.lastIndex(of: UInt8(ascii: "}")) else { return md }
+        let body = md[..<close]
+        let empty = body.drop(while: { $0 != UInt8(ascii: "{") }).dropFirst().allSatisfy { [0x20, 0x0A, 0x0D, 0x09].contains($0) }
+        return Array(body) + Array((empty ? #""messageIds":null}"# : #","messageIds":null}"#).utf8)
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Sandbox
+
+/// The data-plane stage: runs batches of events through chains of transformations addressed
+/// by VersionID, on a pool of worker threads, answering every input exactly once in input
+/// order. Knows events and transformations, not HTTP.
+public final class Stage: @unchecked Sendable {
+    public let pool: WorkerPool
+    private let lock = NSLock()
+    private var catalog: Catalog
+
+    /// Batches smaller than this run on one worker; larger ones are split across workers.
+    public var minimumChunk = 16
+
+    public init(catalog: Catalog, pool: WorkerPool) {
+        self.catalog = catalog
+        self.pool = pool
+    }
+
+    /// The snapshot new batches use.
+    public var currentCatalog: Catalog {
+        lock.lock()
+        defer { lock.unlock() }
+        return catalog
+    }
+
+    /// Makes `catalog` current for batches that start from now on.
+    public func replaceCatalog(_ new: Catalog) {
+        lock.lock()
+        catalog = new
+        lock.unlock()
+    }
+
+    /// The result of one batch: one `EventResult` per input, or, when a VersionID is not
+    /// served, that VersionID (every input is then answered "not found").
+    public enum BatchOutcome: Sendable {
+        case results([EventResult])
+        case unknownVersion(String)
+    }
+
+    /// Runs `inputs` through the chain `versions` (in order). An empty chain keeps events.
+    public func process(_ inputs: [EventInput], versions: [String]) async -> BatchOutcome {
+        let catalog = currentCatalog
+        var found: [CatalogEntry] = []
+        for v in versions {
+            guard let e = catalog.entries[v] else { return .unknownVersion(v) }
+            found.append(e)
+        }
+        let entries = found
+        if inputs.isEmpty { return .results([]) }
+        let splittable = entries.allSatisfy { $0.entryPoint == .event }
+        let chunks = splittable ? min(pool.count, max(1, inputs.count / minimumChunk)) : 1
+        let base = pool.leastLoaded()
+        let libraries = catalog.libraryLoader
+        let size = (inputs.count + chunks - 1) / chunks
+        let ranges = stride(from: 0, to: inputs.count, by: size).map { $0..<min($0 + size, inputs.count) }
+        let name = versions.joined(separator: ",")
+        var parts = [[EventResult]](repeating: [], count: ranges.count)
+        await withTaskGroup(of: (Int, [EventResult]).self) { group in
+            for (i, range) in ranges.enumerated() {
+                let slice = Array(inputs[range])
+                group.addTask {
+                    let r = await self.pool.run(on: base + i) { states in
+                        Stage.runChain(name: name, entries: entries, libraries: libraries, inputs: slice, states: states)
+                    }
+                    return (i, r)
+                }
+            }
+            for await (i, r) in group { parts[i] = r }
+        }
+        return .results(parts.flatMap { $0 })
+    }
+
+    private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, inputs: [EventInput],
+                                 states: WorkerStates) -> [EventResult] {
+        var steps: [Transformation] = []
+        for e in entries {
+            do {
+                steps.append(try states.transformation(for: e, libraries: libraries))
+            } catch {
+                return inputs.map { input in
+                    EventResult(index: input.index, status: .error, events: [],
+                                error: EventError(kind: .runtime, message: error.description, step: e.source.name),
+                                logs: [], duration: .zero, peakMemory: 0, input: input.message)
+                }
+            }
+        }
+        return Chain(name: name, steps: steps).run(inputs)
+    }
+}

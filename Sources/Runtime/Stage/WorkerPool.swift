@@ -1,0 +1,106 @@
+import Foundation
+import Sandbox
+
+/// A fixed set of worker threads, each owning its own warm transformation states.
+///
+/// Lua states are single-threaded, so each worker keeps private `Transformation` instances,
+/// keyed by VersionID and rebuilt when a catalog entry's fingerprint changes. Jobs are plain
+/// closures run on the worker's thread; callers await their results.
+public final class WorkerPool: @unchecked Sendable {
+    public let count: Int
+    private let workers: [Worker]
+    private let nextLock = NSLock()
+    private var next = 0
+
+    public init(workers: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.count = max(1, workers)
+        self.workers = (0..<max(1, workers)).map { Worker(index: $0) }
+    }
+
+    /// Runs `job` on worker `index` (modulo the pool size) and returns its result.
+    public func run<T: Sendable>(on index: Int, _ job: @escaping @Sendable (WorkerStates) -> T) async -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+            workers[index % count].submit { states in c.resume(returning: job(states)) }
+        }
+    }
+
+    /// The worker with the fewest queued jobs.
+    public func leastLoaded() -> Int {
+        nextLock.lock()
+        defer { nextLock.unlock() }
+        next += 1
+        let start = next % count
+        return (0..<count).map { (start + $0) % count }.min { workers[$0].queued < workers[$1].queued } ?? 0
+    }
+
+    /// States alive across all workers.
+    public var statesAlive: Int { workers.reduce(0) { $0 + $1.states.alive } }
+    /// States created since start.
+    public var statesCreated: Int { workers.reduce(0) { $0 + $1.states.created } }
+}
+
+/// One worker's private transformation instances. Only touched on that worker's thread.
+public final class WorkerStates: @unchecked Sendable {
+    private var cache: [String: (fingerprint: Int, transformation: Transformation)] = [:]
+    private let lock = NSLock()
+    private(set) var created = 0
+
+    var alive: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return cache.count
+    }
+
+    /// The warm transformation for `entry`, built on first use or after a reload.
+    public func transformation(for entry: CatalogEntry, libraries: LibraryLoader) throws(TransformationError) -> Transformation {
+        lock.lock()
+        if let c = cache[entry.versionID], c.fingerprint == entry.fingerprint {
+            lock.unlock()
+            return c.transformation
+        }
+        lock.unlock()
+        let t = try Transformation(source: entry.source, limits: entry.limits, libraries: libraries)
+        lock.lock()
+        cache[entry.versionID] = (entry.fingerprint, t)
+        created += 1
+        lock.unlock()
+        return t
+    }
+}
+
+final class Worker: @unchecked Sendable {
+    let states = WorkerStates()
+    private let condition = NSCondition()
+    private var jobs: [(WorkerStates) -> Void] = []
+    private var thread: Thread!
+
+    var queued: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return jobs.count
+    }
+
+    init(index: Int) {
+        thread = Thread { [unowned self] in self.loop() }
+        thread.name = "luaform-worker-\(index)"
+        thread.stackSize = 16 << 20
+        thread.start()
+    }
+
+    func submit(_ job: @escaping (WorkerStates) -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job(states)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Runtime
+
+/// `POST /customTransform`: rudder-transformer's user-transformation contract.
+///
+/// Every input event is answered exactly once: `{output, metadata, statusCode: 200}` per
+/// output event, `{error, metadata, statusCode: 400}` for an error, 404 for an unknown
+/// VersionID, and, when the request has `X-Feature-Filter-Code: ?1` (or `true`), a
+/// `{metadata + messageIds: null, statusCode: 298}` entry for each dropped event, listed
+/// first. Events whose destinations name different chains run as separate groups.
+struct CustomTransformRoute {
+    let stage: Stage
+    let options: ServerOptions
+    let metrics: StageMetrics
+    let logger: Logger
+
+    func handle(_ request: Request) async -> Response {
+        let started = ContinuousClock.now
+        let body: [UInt8]
+        let events: [RudderRequestEvent]
+        do {
+            body = try await RequestBody.json(request, limit: options.maxBodyBytes)
+            events = try RudderRequest.parse(body)
+        } catch {
+            metrics.rejectedRequest(status: Int(error.status.code))
+            return error.response
+        }
+        let filterCode = ["?1", "true"].contains(request.headers[HTTPField.Name("X-Feature-Filter-Code")!]?.lowercased() ?? "")
+
+        // group events by their chain, keeping input positions
+        var groups: [[String]: [Int]] = [:]
+        var order: [[String]] = []
+        for (i, e) in events.enumerated() where e.problem == nil {
+            guard let v = e.versions else { continue }
+            if groups[v] == nil { order.append(v) }
+            groups[v, default: []].append(i)
+        }
+        var answers = [[[UInt8]]](repeating: [], count: events.count)
+        var dropped = [Bool](repeating: false, count: events.count)
+        for (i, e) in events.enumerated() {
+            if let problem = e.problem {
+                answers[i] = [RudderAnswers.error(problem, e.metadata, status: 400)]
+            } else if e.versions == nil {
+                answers[i] = [RudderAnswers.error("Transformation VersionID not found", e.metadata, status: 400)]
+            }
+        }
+        await withTaskGroup(of: ([Int], [String], Stage.BatchOutcome).self) { group in
+            for versions in order {
+                let positions = groups[versions]!
+                let inputs = positions.map { events[$0].input }
+                group.addTask { (positions, versions, await stage.process(inputs, versions: versions)) }
+            }
+            for await (positions, versions, outcome) in group {
+                let label = versions.joined(separator: ",")
+                switch outcome {
+                case .unknownVersion(let v):
+                    for p in positions {
+                        answers[p] = [RudderAnswers.error("transformation version \(v) not found", events[p].metadata, status: 404)]
+                    }
+                    metrics.unknownVersion(label, count: positions.count)
+                case .results(let results):
+                    for (p, r) in zip(positions, results) {
+                        answers[p] = RudderAnswers.entries(for: r, metadata: events[p].metadata)
+                        dropped[p] = r.status == .dropped
+                    }
+                    metrics.batch(label, results: results)
+                }
+            }
+        }
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        var first = true
+        func emit(_ entry: [UInt8]) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out += entry
+        }
+        if filterCode {
+            for i in answers.indices where dropped[i] { answers[i].forEach(emit) }
+        }
+        for i in answers.indices where !dropped[i] { answers[i].forEach(emit) }
+        out.append(UInt8(ascii: "]"))
+        let elapsed = ContinuousClock.now - started
+        metrics.request(duration: elapsed, events: events.count)
+        var headers = HTTPFields()
+        headers[HTTPField.Name("apiVersion")!] = "2"
+        let millis = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        headers[HTTPField.Name("X-Response-Time")!] = "\(Int(millis.rounded()))ms"
+        return jsonResponse(out, extra: headers)
+    }
+}

@@ -1,0 +1,175 @@
+import ArgumentParser
+import Foundation
+import Runtime
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `transform run`: stream NDJSON events through a transformation or destination chain.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Stream NDJSON events through a transformation or a destination's chain.",
+        discussion: """
+        Reads one event per line ({"message": ..., "metadata": ...} or a bare event) from the files \
+        given, or stdin, and writes NDJSON answers in input order, in the /customTransform shape: \
+        {"output", "metadata", "statusCode": 200} per output event, {"error", "metadata", \
+        "statusCode": 400} for an error, {"metadata", "statusCode": 298} for a dropped event. \
+        Every input line gets at least one answer line; blank lines are skipped.
+        """
+    )
+
+    @Argument(help: ArgumentHelp("Transformation name (or VersionID from luaform.yaml).", valueName: "name"))
+    var target: String?
+
+    @Argument(help: ArgumentHelp("NDJSON files to read (default: stdin).", valueName: "files"))
+    var files: [String] = []
+
+    @Option(help: ArgumentHelp("Run the chain configured for this destination in luaform.yaml.", valueName: "name"))
+    var destination: String?
+
+    @Option(name: .customLong("batch-size"), help: "Events handed to the workers at a time.")
+    var batchSize = 200
+
+    @Option(help: "Worker threads (default: one per core).")
+    var workers = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Print events/s and counts to stderr at the end.")
+    var stats = false
+
+    @OptionGroup var limits: LimitOptions
+    @OptionGroup var projectOptions: ProjectOptions
+
+    func validate() throws {
+        if target == nil && destination == nil { throw ValidationError("give a transformation name, or --destination NAME") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+    }
+
+    func run() throws { try blockingRun { try await self.stream() } }
+
+    private func stream() async throws {
+        let project = try projectOptions.open()
+        let loader = CatalogLoader(root: projectOptions.project, libraries: projectOptions.libraries,
+                                   configPath: projectOptions.config, overrides: try limits.overrides())
+        let catalog = loader.load()
+        let versions: [String]
+        if let destination {
+            guard let names = project.config.destinations[destination] else {
+                throw CLIError.usage("unknown destination '\(destination)'; known: \(project.config.destinations.keys.sorted().joined(separator: ", "))")
+            }
+            versions = names
+        } else {
+            versions = [target!]
+        }
+        for v in versions where catalog.entries[v] == nil {
+            let why = catalog.loadErrors.first { $0.key.hasSuffix("/\(v).lua") }.map { ": \($0.value)" } ?? ""
+            throw CLIError.usage("cannot serve '\(v)'\(why.isEmpty ? ": no such transformation" : why)")
+        }
+        let stage = Stage(catalog: catalog, pool: WorkerPool(workers: workers))
+        let reader = try LineReader(paths: files)
+        let out = OutputBuffer()
+        var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
+        let start = ContinuousClock.now
+        var index = 0
+        while true {
+            var batch: [EventInput] = []
+            while batch.count < batchSize, let line = reader.next() {
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+                batch.append(EventInput.parse(line, index: index))
+                index += 1
+            }
+            if batch.isEmpty { break }
+            guard case .results(let results) = await stage.process(batch, versions: versions) else { break }
+            for (input, r) in zip(batch, results) {
+                for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
+                    out.append(entry)
+                    out.append([0x0A])
+                }
+                counts.events += 1
+                counts.outputs += r.events.count
+                switch r.status {
+                case .kept: counts.kept += 1
+                case .dropped: counts.dropped += 1
+                case .error: counts.errors += 1
+                }
+            }
+            out.flush()
+        }
+        out.flush()
+        if stats {
+            let elapsed = ContinuousClock.now - start
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            Terminal.error(String(format: "transform run: %d events in %.3f s = %.0f events/s (%d kept, %d dropped, %d errors, %d output events, %d workers)",
+                                  counts.events, seconds, Double(counts.events) / max(seconds, 1e-9), counts.kept, counts.dropped,
+                                  counts.errors, counts.outputs, workers))
+        }
+    }
+}
+
+/// Reads lines from files (or stdin) without loading them whole.
+final class LineReader {
+    private var fds: [Int32]
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var eof = false
+
+    init(paths: [String]) throws {
+        if paths.isEmpty {
+            fds = [STDIN_FILENO]
+        } else {
+            fds = try paths.map { p in
+                let fd = open(p, O_RDONLY)
+                if fd < 0 { throw CLIError.usage("\(p): cannot open") }
+                return fd
+            }
+        }
+    }
+
+    func next() -> [UInt8]? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+                let line = Array(buffer[start..<nl])
+                start = nl + 1
+                return line
+            }
+            if eof {
+                if start < buffer.count {
+                    let line = Array(buffer[start...])
+                    start = buffer.count
+                    return line
+                }
+                return nil
+            }
+            buffer.removeFirst(start)
+            start = 0
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n > 0 {
+                buffer += chunk[0..<n]
+            } else {
+                if fds[0] != STDIN_FILENO { close(fds[0]) }
+                fds.removeFirst()
+                if fds.isEmpty { eof = true }
+            }
+        }
+    }
+}
+
+/// Buffered stdout writes.
+final class OutputBuffer {
+    private var bytes: [UInt8] = []
+
+    func append(_ b: [UInt8]) { bytes += b }
+
+    func flush() {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            offset += n
+        }
+        bytes.removeAll(keepingCapacity: true)
+    }
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Runtime
+import Server
+
+/// `transform serve`: the rudder-compatible HTTP stage.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve transformations over HTTP as rudder-server's user-transformation stage.",
+        discussion: """
+        Routes: POST /customTransform (rudder-transformer's contract), POST /transformation/test, \
+        POST /transformationLibrary/test, GET /health, GET /metrics (Prometheus). Without a config, \
+        every TRANSFORMATIONS/NAME.lua is served under VersionID NAME; luaform.yaml's versions: map \
+        adds VersionIDs. Edits to transformations, libraries or the config take effect for new \
+        batches within a second; a broken edit keeps the previous version serving. SIGTERM stops \
+        accepting, finishes in-flight batches and exits 0.
+        """
+    )
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on.")
+    var port = 9090
+
+    @Option(help: ArgumentHelp("Directory of transformations to serve (default: PROJECT/transformations).", valueName: "dir"))
+    var transformations: String?
+
+    @Option(help: "Worker threads running Lua (default: one per core).")
+    var workers = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .customLong("max-body"), help: ArgumentHelp("Largest request body accepted, e.g. 64MiB.", valueName: "size"))
+    var maxBody = "64MiB"
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    @OptionGroup var limits: LimitOptions
+    @OptionGroup var projectOptions: ProjectOptions
+
+    func run() throws {
+        let loader = CatalogLoader(root: projectOptions.project, transformations: transformations, libraries: projectOptions.libraries,
+                                   configPath: projectOptions.config, overrides: try limits.overrides())
+        var options = ServerOptions()
+        options.host = host
+        options.port = port
+        do { options.maxBodyBytes = try LimitSpec.bytes(maxBody) } catch { throw CLIError.usage(error.description) }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError.usage("unknown --log-level '\(logLevel)'") }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "luaform")
+        let catalog = loader.load()
+        for (file, message) in catalog.loadErrors.sorted(by: { $0.key < $1.key }) {
+            logger.error("load error", metadata: ["file": "\(file)", "error": "\(message)"])
+        }
+        logger.info("serving", metadata: [
+            "address": "\(host):\(port)", "versions": "\(catalog.entries.keys.sorted().joined(separator: ","))", "workers": "\(workers)",
+        ])
+        let stage = Stage(catalog: catalog, pool: WorkerPool(workers: workers))
+        let server = StageServer(stage: stage, loader: loader, options: options, logger: logger)
+        try blockingRun { try await server.run() }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import XCTest
+
+/// `POST /customTransform` against the real binary: the rudder fixtures, status codes,
+/// exactly-once answers, chains and malformed requests.
+final class CustomTransformTests: XCTestCase {
+    static let filter = """
+    -- rudder-transformer's service filter test: drop identify/page, keep track, fail the rest
+    function transformEvent(event, metadata)
+      if event.type == "identify" or event.type == "page" then return nil end
+      if event.type == "track" then return event end
+      error("non-standard event")
+    end
+    """
+    var server: ServerProcess!
+
+    override func setUpWithError() throws {
+        let dir = try makeProject([
+            "transformations/standard-only.lua": Self.filter,
+            "transformations/split.lua": "function transformEvent(e) local c = json.decode(json.encode(e)) c.copy = true return {e, c} end",
+            "transformations/tag.lua": "function transformEvent(e, md) e.tagged = md(e).sourceId return e end",
+            "transformations/spin.lua": "function transformEvent(e) if e.spin then while true do end end return e end",
+            "luaform.yaml": "versions:\n  \"24\": standard-only\ntransformations:\n  spin: {time: 100ms}\n",
+        ])
+        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "256KiB"])
+    }
+
+    func testRudderFixtureWithFilterCode() throws {
+        let body = try Data(contentsOf: fixtures.appendingPathComponent("customTransform_request_filter.json"))
+        let r = try server.request("/customTransform", body: body,
+                                   headers: ["Content-Type": "application/json; charset=utf-8", "X-Feature-Filter-Code": "?1"])
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertEqual(r.headers["apiversion"], "2")
+        XCTAssertNotNil(r.headers["x-response-time"])
+        let got = try XCTUnwrap(try r.json() as? [[String: Any]])
+        let want = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("customTransform_service_output_filter.json"))) as? [String: Any])?["transformedEvents"] as? [[String: Any]])
+        XCTAssertEqual(got.map { $0["statusCode"] as? Int }, want.map { $0["statusCode"] as? Int }, "298s first, then input order")
+        for (g, w) in zip(got, want) {
+            XCTAssertEqual(g["metadata"] as? NSDictionary, w["metadata"] as? NSDictionary)
+            if let out = w["output"] { XCTAssertEqual(g["output"] as? NSDictionary, out as? NSDictionary) }
+            if w["error"] != nil { XCTAssertTrue((g["error"] as? String)?.contains("non-standard event") ?? false, "\(g)") }
+        }
+    }
+
+    func testWithoutFilterCodeDropsAreNotListed() throws {
+        let body = try Data(contentsOf: fixtures.appendingPathComponent("customTransform_request_filter.json"))
+        let got = try XCTUnwrap(try server.request("/customTransform", body: body).json() as? [[String: Any]])
+        XCTAssertEqual(got.map { $0["statusCode"] as? Int }, [200, 400])
+    }
+
+    func testEveryEventIsAnsweredExactlyOnce() throws {
+        var events: [[String: Any]] = []
+        for i in 0..<200 {
+            let type = ["track", "identify", "page", "alias"][i % 4]
+            events.append(rudderEvent(["type": type, "messageId": "m-\(i)"], jobId: i, versions: ["24"]))
+        }
+        events.append(rudderEvent(["type": "track", "messageId": "u"], jobId: 200, versions: ["no-such-version"]))
+        events.append(rudderEvent(["type": "track", "messageId": "n"], jobId: 201, versions: nil))
+        events.append(["metadata": ["jobId": 202], "destination": ["Transformations": [["VersionID": "24"]]]])
+        events.append(rudderEvent(["type": "track", "messageId": "s"], jobId: 203, versions: ["split", "tag"]))
+        events.append(rudderEvent(["spin": true, "messageId": "t"], jobId: 204, versions: ["spin"]))
+        events.append(rudderEvent(["type": "track", "messageId": "k"], jobId: 205, versions: ["spin"]))
+        let r = try server.request("/customTransform", body: try data(events), headers: ["Content-Type": "application/json", "X-Feature-Filter-Code": "?1"])
+        XCTAssertEqual(r.status, 200)
+        let answers = try XCTUnwrap(try r.json() as? [[String: Any]])
+        var byJob: [Int: [Int]] = [:]
+        for a in answers {
+            let job = try XCTUnwrap((a["metadata"] as? [String: Any])?["jobId"] as? Int, "\(a)")
+            byJob[job, default: []].append(a["statusCode"] as! Int)
+        }
+        XCTAssertEqual(Set(byJob.keys), Set(0...205), "every input answered")
+        for i in 0..<200 {
+            XCTAssertEqual(byJob[i], [[200, 298, 298, 400][i % 4]], "job \(i)")
+        }
+        XCTAssertEqual(byJob[200], [404])
+        XCTAssertEqual(byJob[201], [400])
+        XCTAssertEqual(byJob[202], [400])
+        XCTAssertEqual(byJob[203], [200, 200], "fan-out through a two-step chain")
+        XCTAssertEqual(byJob[204], [400])
+        XCTAssertEqual(byJob[205], [200], "the event after a timeout is fine")
+        let spin = answers.first { ($0["metadata"] as? [String: Any])?["jobId"] as? Int == 204 }
+        XCTAssertTrue((spin?["error"] as? String)?.contains("time limit of 100 ms exceeded") ?? false)
+        let chained = answers.filter { ($0["metadata"] as? [String: Any])?["jobId"] as? Int == 203 }.compactMap { $0["output"] as? [String: Any] }
+        XCTAssertEqual(chained.map { $0["tagged"] as? String }, ["src-1", "src-1"])
+        XCTAssertEqual(chained.compactMap { $0["copy"] as? Bool }, [true])
+        // 298s come first
+        let codes = answers.map { $0["statusCode"] as! Int }
+        XCTAssertEqual(codes.prefix(100), ArraySlice(repeating: 298, count: 100))
+    }
+
+    func testMalformedRequests() throws {
+        var r = try server.request("/customTransform", body: Data("{not json".utf8))
+        XCTAssertEqual(r.status, 400)
+        XCTAssertTrue(r.text.contains(#""error""#) && r.text.contains("JSON array"), r.text)
+        r = try server.request("/customTransform", body: Data(#"{"message":{}}"#.utf8))
+        XCTAssertEqual(r.status, 400)
+        r = try server.request("/customTransform", body: Data("[]".utf8), headers: ["Content-Type": "text/plain"])
+        XCTAssertEqual(r.status, 415)
+        r = try server.request("/customTransform", body: Data(repeating: 0x20, count: 300_000) + Data("[]".utf8))
+        XCTAssertEqual(r.status, 413, r.text)
+        r = try server.request("/customTransform", body: Data("[]".utf8))
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.text, "[]")
+        r = try server.request("/customTransform", body: Data([0x1F, 0x8B]) + Data("this is not gzip at all, not at all".utf8), headers: ["Content-Type": "application/json", "Content-Encoding": "gzip"])
+        XCTAssertEqual(r.status, 400)
+        XCTAssertTrue(r.text.contains("gzip"), r.text)
+        // the server is still fine
+        XCTAssertEqual(try server.get("/health").status, 200)
+    }
+
+    func testGzipBody() throws {
+        let body = try Data(contentsOf: fixtures.appendingPathComponent("customTransform_request_filter.json"))
+        let gz = try gzip(body)
+        let r = try server.request("/customTransform", body: gz, headers: ["Content-Type": "application/json", "Content-Encoding": "gzip"])
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertEqual((try r.json() as? [[String: Any]])?.count, 2)
+    }
+
+    func testTestEndpointsAndMetrics() throws {
+        var r = try server.request("/transformation/test", body: try data([
+            "events": [["message": ["type": "track", "n": 1]], ["message": ["type": "page"]]],
+            "trRevCode": ["code": "function transformEvent(e) log('saw', e.type) if e.type == 'page' then return nil end e.n = e.n + 1 return e end", "codeVersion": "1", "name": "My T"],
+        ]))
+        XCTAssertEqual(r.status, 200, r.text)
+        let obj = try XCTUnwrap(try r.json() as? [String: Any])
+        XCTAssertEqual((obj["transformedEvents"] as? [[String: Any]])?.first?["n"] as? Int, 2)
+        XCTAssertEqual(obj["logs"] as? [String], ["Log: saw track", "Log: saw page"])
+        r = try server.request("/transformation/test", body: try data(["events": [], "trRevCode": ["code": "function transformEvent(e) return e +"]]))
+        XCTAssertEqual(r.status, 400)
+        XCTAssertTrue(r.text.contains("My T") == false && r.text.contains("error"), r.text)
+        r = try server.request("/transformationLibrary/test", body: try data(["code": "return { f = function() return 1 end }"]))
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.text, "true")
+        r = try server.request("/transformationLibrary/test", body: try data(["code": "return {"]))
+        XCTAssertEqual(r.status, 400)
+
+        _ = try server.request("/customTransform", body: try data([rudderEvent(["type": "track"], jobId: 1, versions: ["24"])]))
+        let m = try server.get("/metrics")
+        XCTAssertEqual(m.status, 200)
+        for name in ["luaform_events_in_total", "luaform_events_out_total", "luaform_batch_duration_seconds_bucket",
+                     "luaform_event_duration_seconds_bucket", "luaform_states_alive", "luaform_states_created"] {
+            XCTAssertTrue(m.text.contains(name), "\(name) missing from:\n\(m.text)")
+        }
+    }
+
+    private func gzip(_ d: Data) throws -> Data {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gz-\(UUID().uuidString)")
+        try d.write(to: dir)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        p.arguments = ["-c", dir.path]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let z = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return z
+    }
+}
