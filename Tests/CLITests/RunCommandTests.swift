@@ -1,0 +1,71 @@
+import Foundation
+import XCTest
+
+/// `transform run`: NDJSON in, one or more answer lines per input line, in input order.
+final class RunCommandTests: XCTestCase {
+    func testStreamsAnswersInOrder() throws {
+        var lines: [String] = []
+        for i in 0..<250 {
+            let type = ["track", "page", "bad"][i % 3]
+            lines.append(#"{"message":{"type":"\#(type)","i":\#(i)},"metadata":{"jobId":\#(i)}}"#)
+        }
+        lines.insert("", at: 10)                       // blank lines are skipped
+        lines.append(#"{"type":"track","i":250}"#)      // a bare event
+        lines.append(#"{"type":"track","#)              // malformed
+        let dir = try makeProject([
+            "transformations/t.lua": """
+            function transformEvent(e)
+              if e.type == "page" then return nil end
+              if e.type == "bad" then error("bad " .. e.i) end
+              if e.i == 0 then return {e, {copy = true}} end
+              return e
+            end
+            """,
+            "in.ndjson": lines.joined(separator: "\n") + "\n",
+        ])
+        let r = try runTransform(["run", "t", "in.ndjson", "--stats", "--batch-size", "32"], in: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let answers = try r.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(answers.count, 253, "252 inputs, one fan-out of two")
+        XCTAssertEqual(answers.prefix(4).map { $0["statusCode"] as? Int }, [200, 200, 298, 400])
+        XCTAssertEqual((answers[1]["output"] as? [String: Any])?["copy"] as? Bool, true)
+        let jobs = answers.compactMap { ($0["metadata"] as? [String: Any])?["jobId"] as? Int }
+        XCTAssertEqual(jobs, jobs.sorted(), "input order")
+        XCTAssertEqual(answers[251]["statusCode"] as? Int, 200)
+        XCTAssertEqual(answers[252]["statusCode"] as? Int, 400)
+        XCTAssertTrue((answers[252]["error"] as? String)?.contains("invalid JSON") ?? false)
+        XCTAssertTrue((answers[3]["error"] as? String)?.hasPrefix("transformations/t.lua:3: bad 2") ?? false, "\(answers[3])")
+        XCTAssertTrue(r.stderr.contains("252 events in"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("events/s"), r.stderr)
+    }
+
+    func testReadsStdinAndRunsDestinationChains() throws {
+        let dir = try makeProject([
+            "transformations/a.lua": "function transformEvent(e) e.a = true return e end",
+            "transformations/b.lua": "function transformEvent(e) e.b = e.a return e end",
+            "luaform.yaml": "destinations:\n  both: [a, b]\n",
+        ])
+        let p = Process()
+        p.executableURL = try transformBinary()
+        p.arguments = ["run", "--destination", "both"]
+        p.currentDirectoryURL = dir
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        try p.run()
+        input.fileHandleForWriting.write(Data(#"{"x":1}"#.utf8 + [0x0A]))
+        try input.fileHandleForWriting.close()
+        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(out, #"{"output":{"a":true,"b":true,"x":1},"metadata":{},"statusCode":200}"# + "\n")
+    }
+
+    func testUnknownTransformationIsAUsageError() throws {
+        let dir = try makeProject(["transformations/broken.lua": "function transformEvent(e) return e +"])
+        let r = try runTransform(["run", "nope"], in: dir)
+        XCTAssertEqual(r.status, 2)
+        let b = try runTransform(["run", "broken"], in: dir)
+        XCTAssertEqual(b.status, 2)
+        XCTAssertTrue(b.stderr.contains("transformations/broken.lua:1:"), b.stderr)
+    }
+}
