@@ -31,6 +31,7 @@ typedef struct {
     lsb_status kind;       /* set by the body for non-runtime failures */
     char detail[700];
     char **message_ids;    /* per input, for attributing outputs */
+    size_t output_total;   /* bytes of all encoded outputs of this call */
 } job;
 
 /* ---- message handler: message + user-frame traceback, no Lua allocation ---- */
@@ -43,6 +44,7 @@ static void set_errmsg(lsb_state *S, const char *m, size_t n) {
 static int msgh(lua_State *L) {
     lsb_state *S = lsb_get(L);
     lua_Debug ar;
+    char keep[LUA_IDSIZE];
     const char *top_src = NULL;
     int top_line = -1;
     S->tb.len = 0;
@@ -62,9 +64,7 @@ static int msgh(lua_State *L) {
                          ar.short_src, ar.linedefined);
         if (n > 0) lsb_buf_put(&S->tb, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         if (!top_src) {
-            top_src = ar.short_src;
             top_line = ar.currentline;
-            static char keep[LUA_IDSIZE];
             snprintf(keep, sizeof keep, "%s", ar.short_src);
             top_src = keep;
         }
@@ -135,8 +135,10 @@ static void finish(job *j, int status) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
     lua_State *L = S->L;
+    if (status == LUA_OK && S->deadline_ns && lsb_now_ns() > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {
+        S->poisoned = 1;
         out->status = LSB_ERR_TIMEOUT;
         char m[120];
         snprintf(m, sizeof m, "time limit of %llu ms exceeded", (unsigned long long)(S->cfg.time_limit_ns / 1000000));
@@ -245,6 +247,23 @@ void lsb_load(lsb_state *S, const char *src, size_t len, const char *chunkname,
 
 /* ---- call ---- */
 
+/* Replaces every nested table of a freshly decoded value with a read-only proxy. */
+static void freeze_children(lua_State *L, int t) {
+    luaL_checkstack(L, 6, "metadata nested too deeply");
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            int child = lua_gettop(L);
+            freeze_children(L, child);
+            lsb_push_frozen(L, child);
+            lua_pushvalue(L, -3);      /* key */
+            lua_insert(L, -2);
+            lua_rawset(L, t);          /* t[key] = proxy (an existing field: safe during lua_next) */
+        }
+        lua_pop(L, 1);
+    }
+}
+
 static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
     const lsb_input *in = &j->inputs[i];
     if (lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
@@ -269,8 +288,10 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
             j->kind = LSB_ERR_INPUT;
             luaL_error(L, "invalid context");
         }
-        if (lua_type(L, -1) == LUA_TTABLE) lsb_push_frozen(L, -1);
-        else lua_pushnil(L);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            freeze_children(L, lua_gettop(L));
+            lsb_push_frozen(L, -1);
+        } else lua_pushnil(L);
         lua_remove(L, -2);
         if (!j->batched) {
             lua_pushvalue(L, -1);
@@ -292,7 +313,8 @@ static long origin_of(lua_State *L, job *j, int idx, int originmap) {
         return o;
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, idx, "messageId") == LUA_TSTRING) {
+    lua_pushliteral(L, "messageId");
+    if (lua_rawget(L, idx) == LUA_TSTRING) {
         const char *m = lua_tostring(L, -1);
         for (size_t i = 0; i < j->count; i++)
             if (j->message_ids[i] && strcmp(j->message_ids[i], m) == 0) {
@@ -330,10 +352,17 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
         }
         o.error = lsb_strndup(err, strlen(err));
     } else {
+        j->output_total += S->enc.len;
+        if (S->cfg.max_output_bytes && j->output_total > S->cfg.max_output_bytes) {
+            j->kind = LSB_ERR_OUTPUT;
+            snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
+            luaL_error(L, "invalid output");
+        }
         o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
         o.json_len = S->enc.len;
     }
     add_output(j, o);
+    lsb_check_deadline(L);
 }
 
 /* A table whose keys are exactly 1..n with n > 0. */

@@ -26,14 +26,23 @@ static int lsb_frozen_newindex(lua_State *L) {
                       lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
 }
 
+static int lsb_frozen_len(lua_State *L) {
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__index");
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
 void lsb_push_frozen(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
     lua_newtable(L);                       /* proxy */
-    lua_createtable(L, 0, 3);              /* its metatable */
+    lua_createtable(L, 0, 4);              /* its metatable */
     lua_pushvalue(L, idx);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lsb_frozen_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, lsb_frozen_len);
+    lua_setfield(L, -2, "__len");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);

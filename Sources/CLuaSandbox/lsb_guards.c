@@ -1,24 +1,24 @@
 /*
  * Guards for standard C functions that can spend unbounded CPU outside the count hook
- * (design/lua-sandboxing.md F3). Each guard checks its arguments, then calls the original.
+ * (design/lua-sandboxing.md F3). Each guard checks the deadline and its arguments, then calls
+ * the original, so loops over C calls stay bounded too.
  *
  * - string.rep("", huge) iterates without allocating: answered directly.
- * - Lua patterns backtrack inside C: find/match/gmatch/gsub refuse a pattern whose worst
- *   case on this subject exceeds LSB_PATTERN_BUDGET steps. This is an estimate (positions x
- *   subject^quantifiers), so it can refuse some expensive-looking patterns on large subjects;
- *   a step-counting matcher would replace it.
- * - table.move over huge ranges, and insert/remove/sort on tables with a __len metamethod
- *   (a lying length), loop in C: refused.
+ * - Lua patterns backtrack inside C: find/match/gmatch/gsub replay their search against the
+ *   deadline first (lsb_pattern.c).
+ * - string.format: no %p, no addresses through %s.
+ * - table.move over more than the source holds, and insert/remove/sort/concat/unpack on
+ *   tables with a __len metamethod (a lying length), loop in C: refused.
  */
 #include "lsb_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <string.h>
 
-#define LSB_PATTERN_BUDGET 1e11
-#define LSB_MOVE_MAX ((lua_Integer)1 << 24)
 
 static int call_original(lua_State *L) {
+    lsb_check_deadline(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -37,68 +37,56 @@ static int g_rep(lua_State *L) {
     return call_original(L);
 }
 
-/* Number of quantifiers (*, +, -) in a Lua pattern: the exponent of its worst case. */
-static int pattern_quantifiers(const char *p, size_t n) {
-    int q = 0;
-    size_t i = 0;
-    if (i < n && p[i] == '^') i++;
-    while (i < n) {
-        char c = p[i];
-        if (c == '(' || c == ')') { i++; continue; }
-        if (c == '%') {
-            if (i + 1 < n && p[i + 1] == 'b') { i += 4; continue; }
-            if (i + 1 < n && p[i + 1] == 'f') {
-                i += 2;
-                if (i < n && p[i] == '[') {
-                    i++;
-                    if (i < n && p[i] == '^') i++;
-                    do { if (i < n && p[i] == '%') i++; i++; } while (i < n && p[i] != ']');
-                    i++;
-                }
-                continue;
-            }
-            i += 2;
-        } else if (c == '[') {
-            i++;
-            if (i < n && p[i] == '^') i++;
-            do { if (i < n && p[i] == '%') i++; i++; } while (i < n && p[i] != ']');
-            i++;
-        } else i++;
-        if (i < n && (p[i] == '*' || p[i] == '+' || p[i] == '-')) { q++; i++; }
-        else if (i < n && p[i] == '?') i++;
-    }
-    return q;
-}
+int lsb_replay_find(lua_State *L);
+int lsb_replay_match(lua_State *L);
+int lsb_replay_gsub(lua_State *L);
+void lsb_replay_gmatch_step(lua_State *L, const char *s, size_t ls, const char *p, size_t lp, size_t *pos, long *last);
 
-static void check_pattern(lua_State *L, const char *fname, int anchorable) {
+/* Pattern functions first replay their search against the deadline (lsb_pattern.c). */
+static int g_find(lua_State *L) { lsb_check_deadline(L); lsb_replay_find(L); return call_original(L); }
+static int g_match(lua_State *L) { lsb_check_deadline(L); lsb_replay_match(L); return call_original(L); }
+static int g_gsub(lua_State *L) { lsb_check_deadline(L); lsb_replay_gsub(L); return call_original(L); }
+
+/* gmatch: wraps the real iterator; upvalues: iterator, subject, pattern, position, last end. */
+static int g_gmatch_iter(lua_State *L) {
+    lsb_check_deadline(L);
     size_t ls, lp;
-    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) return;
-    if (lua_type(L, 2) != LUA_TSTRING) return;
-    const char *s = lua_tolstring(L, 1, &ls);
-    const char *p = lua_tolstring(L, 2, &lp);
-    (void)s;
-    if (ls < 64) return;
-    int q = pattern_quantifiers(p, lp);
-    if (q == 0) return;
-    double positions = (anchorable && lp > 0 && p[0] == '^') ? 1.0 : (double)ls + 1;
-    double cost = positions * pow((double)ls + 1, q);
-    if (cost > LSB_PATTERN_BUDGET) {
-        char msg[300];
-        snprintf(msg, sizeof msg,
-                 "%s: pattern '%.40s' is too expensive for a %zu-byte subject (worst case ~%.0e steps, limit %.0e); "
-                 "anchor it with '^', use fewer quantifiers, or search with plain find",
-                 fname, p, ls, cost, LSB_PATTERN_BUDGET);
-        luaL_error(L, "%s", msg);
-    }
+    const char *s = lua_tolstring(L, lua_upvalueindex(2), &ls);
+    const char *p = lua_tolstring(L, lua_upvalueindex(3), &lp);
+    size_t pos = (size_t)lua_tointeger(L, lua_upvalueindex(4));
+    long last = (long)lua_tointeger(L, lua_upvalueindex(5));
+    lsb_replay_gmatch_step(L, s, ls, p, lp, &pos, &last);
+    lua_pushinteger(L, (lua_Integer)pos);
+    lua_replace(L, lua_upvalueindex(4));
+    lua_pushinteger(L, (lua_Integer)last);
+    lua_replace(L, lua_upvalueindex(5));
+    lua_settop(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L);
 }
 
-static int g_find(lua_State *L) {
-    if (!lua_toboolean(L, 4)) check_pattern(L, "string.find", 1);
-    return call_original(L);
+static int g_gmatch(lua_State *L) {
+    size_t ls;
+    luaL_checklstring(L, 1, &ls);
+    luaL_checkstring(L, 2);
+    lua_Integer i = luaL_optinteger(L, 3, 1);
+    size_t init = i > 0 ? (size_t)i : i == 0 ? 1 : (i < -(lua_Integer)ls ? 1 : ls + (size_t)i + 1);
+    init -= 1;
+    if (init > ls) init = ls + 1;
+    lua_settop(L, 3);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_call(L, 3, 1);                                /* the real iterator */
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, (lua_Integer)init);
+    lua_pushinteger(L, -1);
+    lua_pushcclosure(L, g_gmatch_iter, 5);
+    return 1;
 }
-static int g_match(lua_State *L) { check_pattern(L, "string.match", 1); return call_original(L); }
-static int g_gmatch(lua_State *L) { check_pattern(L, "string.gmatch", 0); return call_original(L); }
-static int g_gsub(lua_State *L) { check_pattern(L, "string.gsub", 1); return call_original(L); }
 
 static void refuse_lying_length(lua_State *L, const char *fname) {
     if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__len") != LUA_TNIL)
@@ -114,9 +102,38 @@ static int g_unpack(lua_State *L) { refuse_lying_length(L, "table.unpack"); retu
 static int g_move(lua_State *L) {
     lua_Integer f = luaL_checkinteger(L, 2);
     lua_Integer e = luaL_checkinteger(L, 3);
-    if (e >= f && (f <= 0 ? e >= LSB_MOVE_MAX + f : e - f >= LSB_MOVE_MAX))
-        return luaL_error(L, "table.move: a range of more than %d elements is not accepted in the sandbox",
-                          (int)LSB_MOVE_MAX);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    /* moving more than the source holds (plus slack) only copies nils, in C */
+    lua_Unsigned allowed = (lua_Unsigned)lua_rawlen(L, 1) + 1024;
+    if (e >= f && (f <= 0 || (lua_Unsigned)(e - f) >= allowed))
+        return luaL_error(L, "table.move: range of %I elements is larger than the source table (#a1 + 1024)",
+                          (LUAI_UACINT)(e - f + 1));
+    return call_original(L);
+}
+
+/* string.format: no %p, and no addresses through %s of tables or functions */
+static int g_format(lua_State *L) {
+    size_t n;
+    const char *fmt = luaL_checklstring(L, 1, &n);
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (fmt[i] != '%') continue;
+        size_t j = i + 1;
+        if (fmt[j] == '%') { i = j; continue; }
+        while (j < n && strchr("-+ #0123456789.", fmt[j])) j++;
+        if (j < n && fmt[j] == 'p') return luaL_error(L, "string.format: '%%p' is not available in the sandbox");
+        i = j;
+    }
+    int top = lua_gettop(L);
+    for (int a = 2; a <= top; a++) {
+        int t = lua_type(L, a);
+        if ((t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TTHREAD || t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA) &&
+            luaL_getmetafield(L, a, "__tostring") == LUA_TNIL) {
+            lua_pushstring(L, (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, a) == NULL) ? "null" : lua_typename(L, t));
+            lua_replace(L, a);
+        } else if (lua_gettop(L) > top) {
+            lua_settop(L, top);
+        }
+    }
     return call_original(L);
 }
 
@@ -128,6 +145,7 @@ static void wrap(lua_State *L, int lib, const char *name, lua_CFunction guard) {
 
 void lsb_register_guards(lua_State *L, int s, int t) {
     wrap(L, s, "rep", g_rep);
+    wrap(L, s, "format", g_format);
     wrap(L, s, "find", g_find);
     wrap(L, s, "match", g_match);
     wrap(L, s, "gmatch", g_gmatch);

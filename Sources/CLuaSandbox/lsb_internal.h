@@ -66,6 +66,10 @@ void lsb_reraise_limits(lua_State *L);
 /* Marks the state after an observed LUA_ERRMEM. */
 void lsb_note_status(lua_State *L, int status);
 
+/* Raises the (sticky) time-limit error if the deadline has passed. C functions that can
+ * run long without VM instructions call it on entry, so loops over them stay bounded. */
+void lsb_check_deadline(lua_State *L);
+
 /* The hook and limit error. */
 void lsb_install_hook(lua_State *L);
 int lsb_limit_error(lua_State *L);

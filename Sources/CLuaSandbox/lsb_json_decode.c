@@ -10,6 +10,7 @@
 #include "lsb_internal.h"
 #include "lsb_json.h"
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +132,9 @@ static int number(jd *d) {
         memcpy(small, s, n);
         small[n] = 0;
     }
-    lua_pushnumber(d->L, strtod(buf, NULL));
+    double v = strtod(buf, NULL);
+    if (isinf(v)) return fail(d, "number out of range");
+    lua_pushnumber(d->L, v);
     return 0;
 }
 

@@ -153,13 +153,13 @@ static int table(je *e, int idx, int depth) {
         is_array = lua_toboolean(L, -1);
         lua_pop(L, 1);
     } else if (strings == count) is_array = 0;
-    else if (ints == count && badint == 0) is_array = 1;
+    else if (ints == count && badint == 0 && (lua_Unsigned)count == n) is_array = 1;
     else if (strings > 0) return efail(e, "%s", "table mixes string keys with integer keys");
-    else {
+    else if (badint) {
         char k[32];
         snprintf(k, sizeof k, "%lld", (long long)badint);
         return efail(e, "sparse array (integer key %s outside 1..#t)", k);
-    }
+    } else return efail(e, "%s", "sparse array (holes: nil elements inside the sequence)");
     if (is_array) {
         if (put(e, "[", 1)) return -1;
         for (lua_Integer i = 1; (lua_Unsigned)i <= n; i++) {
@@ -181,11 +181,16 @@ static int table(je *e, int idx, int depth) {
     int base = lua_gettop(L);
     size_t k = 0;
     lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    while (k < count && lua_next(L, idx)) {
         lua_pushvalue(L, -2);   /* key, value, key */
         keys[k].slot = lua_gettop(L) - 1;
         keys[k].s = lua_tolstring(L, -3, &keys[k].n);
         k++;
+    }
+    if (k != count) {   /* an emergency GC cleared weak entries while the stack grew */
+        free(keys);
+        lua_settop(L, base);
+        return efail(e, "%s", "table changed while it was being encoded (weak table?)");
     }
     qsort(keys, count, sizeof *keys, keycmp);
     int r = put(e, "{", 1);
@@ -240,6 +245,7 @@ int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char 
 /* ---- the `json` table ---- */
 
 static int j_encode(lua_State *L) {
+    lsb_check_deadline(L);
     luaL_checkany(L, 1);
     lsb_state *S = lsb_get(L);
     char err[600];
@@ -251,6 +257,7 @@ static int j_encode(lua_State *L) {
 }
 
 static int j_decode(lua_State *L) {
+    lsb_check_deadline(L);
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     char err[200];

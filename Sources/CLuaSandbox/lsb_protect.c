@@ -253,7 +253,9 @@ int lsb_tostring(lua_State *L) {
         return 1;
     }
     if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TTHREAD || t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA) {
-        if (luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL && luaL_getmetafield(L, 1, "__name") == LUA_TNIL) {
+        if (luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL) {
+            if (luaL_getmetafield(L, 1, "__name") == LUA_TSTRING) return 1;
+            lua_settop(L, 1);
             lua_pushstring(L, lua_typename(L, t));
             return 1;
         }
@@ -266,6 +268,7 @@ int lsb_tostring(lua_State *L) {
 /* ---- collectgarbage: only options that leave no state behind ---- */
 
 int lsb_collectgarbage(lua_State *L) {
+    lsb_check_deadline(L);
     const char *opt = luaL_optstring(L, 1, "collect");
     if (strcmp(opt, "count") == 0) {
         int kb = lua_gc(L, LUA_GCCOUNT);

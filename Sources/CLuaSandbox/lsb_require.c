@@ -22,6 +22,15 @@ static int valid_name(const char *s, size_t n) {
     return 1;
 }
 
+static int push_two_strings(lua_State *L) {
+    const char *src = lua_touserdata(L, 1);
+    size_t len = (size_t)lua_tointeger(L, 2);
+    const char *name = lua_touserdata(L, 3);
+    lua_pushlstring(L, src, len);
+    lua_pushstring(L, name);
+    return 2;
+}
+
 /* Pushes the compiled chunk of library `name`, compiling it on first use. */
 static void push_library_chunk(lua_State *L, lsb_state *S, const char *name) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LIBS);
@@ -42,24 +51,32 @@ static void push_library_chunk(lua_State *L, lsb_state *S, const char *name) {
         luaL_error(L, "require: %s", msg);
         return;
     }
-    /* copy into the Lua heap first so nothing malloc'd leaks if compiling raises */
-    lua_pushlstring(L, chunkname ? chunkname : name, chunkname ? strlen(chunkname) : strlen(name));
+    /* Copy both into the Lua heap under a protected call, so a memory error there cannot
+     * leak the malloc'd buffers. */
+    lua_pushcfunction(L, push_two_strings);
+    lua_pushlightuserdata(L, src);
+    lua_pushinteger(L, (lua_Integer)len);
+    lua_pushlightuserdata(L, chunkname ? chunkname : (char *)name);
+    int pst = lua_pcall(L, 3, 2, 0);
+    free(src);
     free(chunkname);
+    if (pst != LUA_OK) {
+        lsb_note_status(L, pst);
+        lsb_reraise_limits(L);
+        lua_error(L);
+    }
+    /* stack: ..., LIBS, source, chunkname */
     int st;
     {
-        luaL_Buffer b;
-        (void)b;
-        lua_pushlstring(L, src, len);
-        free(src);
         size_t sl;
-        const char *s = lua_tolstring(L, -1, &sl);
-        st = luaL_loadbufferx(L, s, sl, lua_tostring(L, -2), "t");
+        const char *s = lua_tolstring(L, -2, &sl);
+        st = luaL_loadbufferx(L, s, sl, lua_tostring(L, -1), "t");
     }
     lsb_note_status(L, st);
     lsb_reraise_limits(L);
     if (st != LUA_OK) lua_error(L);   /* "libraries/x.lua:3: syntax error ..." */
-    lua_replace(L, -3);               /* chunk replaces chunkname */
-    lua_pop(L, 1);                    /* source */
+    lua_replace(L, -3);               /* chunk replaces source */
+    lua_pop(L, 1);                    /* chunkname */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, name);
     lua_remove(L, -2);

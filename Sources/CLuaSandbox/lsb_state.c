@@ -62,10 +62,9 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         return NULL;
     }
     if (nsize > osize && S->limit_active) {
-        if (S->cfg.memory_limit && S->used - osize + nsize > S->cfg.memory_limit) {
-            S->mem_exceeded = 1;
-            return NULL;
-        }
+        /* Refuse, but do not flag: Lua retries after an emergency GC, and only a failure
+         * that survives it raises LUA_ERRMEM (seen by lsb_note_status). */
+        if (S->cfg.memory_limit && S->used - osize + nsize > S->cfg.memory_limit) return NULL;
         if (nsize - osize >= LSB_LATE_ALLOC_BYTES && S->deadline_ns && lsb_now_ns() > S->deadline_ns) {
             S->timed_out = 1;
             return NULL;
@@ -111,6 +110,12 @@ static void lsb_hook(lua_State *L, lua_Debug *ar) {
         lua_pushlightuserdata(L, (void *)&LSB_TIMEOUT_SENTINEL);
         lua_error(L);
     }
+}
+
+void lsb_check_deadline(lua_State *L) {
+    lsb_state *S = lsb_get(L);
+    if (S->deadline_ns && !S->timed_out && lsb_now_ns() > S->deadline_ns) S->timed_out = 1;
+    lsb_reraise_limits(L);
 }
 
 void lsb_install_hook(lua_State *L) {
@@ -196,6 +201,8 @@ void lsb_free(lsb_state *S) {
     lsb_logs_reset(S);
     free(S->logs);
     free(S->tb.data);
+    free(S->scratch.data);
+    free(S->enc.data);
     free(S->errmsg);
     free(S);
 }

@@ -47,18 +47,16 @@ final class StandardLibraryTests: XCTestCase {
         """)
     }
 
-    func testPatternGuardAllowsOrdinaryPatternsOnLargeSubjects() throws {
+    func testOrdinaryPatternsOnLargeSubjectsStayFast() throws {
         let state = try makeState("""
         function transformEvent(e)
           local s = string.rep("word ", 20000)
           e.words = select(2, s:gsub("%w+", ""))
           e.trim = #(("  " .. string.rep("x", 2000) .. "  "):match("^%s*(.-)%s*$"))
-          e.bad = select(2, pcall(string.find, string.rep("a", 100000), ".-.-.-x"))
           return e
         end
         """)
         let out = state.callEvent("{}").objectJSON ?? ""
         XCTAssertTrue(out.contains(#""words":20000"#) && out.contains(#""trim":2000"#), out)
-        XCTAssertTrue(out.contains("is too expensive for a 100000-byte subject"), out)
     }
 }
