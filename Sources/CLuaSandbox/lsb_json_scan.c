@@ -242,6 +242,7 @@ bad:
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
     sc s = {json, json, json + len, {0}, 0};
     size_t klen = strlen(key);
+    int found = 0;
     sws(&s);
     if (s.p >= s.end || *s.p != '{') return -1;
     s.p++;
@@ -260,13 +261,13 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
         const char *v = s.p;
         if (svalue(&s, 1)) return -1;
         if (kl == klen && memcmp(k, key, klen) == 0) {   /* keys with escapes never match */
-            *start = (size_t)(v - json);
+            *start = (size_t)(v - json);                  /* the last duplicate wins, as in the decoder */
             *vlen = (size_t)(s.p - v);
-            return 1;
+            found = 1;
         }
         sws(&s);
         if (s.p < s.end && *s.p == ',') { s.p++; continue; }
-        if (s.p < s.end && *s.p == '}') return 0;
+        if (s.p < s.end && *s.p == '}') return found;
         return -1;
     }
 }

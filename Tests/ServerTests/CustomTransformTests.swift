@@ -25,6 +25,11 @@ final class CustomTransformTests: XCTestCase {
         server = try ServerProcess(project: dir, extraArgs: ["--max-body", "256KiB"])
     }
 
+    override func tearDown() {
+        server?.stop()
+        server = nil
+    }
+
     func testRudderFixtureWithFilterCode() throws {
         let body = try Data(contentsOf: fixtures.appendingPathComponent("customTransform_request_filter.json"))
         let r = try server.request("/customTransform", body: body,

@@ -6,6 +6,7 @@ final class LifecycleTests: XCTestCase {
     func testHotReloadAndBrokenEditKeepsOldVersion() throws {
         let dir = try makeProject(["transformations/t.lua": "function transformEvent(e) e.v = 1 return e end"])
         let server = try ServerProcess(project: dir)
+        defer { server.stop() }
         func version() throws -> Int? {
             let r = try server.request("/customTransform", body: try data([rudderEvent(["type": "track"], jobId: 1, versions: ["t"])]))
             return ((try r.json() as? [[String: Any]])?.first?["output"] as? [String: Any])?["v"] as? Int

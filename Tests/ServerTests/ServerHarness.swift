@@ -39,7 +39,10 @@ final class ServerProcess {
 
     private(set) var running: Process!
 
-    deinit {
+    deinit { stop() }
+
+    /// Terminates the server (XCTest keeps test-case instances alive, so tests call this).
+    func stop() {
         if running.isRunning {
             running.terminate()
             running.waitUntilExit()
