@@ -1,15 +1,31 @@
 /*
- * Protected entry points: load a main chunk, call an entry point with JSON inputs, and turn
- * what happened into an lsb_report. Each runs one C body under lua_pcall with a C message
- * handler that records the message and a traceback of user frames in host memory.
+ * Protected entry points: load a main chunk, run an entry point with JSON inputs, and turn
+ * what happened into an lsb_report. Host work runs in C bodies under lua_pcall; the entry
+ * point itself runs in a coroutine, so a script can suspend on a host request (enrich) and
+ * be continued later with the reply while other invocations of the same state run. Errors
+ * are described (message plus user-frame traceback) in host memory.
  */
 #include "lsb_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char LSB_KEY_DEFAULT_CONTEXT = 0;
 int lsb_is_limit_sentinel(lua_State *L, int idx);
+extern const char LSB_HOST_REQUEST;
+
+/* A suspended entry-point call: its coroutine, and the per-call state that is swapped into
+ * lsb_state while it runs. */
+struct lsb_invocation {
+    int thread_ref;
+    int env_ref, loaded_ref, ctx_ref, host_calls;
+    uint64_t deadline_ns;
+    char **logs;
+    size_t log_count, log_cap, log_bytes, logs_dropped;
+    int batched;
+    size_t count;
+    char **message_ids;    /* per input, for attributing outputs */
+    size_t output_total;   /* bytes of all encoded outputs of this call */
+};
 
 #define MAX_TRACE_FRAMES 12
 
@@ -26,12 +42,15 @@ typedef struct {
     const lsb_input *inputs;
     size_t count;
     int batched;
+    lsb_invocation *inv;
+    const char *reply;     /* continue: reply JSON, or NULL with reply_error */
+    size_t reply_len;
+    const char *reply_error;
+    int nargs;             /* values pushed onto the coroutine for the next resume */
     /* outcome */
     lsb_report *out;
     lsb_status kind;       /* set by the body for non-runtime failures */
     char detail[700];
-    char **message_ids;    /* per input, for attributing outputs */
-    size_t output_total;   /* bytes of all encoded outputs of this call */
 } job;
 
 /* ---- message handler: message + user-frame traceback, no Lua allocation ---- */
@@ -41,8 +60,10 @@ static void set_errmsg(lsb_state *S, const char *m, size_t n) {
     S->errmsg = lsb_strndup(m, n > 4000 ? 4000 : n);
 }
 
-static int msgh(lua_State *L) {
-    lsb_state *S = lsb_get(L);
+/* Records the error at the top of thread T's stack: message (with the innermost user
+ * file:line) and a traceback of user frames from `level` up. Allocates nothing in Lua. */
+static void describe_error(lua_State *T, int level) {
+    lsb_state *S = lsb_get(T);
     lua_Debug ar;
     char keep[LUA_IDSIZE];
     const char *top_src = NULL;
@@ -50,8 +71,8 @@ static int msgh(lua_State *L) {
     S->tb.len = 0;
     if (S->tb.data) S->tb.data[0] = 0;
     int frames = 0;
-    for (int level = 1; frames < MAX_TRACE_FRAMES && lua_getstack(L, level, &ar); level++) {
-        if (!lua_getinfo(L, "Sln", &ar)) continue;
+    for (; frames < MAX_TRACE_FRAMES && lua_getstack(T, level, &ar); level++) {
+        if (!lua_getinfo(T, "Sln", &ar)) continue;
         if (strcmp(ar.what, "C") == 0 || ar.currentline < 0) continue;
         char line[400];
         int n;
@@ -70,29 +91,31 @@ static int msgh(lua_State *L) {
         }
         frames++;
     }
-    if (S->timed_out || S->mem_exceeded || lsb_is_limit_sentinel(L, 1)) return 1;
+    if (S->timed_out || S->mem_exceeded || lsb_is_limit_sentinel(T, -1)) return;
     char buf[4200];
     size_t mlen = 0;
     const char *m;
-    if (lua_type(L, 1) == LUA_TSTRING) {
-        m = lua_tolstring(L, 1, &mlen);
-    } else if (lua_type(L, 1) == LUA_TNIL) {
+    if (lua_type(T, -1) == LUA_TSTRING) {
+        m = lua_tolstring(T, -1, &mlen);
+    } else if (lua_type(T, -1) == LUA_TNIL) {
         m = "error(nil) was raised";
         mlen = strlen(m);
     } else {
-        snprintf(buf, sizeof buf, "error object is a %s value", lua_typename(L, lua_type(L, 1)));
+        snprintf(buf, sizeof buf, "error object is a %s value", lua_typename(T, lua_type(T, -1)));
         m = buf;
         mlen = strlen(buf);
     }
     if (top_src && strncmp(m, top_src, strlen(top_src)) != 0) {
-        char *pref = buf == m ? NULL : buf;
         char tmp[4200];
         int n = snprintf(tmp, sizeof tmp, "%s:%d: %.*s", top_src, top_line, (int)(mlen > 4000 ? 4000 : mlen), m);
-        (void)pref;
         set_errmsg(S, tmp, n > 0 ? (size_t)n : 0);
     } else {
         set_errmsg(S, m, mlen);
     }
+}
+
+static int msgh(lua_State *L) {
+    describe_error(L, 1);
     return 1;
 }
 
@@ -102,6 +125,8 @@ static void begin(lsb_state *S, lsb_report *out) {
     memset(out, 0, sizeof *out);
     S->timed_out = S->mem_exceeded = 0;
     S->loading_depth = 0;
+    S->host_calls = 0;
+    S->enrich_failed = 0;
     lsb_logs_reset(S);
     free(S->errmsg);
     S->errmsg = NULL;
@@ -113,12 +138,8 @@ static void begin(lsb_state *S, lsb_report *out) {
 }
 
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
-    lua_newtable(L);   /* env */
+    lsb_push_fresh_env(L);
     int env = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
-    lua_setmetatable(L, env);
-    lua_pushvalue(L, env);
-    lua_setfield(L, env, "_G");
     luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
     lua_pushvalue(L, env);
     S->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -127,8 +148,8 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
     S->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->chunk_ref);
     lua_pushvalue(L, env);
-    if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
-    lua_call(L, 0, 0);
+    lua_call(L, 1, 0);
+    lua_settop(L, env - 1);
 }
 
 static void finish(job *j, int status) {
@@ -153,7 +174,7 @@ static void finish(job *j, int status) {
         out->status = j->kind;
         out->message = lsb_strndup(j->detail, strlen(j->detail));
     } else if (status != LUA_OK) {
-        out->status = LSB_ERR_RUNTIME;
+        out->status = S->enrich_failed ? LSB_ERR_ENRICHMENT : LSB_ERR_RUNTIME;
         const char *m = S->errmsg ? S->errmsg : "unknown error";
         out->message = lsb_strndup(m, strlen(m));
     }
@@ -175,34 +196,49 @@ static void finish(job *j, int status) {
     S->logs = NULL;
     S->log_count = S->log_cap = 0;
     out->peak_memory = S->peak;
-    if (j->message_ids) {
-        for (size_t i = 0; i < j->count; i++) free(j->message_ids[i]);
-        free(j->message_ids);
+    lsb_invocation *inv = j->inv;
+    if (inv) {
+        if (inv->message_ids) {
+            for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
+            free(inv->message_ids);
+        }
+        if (!S->poisoned) luaL_unref(L, LUA_REGISTRYINDEX, inv->thread_ref);
+        free(inv);
+        j->inv = NULL;
     }
     /* drop per-call references so the call's garbage can go */
     if (!S->poisoned) {
         luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
-        S->env_ref = S->loaded_ref = LUA_NOREF;
-        lua_pushnil(L);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_DEFAULT_CONTEXT);
+        luaL_unref(L, LUA_REGISTRYINDEX, S->ctx_ref);
         if (S->cfg.memory_limit && S->used > S->cfg.memory_limit / 2) lua_gc(L, LUA_GCCOLLECT);
     }
+    S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
     lua_settop(L, 0);
 }
 
-static void run(lsb_state *S, lua_CFunction body, job *j) {
+/* Runs body(j) under lua_pcall with the message handler; returns the status. */
+static int protect(lsb_state *S, lua_CFunction body, job *j) {
     lua_State *L = S->L;
-    if (S->poisoned) {
-        j->out->status = LSB_ERR_INTERNAL;
-        j->out->message = lsb_strndup("state was discarded after a limit error", 39);
-        return;
-    }
+    lua_settop(L, 0);
     lua_pushcfunction(L, msgh);
     lua_pushcfunction(L, body);
     lua_pushlightuserdata(L, j);
     int status = lua_pcall(L, 1, 0, 1);
-    finish(j, status);
+    lua_settop(L, 0);
+    return status;
+}
+
+static int refuse_poisoned(lsb_state *S, job *j) {
+    if (!S->poisoned) return 0;
+    j->out->status = LSB_ERR_INTERNAL;
+    j->out->message = lsb_strndup("state was discarded after a limit error", 39);
+    return 1;
+}
+
+static void run(lsb_state *S, lua_CFunction body, job *j) {
+    if (refuse_poisoned(S, j)) return;
+    finish(j, protect(S, body, j));
 }
 
 /* ---- load ---- */
@@ -210,7 +246,7 @@ static void run(lsb_state *S, lua_CFunction body, job *j) {
 static int load_body(lua_State *L) {
     job *j = lua_touserdata(L, 1);
     lsb_state *S = j->S;
-    int st = luaL_loadbufferx(L, j->src, j->len, j->chunkname, "t");
+    int st = lsb_compile(L, j->src, j->len, j->chunkname);
     if (st != LUA_OK) {
         lsb_note_status(L, st);
         if (st == LUA_ERRSYNTAX) {
@@ -276,7 +312,7 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t n;
             const char *s = lua_tolstring(L, -1, &n);
-            j->message_ids[i] = lsb_strndup(s, n);
+            j->inv->message_ids[i] = lsb_strndup(s, n);
         }
         lua_pop(L, 1);
         lua_pushvalue(L, v);
@@ -295,7 +331,8 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         lua_remove(L, -2);
         if (!j->batched) {
             lua_pushvalue(L, -1);
-            lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_DEFAULT_CONTEXT);
+            luaL_unref(L, LUA_REGISTRYINDEX, j->S->ctx_ref);
+            j->S->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         if (lua_type(L, v) == LUA_TTABLE) {
             lua_pushvalue(L, v);
@@ -316,8 +353,8 @@ static long origin_of(lua_State *L, job *j, int idx, int originmap) {
     lua_pushliteral(L, "messageId");
     if (lua_rawget(L, idx) == LUA_TSTRING) {
         const char *m = lua_tostring(L, -1);
-        for (size_t i = 0; i < j->count; i++)
-            if (j->message_ids[i] && strcmp(j->message_ids[i], m) == 0) {
+        for (size_t i = 0; i < j->inv->count; i++)
+            if (j->inv->message_ids[i] && strcmp(j->inv->message_ids[i], m) == 0) {
                 lua_pop(L, 1);
                 return (long)i;
             }
@@ -352,8 +389,8 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
         }
         o.error = lsb_strndup(err, strlen(err));
     } else {
-        j->output_total += S->enc.len;
-        if (S->cfg.max_output_bytes && j->output_total > S->cfg.max_output_bytes) {
+        j->inv->output_total += S->enc.len;
+        if (S->cfg.max_output_bytes && j->inv->output_total > S->cfg.max_output_bytes) {
             j->kind = LSB_ERR_OUTPUT;
             snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
             luaL_error(L, "invalid output");
@@ -381,7 +418,9 @@ static int is_sequence(lua_State *L, int idx) {
     return count == n;
 }
 
-static int call_body(lua_State *L) {
+/* Prepares an invocation: fresh env, decoded inputs, and a coroutine holding the entry
+ * point and its arguments, ready for the first resume. */
+static int start_body(lua_State *L) {
     job *j = lua_touserdata(L, 1);
     lsb_state *S = j->S;
     lsb_run_chunk_fresh(L, S);
@@ -396,9 +435,8 @@ static int call_body(lua_State *L) {
     int ctxmap = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
     int originmap = lua_gettop(L);
-    j->message_ids = calloc(j->count ? j->count : 1, sizeof(char *));
-    if (!j->message_ids) return luaL_error(L, "out of host memory");
-
+    lua_State *co = lua_newthread(L);   /* inherits the count hook */
+    int co_idx = lua_gettop(L);
     lua_pushvalue(L, fn);
     if (j->batched) {
         lua_createtable(L, (int)j->count, 0);
@@ -418,9 +456,20 @@ static int call_body(lua_State *L) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
     lua_getfield(L, -1, "metadata");
     lua_remove(L, -2);
-    lua_call(L, 2, 1);
+    if (!lua_checkstack(co, 4)) return luaL_error(L, "cannot start the call");
+    lua_xmove(L, co, 3);                 /* entry point, value(s), metadata */
+    lua_pushvalue(L, co_idx);
+    j->inv->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    j->nargs = 2;
+    return 0;
+}
 
-    int r = lua_gettop(L);
+/* Classifies the returned value (argument 2) and encodes the outputs. */
+static int output_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    int r = 2;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+    int originmap = lua_gettop(L);
     switch (lua_type(L, r)) {
     case LUA_TNIL: j->out->shape = LSB_SHAPE_NIL; break;
     case LUA_TTABLE:
@@ -455,7 +504,117 @@ static int call_body(lua_State *L) {
     return 0;
 }
 
-void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched, lsb_report *out) {
+/* Pushes the host's reply onto the coroutine: (value) or (nil, message). */
+static int reply_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, j->inv->thread_ref);
+    lua_State *co = lua_tothread(L, -1);
+    if (j->reply) {
+        if (lsb_json_decode_push(L, j->reply, j->reply_len, j->detail, sizeof j->detail)) {
+            j->kind = LSB_ERR_INTERNAL;
+            return luaL_error(L, "invalid reply");
+        }
+        j->nargs = 1;
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, j->reply_error ? j->reply_error : "lookup failed");
+        j->nargs = 2;
+    }
+    if (!lua_checkstack(co, j->nargs + 1)) return luaL_error(L, "cannot continue the call");
+    lua_xmove(L, co, j->nargs);
+    return 0;
+}
+
+static void swap_out(lsb_state *S, lsb_invocation *inv) {
+    inv->env_ref = S->env_ref;
+    inv->loaded_ref = S->loaded_ref;
+    inv->ctx_ref = S->ctx_ref;
+    inv->host_calls = S->host_calls;
+    inv->deadline_ns = S->deadline_ns;
+    inv->logs = S->logs;
+    inv->log_count = S->log_count;
+    inv->log_cap = S->log_cap;
+    inv->log_bytes = S->log_bytes;
+    inv->logs_dropped = S->logs_dropped;
+    S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+    S->deadline_ns = 0;
+    S->logs = NULL;
+    S->log_count = S->log_cap = S->log_bytes = S->logs_dropped = 0;
+}
+
+static void swap_in(lsb_state *S, lsb_invocation *inv) {
+    lsb_logs_reset(S);
+    free(S->logs);
+    S->env_ref = inv->env_ref;
+    S->loaded_ref = inv->loaded_ref;
+    S->ctx_ref = inv->ctx_ref;
+    S->host_calls = inv->host_calls;
+    S->deadline_ns = inv->deadline_ns;
+    S->logs = inv->logs;
+    S->log_count = inv->log_count;
+    S->log_cap = inv->log_cap;
+    S->log_bytes = inv->log_bytes;
+    S->logs_dropped = inv->logs_dropped;
+    inv->logs = NULL;
+}
+
+/* Resumes the invocation's coroutine with j->nargs values already pushed onto it. */
+static lsb_invocation *step(job *j) {
+    lsb_state *S = j->S;
+    lua_State *L = S->L;
+    lsb_invocation *inv = j->inv;
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, inv->thread_ref);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);   /* the registry keeps it alive */
+    int nres = 0;
+    int st = lua_resume(co, L, j->nargs, &nres);
+    if (st == LUA_YIELD) {
+        if (nres >= 2 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
+            /* a host request: copy it out and suspend */
+            lsb_report *out = j->out;
+            out->status = LSB_PENDING;
+            out->request_argc = 0;
+            for (int i = 1; i < nres && out->request_argc < LSB_MAX_REQUEST_ARGS; i++) {
+                size_t n;
+                const char *a = lua_tolstring(co, -nres + i, &n);
+                out->request_args[out->request_argc] = a ? lsb_strndup(a, n) : lsb_strndup("", 0);
+                out->request_lens[out->request_argc++] = a ? n : 0;
+            }
+            lua_pop(co, nres);
+            swap_out(S, inv);
+            lua_settop(L, 0);
+            return inv;
+        }
+        /* the entry point itself yielded: not a coroutine the script owns */
+        lua_pop(co, nres);
+        lua_pushliteral(co, "coroutine.yield() was called outside a coroutine (transformEvent itself cannot yield)");
+        describe_error(co, 0);
+        st = LUA_ERRRUN;
+    } else if (st == LUA_OK) {
+        if (refuse_poisoned(S, j)) return NULL;
+        lua_pushcfunction(L, msgh);
+        lua_pushcfunction(L, output_body);
+        lua_pushlightuserdata(L, j);
+        if (nres > 0) {
+            lua_xmove(co, L, 1);             /* the first result only */
+            lua_pop(co, nres - 1);
+        } else {
+            lua_pushnil(L);
+        }
+        st = lua_pcall(L, 2, 0, 1);
+        finish(j, st);
+        return NULL;
+    } else {
+        lsb_note_status(L, st);
+        if (st != LUA_ERRMEM) describe_error(co, 0);
+    }
+    finish(j, st);
+    return NULL;
+}
+
+lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched,
+                          lsb_report *out) {
     job j = {0};
     j.S = S;
     j.entry = entry;
@@ -464,10 +623,88 @@ void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t c
     j.batched = batched;
     j.out = out;
     begin(S, out);
-    run(S, call_body, &j);
+    if (refuse_poisoned(S, &j)) return NULL;
+    j.inv = calloc(1, sizeof *j.inv);
+    if (!j.inv) {
+        out->status = LSB_ERR_INTERNAL;
+        out->message = lsb_strndup("out of host memory", 18);
+        return NULL;
+    }
+    j.inv->thread_ref = LUA_NOREF;
+    j.inv->count = count;
+    j.inv->batched = batched;
+    j.inv->message_ids = calloc(count ? count : 1, sizeof(char *));
+    int st = j.inv->message_ids ? protect(S, start_body, &j) : LUA_ERRMEM;
+    if (st != LUA_OK) {
+        finish(&j, st);
+        return NULL;
+    }
+    return step(&j);
+}
+
+lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *reply, size_t len, const char *error,
+                             lsb_report *out) {
+    job j = {0};
+    j.S = S;
+    j.inv = inv;
+    j.count = inv->count;
+    j.batched = inv->batched;
+    j.out = out;
+    memset(out, 0, sizeof *out);
+    S->timed_out = S->mem_exceeded = 0;
+    S->enrich_failed = 0;
+    free(S->errmsg);
+    S->errmsg = NULL;
+    S->tb.len = 0;
+    swap_in(S, inv);
+    lsb_install_hook(S->L);
+    if (refuse_poisoned(S, &j)) {
+        lsb_abandon(S, inv);
+        return NULL;
+    }
+    if (S->deadline_ns && lsb_now_ns() > S->deadline_ns) {   /* the wait used up the time */
+        S->timed_out = 1;
+        finish(&j, LUA_ERRRUN);
+        return NULL;
+    }
+    j.reply = reply;
+    j.reply_len = len;
+    j.reply_error = error;
+    int st = protect(S, reply_body, &j);
+    if (st != LUA_OK) {
+        finish(&j, st);
+        return NULL;
+    }
+    return step(&j);
+}
+
+void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
+    if (!inv) return;
+    if (!S->poisoned) {
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->thread_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->env_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->loaded_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->ctx_ref);
+    }
+    for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
+    free(inv->logs);
+    if (inv->message_ids) {
+        for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
+        free(inv->message_ids);
+    }
+    free(inv);
+}
+
+void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched, lsb_report *out) {
+    lsb_invocation *inv = lsb_begin(S, entry, inputs, count, batched, out);
+    while (inv) {   /* no host here: every request fails */
+        lsb_report_clear(out);
+        inv = lsb_continue(S, inv, NULL, 0, "no host services are available here", out);
+    }
 }
 
 void lsb_report_clear(lsb_report *out) {
+    for (int i = 0; i < out->request_argc; i++) free(out->request_args[i]);
     free(out->message);
     free(out->traceback);
     for (size_t i = 0; i < out->output_count; i++) {

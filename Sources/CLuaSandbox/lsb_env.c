@@ -20,6 +20,8 @@ int lsb_rawset(lua_State *L);
 int lsb_tostring(lua_State *L);
 int lsb_collectgarbage(lua_State *L);
 int lsb_metadata(lua_State *L);
+int lsb_enrich(lua_State *L);
+int lsb_secret(lua_State *L);
 
 static int lsb_frozen_newindex(lua_State *L) {
     return luaL_error(L, "attempt to modify a read-only table (field '%s')",
@@ -133,6 +135,8 @@ int lsb_build_env(lua_State *L) {
         {"log", lsb_log},
         {"require", lsb_require},           /* libraries/NAME.lua only */
         {"metadata", lsb_metadata},
+        {"enrich", lsb_enrich},             /* host lookup; suspends the call */
+        {"secret", lsb_secret},             /* granted secrets only */
         {NULL, NULL}};
     for (const luaL_Reg *r = base_wrapped; r->name; r++) {
         lua_pushcfunction(L, r->func);

@@ -43,6 +43,9 @@ struct lsb_state {
     lsb_buf enc;               /* json.encode's output buffer */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
+    int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
+    int host_calls;            /* host requests made by the current call */
+    int enrich_failed;         /* a required enrich() failed and its error is propagating */
     int poisoned;              /* a limit fired: the host must discard this state */
 };
 
@@ -95,7 +98,13 @@ void lsb_logs_reset(lsb_state *S);
 /* require */
 int lsb_require(lua_State *L);
 
-/* Runs the main chunk (registry chunk_ref) in a fresh env; leaves env on the stack. */
+/* Compiles user text (mode "t") so that it takes its environment as first argument
+ * (lsb_chunk.c). Same contract as lua_load. */
+int lsb_compile(lua_State *L, const char *src, size_t len, const char *chunkname);
+/* Pushes a new environment table: __index = BASE, _G = itself. */
+void lsb_push_fresh_env(lua_State *L);
+
+/* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
 
 #endif

@@ -11,6 +11,7 @@ static int finish_pcall(lua_State *L, int status, lua_KContext extra) {
     lsb_note_status(L, status);
     lsb_reraise_limits(L);
     if (status != LUA_OK && status != LUA_YIELD) {
+        lsb_get(L)->enrich_failed = 0;   /* caught: no longer the call's error */
         lua_pushboolean(L, 0);
         lua_pushvalue(L, -2);
         return 2;
@@ -98,6 +99,8 @@ int lsb_load_text(lua_State *L) {
 
 /* ---- coroutines: errors from limits propagate out of resume/wrap/close ---- */
 
+extern const char LSB_HOST_REQUEST;
+
 static int aux_resume(lua_State *L, lua_State *co, int narg) {
     if (!lua_checkstack(co, narg)) {
         lua_pushliteral(L, "too many arguments to resume");
@@ -113,6 +116,11 @@ static int aux_resume(lua_State *L, lua_State *co, int narg) {
     int status = lua_resume(co, L, narg, &nres);
     lsb_note_status(L, status);
     lsb_reraise_limits(L);
+    if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
+        lua_pop(co, nres);
+        lua_pushliteral(L, "enrich() cannot be used inside a coroutine the script created");
+        return -1;
+    }
     if (status == LUA_OK || status == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -294,14 +302,14 @@ int lsb_collectgarbage(lua_State *L) {
 
 /* ---- metadata(value): read-only context of an input value ---- */
 
-extern const char LSB_KEY_DEFAULT_CONTEXT;
-
 int lsb_metadata(lua_State *L) {
     if (lua_type(L, 1) == LUA_TTABLE) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
         lua_pushvalue(L, 1);
         if (lua_rawget(L, -2) != LUA_TNIL) return 1;
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_DEFAULT_CONTEXT);
+    lsb_state *S = lsb_get(L);
+    if (S->ctx_ref == LUA_NOREF || S->ctx_ref == LUA_REFNIL) lua_pushnil(L);
+    else lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
     return 1;
 }

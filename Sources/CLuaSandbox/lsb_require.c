@@ -70,7 +70,7 @@ static void push_library_chunk(lua_State *L, lsb_state *S, const char *name) {
     {
         size_t sl;
         const char *s = lua_tolstring(L, -2, &sl);
-        st = luaL_loadbufferx(L, s, sl, lua_tostring(L, -1), "t");
+        st = lsb_compile(L, s, sl, lua_tostring(L, -1));
     }
     lsb_note_status(L, st);
     lsb_reraise_limits(L);
@@ -103,20 +103,14 @@ int lsb_require(lua_State *L) {
         return luaL_error(L, "require: libraries nested more than %d deep", LSB_MAX_REQUIRE_DEPTH);
 
     push_library_chunk(L, S, name);                      /* 3 */
-    lua_newtable(L);                                     /* 4: the library's own environment */
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
-    lua_setmetatable(L, 4);
-    lua_pushvalue(L, 4);
-    lua_setfield(L, 4, "_G");
-    lua_pushvalue(L, 4);
-    if (!lua_setupvalue(L, 3, 1)) lua_pop(L, 1);
     lua_pushlightuserdata(L, (void *)&LSB_LOADING);
     lua_setfield(L, 2, name);
 
     int depth = S->loading_depth++;
     lua_pushvalue(L, 3);
+    lsb_push_fresh_env(L);                               /* the library's own environment */
     lua_pushvalue(L, 1);
-    int st = lua_pcall(L, 1, 1, 0);
+    int st = lua_pcall(L, 2, 1, 0);
     S->loading_depth = depth;
     if (st != LUA_OK) {
         lua_pushnil(L);

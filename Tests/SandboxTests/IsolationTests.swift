@@ -142,11 +142,11 @@ final class IsolationTests: XCTestCase {
             "counter": "local n = 0\nreturn { bump = function() n = n + 1 return n end }",
             "a": "local b = require('b')\nreturn {}",
             "b": "local a = require('a')\nreturn {}",
-            "seesglobals": "return { peek = function() return tostring(secret) end }",
+            "seesglobals": "return { peek = function() return tostring(mine) end }",
         ])
         let state = try makeState("""
         function transformEvent(e)
-          secret = "t"
+          mine = "t"
           local c = require("counter")
           c.bump()
           e.n = require("counter").bump()

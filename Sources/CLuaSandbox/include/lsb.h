@@ -25,7 +25,9 @@ typedef enum {
     LSB_ERR_OUTPUT = 4,    /* the returned value cannot be represented as JSON */
     LSB_ERR_INPUT = 5,     /* an argument was not valid JSON / UTF-8 */
     LSB_ERR_SYNTAX = 6,    /* the chunk did not compile */
-    LSB_ERR_INTERNAL = 7   /* host misuse or an unexpected state */
+    LSB_ERR_INTERNAL = 7,  /* host misuse or an unexpected state */
+    LSB_ERR_ENRICHMENT = 8,/* a required enrich() lookup failed */
+    LSB_PENDING = 9        /* suspended on a host request: see request_args, then lsb_continue */
 } lsb_status;
 
 /* Shape of the value an entry point returned. */
@@ -45,6 +47,13 @@ typedef enum {
  */
 typedef int (*lsb_library_loader)(void *ctx, const char *name, char **src, size_t *len, char **chunkname);
 
+/*
+ * Answers a synchronous host function (today: `secret(name)`). Called from a C trampoline;
+ * it must not raise. Returns 0 with a malloc'd value in *out and *outlen, or non-zero with a
+ * malloc'd error message there (raised as a Lua error by the trampoline).
+ */
+typedef int (*lsb_host_sync)(void *ctx, const char *op, const char *arg, char **out, size_t *outlen);
+
 typedef struct {
     size_t memory_limit;        /* bytes, whole state; 0 = unlimited */
     uint64_t time_limit_ns;     /* per load/call; 0 = unlimited */
@@ -53,7 +62,12 @@ typedef struct {
     size_t max_output_bytes;    /* per encoded output value */
     lsb_library_loader loader;  /* may be NULL: require then always fails */
     void *loader_ctx;
+    lsb_host_sync host;         /* may be NULL: secret() then always fails */
+    void *host_ctx;
+    int max_host_calls;         /* host requests (enrich) per call; 0 = unlimited */
 } lsb_config;
+
+#define LSB_MAX_REQUEST_ARGS 4
 
 /* One input value for a call: JSON bytes, plus optional context JSON (returned by the
  * `metadata(value)` host function for that value). */
@@ -84,7 +98,15 @@ typedef struct {
     size_t logs_dropped;       /* lines not kept because of the log limits */
     unsigned entry_mask;       /* lsb_load: bit i set when entries[i] is a global function */
     size_t peak_memory;        /* state's peak heap bytes during this call */
+    /* LSB_PENDING: the request, as strings: op ("enrich"), then its arguments */
+    char *request_args[LSB_MAX_REQUEST_ARGS];
+    size_t request_lens[LSB_MAX_REQUEST_ARGS];
+    int request_argc;
 } lsb_report;
+
+/* A call suspended on a host request. Owned by the caller until it is passed back to
+ * lsb_continue or lsb_abandon; only valid with the state that made it. */
+typedef struct lsb_invocation lsb_invocation;
 
 /* Creates a hardened state. Returns NULL and fills err when the state cannot be built. */
 lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen);
@@ -95,10 +117,26 @@ void lsb_free(lsb_state *S);
 void lsb_load(lsb_state *S, const char *src, size_t len, const char *chunkname,
               const char *const *entries, int entry_count, lsb_report *out);
 
-/* Runs the main chunk in a fresh environment, then calls global `entry`:
+/* Runs the main chunk in a fresh environment, then calls global `entry` in a coroutine:
  * batched == 0: entry(value_of(inputs[0]), metadata)   (exactly one input)
  * batched != 0: entry({values...}, metadata)
- * `metadata(v)` returns a read-only view of v's context. */
+ * `metadata(v)` returns a read-only view of v's context. When the script makes a host request
+ * (enrich), out->status is LSB_PENDING, the request is in out->request_*, and the returned
+ * invocation must be passed to lsb_continue (or lsb_abandon). Otherwise returns NULL and
+ * `out` is the final report. The time limit runs from lsb_begin, waiting included. Several
+ * invocations of one state may be suspended at once; each has its own globals. */
+lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count,
+                          int batched, lsb_report *out);
+
+/* Continues a suspended invocation with the reply: JSON of the value (reply, len), or NULL
+ * and an error message (the script sees nil, message). Same contract as lsb_begin. */
+lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *reply, size_t len,
+                             const char *error, lsb_report *out);
+
+/* Drops a suspended invocation without finishing it. */
+void lsb_abandon(lsb_state *S, lsb_invocation *inv);
+
+/* lsb_begin, answering every host request with an error. */
 void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count,
               int batched, lsb_report *out);
 
