@@ -13,6 +13,8 @@ public struct SandboxFailure: Error, Sendable, Equatable {
         case invalidInput = "invalid-input"
         /// The chunk did not compile.
         case syntax
+        /// A required `enrich()` lookup failed.
+        case enrichment
         /// Host misuse or an unexpected state.
         case `internal`
     }

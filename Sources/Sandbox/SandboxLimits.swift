@@ -13,17 +13,20 @@ public struct SandboxLimits: Sendable, Equatable {
     public var maxLogBytes: Int
     /// Largest encoded output value, in bytes.
     public var maxOutputBytes: Int
+    /// Host requests (`enrich`) one call may make.
+    public var maxHostCalls: Int
 
     public static let defaultMemoryBytes = 64 << 20
     public static let defaultTime = Duration.seconds(1)
 
     public init(memoryBytes: Int = SandboxLimits.defaultMemoryBytes, time: Duration = SandboxLimits.defaultTime,
-                maxLogLines: Int = 200, maxLogBytes: Int = 32 << 10, maxOutputBytes: Int = 8 << 20) {
+                maxLogLines: Int = 200, maxLogBytes: Int = 32 << 10, maxOutputBytes: Int = 8 << 20, maxHostCalls: Int = 20) {
         self.memoryBytes = memoryBytes
         self.time = time
         self.maxLogLines = maxLogLines
         self.maxLogBytes = maxLogBytes
         self.maxOutputBytes = maxOutputBytes
+        self.maxHostCalls = maxHostCalls
     }
 
     var timeNanoseconds: UInt64 {

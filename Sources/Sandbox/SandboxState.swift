@@ -17,22 +17,31 @@ import Darwin
 public final class SandboxState: @unchecked Sendable {
     private let handle: OpaquePointer
     private let loaderBox: LoaderBox?
+    private let secretBox: SecretBox?
     public let limits: SandboxLimits
     public private(set) var isPoisoned = false
 
-    public init(limits: SandboxLimits = SandboxLimits(), libraries: LibraryLoader? = nil) throws(SandboxFailure) {
+    public init(limits: SandboxLimits = SandboxLimits(), libraries: LibraryLoader? = nil,
+                secrets: SecretSource? = nil) throws(SandboxFailure) {
         self.limits = limits
         let box = libraries.map { LoaderBox($0) }
         self.loaderBox = box
+        let sbox = secrets.map { SecretBox($0) }
+        self.secretBox = sbox
         var cfg = lsb_config()
         cfg.memory_limit = limits.memoryBytes
         cfg.time_limit_ns = limits.timeNanoseconds
         cfg.max_log_lines = limits.maxLogLines
         cfg.max_log_bytes = limits.maxLogBytes
         cfg.max_output_bytes = limits.maxOutputBytes
+        cfg.max_host_calls = Int32(limits.maxHostCalls)
         if let box {
             cfg.loader = libraryTrampoline
             cfg.loader_ctx = Unmanaged.passUnretained(box).toOpaque()
+        }
+        if let sbox {
+            cfg.host = secretTrampoline
+            cfg.host_ctx = Unmanaged.passUnretained(sbox).toOpaque()
         }
         var err = [CChar](repeating: 0, count: 256)
         guard let h = lsb_new(&cfg, &err, err.count) else {
@@ -62,19 +71,80 @@ public final class SandboxState: @unchecked Sendable {
         return .success(found)
     }
 
-    /// Re-runs the main chunk in a fresh environment and calls global `entry`.
+    /// Re-runs the main chunk in a fresh environment and calls global `entry`, answering
+    /// host requests with `host` one at a time.
     ///
     /// Not batched: `entry(value, metadata)` with exactly one input. Batched:
     /// `entry({values...}, metadata)`. `metadata(v)` returns a read-only view of v's context.
-    public func call(entry: String, inputs: [SandboxInput], batched: Bool) -> CallOutcome {
+    public func call(entry: String, inputs: [SandboxInput], batched: Bool,
+                     host: (HostRequest) -> HostReply = { _ in .failure("no host services are available here") }) -> CallOutcome {
+        var step = begin(entry: entry, inputs: inputs, batched: batched)
+        while true {
+            switch step {
+            case .finished(let outcome): return outcome
+            case .pending(let request, let inv): step = resume(inv, with: host(request))
+            }
+        }
+    }
+
+    /// Starts a call; it finishes, or suspends on a host request to be answered with `resume`.
+    /// The time limit runs from here, waiting included. Several calls may be suspended at once.
+    public func begin(entry: String, inputs: [SandboxInput], batched: Bool) -> InvocationStep {
+        if isPoisoned { return .finished(poisonedOutcome) }
+        var report = lsb_report()
+        let inv = withInputs(inputs) { raw in
+            lsb_begin(handle, entry, raw.baseAddress, raw.count, batched ? 1 : 0, &report)
+        }
+        return step(inv, &report)
+    }
+
+    /// Continues a suspended call with the host's reply.
+    public func resume(_ invocation: Invocation, with reply: HostReply) -> InvocationStep {
+        precondition(!invocation.consumed && invocation.state === self, "invocation resumed twice or on another state")
+        invocation.consumed = true
         if isPoisoned {
-            return CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "state was discarded after a limit error")),
-                               logs: [], logsDropped: 0, peakMemory: 0)
+            lsb_abandon(handle, invocation.handle)
+            return .finished(poisonedOutcome)
         }
         var report = lsb_report()
+        let next: OpaquePointer?
+        switch reply {
+        case .value(let json):
+            next = withCBytes(json) { p, n in lsb_continue(handle, invocation.handle, p, n, nil, &report) }
+        case .failure(let message):
+            next = lsb_continue(handle, invocation.handle, nil, 0, message, &report)
+        }
+        return step(next, &report)
+    }
+
+    func abandon(_ invocation: Invocation) {
+        if !invocation.consumed {
+            invocation.consumed = true
+            lsb_abandon(handle, invocation.handle)
+        }
+    }
+
+    private var poisonedOutcome: CallOutcome {
+        CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "state was discarded after a limit error")))
+    }
+
+    private func step(_ inv: OpaquePointer?, _ report: inout lsb_report) -> InvocationStep {
         defer { lsb_report_clear(&report) }
-        withInputs(inputs) { raw in
-            lsb_call(handle, entry, raw.baseAddress, raw.count, batched ? 1 : 0, &report)
+        if let inv, report.status == LSB_PENDING {
+            var args: [String] = []
+            withUnsafePointer(to: report.request_args) { tuple in
+                tuple.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: Int(LSB_MAX_REQUEST_ARGS)) { ptrs in
+                    withUnsafePointer(to: report.request_lens) { lt in
+                        lt.withMemoryRebound(to: Int.self, capacity: Int(LSB_MAX_REQUEST_ARGS)) { lens in
+                            for i in 0..<Int(report.request_argc) {
+                                args.append(String(decoding: UnsafeRawBufferPointer(start: ptrs[i], count: lens[i]), as: UTF8.self))
+                            }
+                        }
+                    }
+                }
+            }
+            let op = args.isEmpty ? "" : args.removeFirst()
+            return .pending(HostRequest(op: op, args: args), Invocation(handle: inv, state: self))
         }
         let logs = (0..<report.log_count).map { String(cString: report.logs[$0]!) }
         let result: Result<ReturnedShape, SandboxFailure>
@@ -83,7 +153,7 @@ public final class SandboxState: @unchecked Sendable {
         } else {
             result = .success(shape(of: report))
         }
-        return CallOutcome(result: result, logs: logs, logsDropped: report.logs_dropped, peakMemory: report.peak_memory)
+        return .finished(CallOutcome(result: result, logs: logs, logsDropped: report.logs_dropped, peakMemory: report.peak_memory))
     }
 
     private func failure(from r: lsb_report) -> SandboxFailure? {
@@ -96,6 +166,7 @@ public final class SandboxState: @unchecked Sendable {
         case LSB_ERR_OUTPUT: kind = .invalidOutput
         case LSB_ERR_INPUT: kind = .invalidInput
         case LSB_ERR_SYNTAX: kind = .syntax
+        case LSB_ERR_ENRICHMENT: kind = .enrichment
         default: kind = .internal
         }
         let f = SandboxFailure(kind: kind, message: r.message.map { String(cString: $0) } ?? "unknown error",
@@ -128,6 +199,30 @@ public struct SandboxInput: Sendable {
         self.json = json
         self.context = context
     }
+}
+
+private final class SecretBox: @unchecked Sendable {
+    let source: SecretSource
+    init(_ source: SecretSource) { self.source = source }
+}
+
+/// C trampoline target for `secret(name)`: reports through out-parameters, never throws.
+private let secretTrampoline: lsb_host_sync = { ctx, op, arg, out, outlen in
+    guard let ctx, let arg, let out, let outlen else { return -1 }
+    let box = Unmanaged<SecretBox>.fromOpaque(ctx).takeUnretainedValue()
+    let bytes: [UInt8]
+    let status: Int32
+    switch box.source.secret(named: String(cString: arg)) {
+    case .success(let value):
+        bytes = Array(value.utf8)
+        status = 0
+    case .failure(let e):
+        bytes = Array(e.message.utf8)
+        status = 1
+    }
+    out.pointee = mallocCopy(bytes)
+    outlen.pointee = bytes.count
+    return status
 }
 
 private final class LoaderBox: @unchecked Sendable {

@@ -34,6 +34,8 @@ public struct EventError: Error, Sendable, Equatable {
         case memory
         case invalidOutput = "invalid-output"
         case invalidInput = "invalid-input"
+        /// A required `enrich()` lookup failed (provider down, slow, or unknown key).
+        case enrichment
     }
 
     public var kind: Kind
@@ -57,6 +59,7 @@ public struct EventError: Error, Sendable, Equatable {
         case .memory: .memory
         case .invalidOutput: .invalidOutput
         case .invalidInput: .invalidInput
+        case .enrichment: .enrichment
         case .runtime, .syntax, .internal: .runtime
         }
         var message = f.message
