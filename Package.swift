@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/adam-fowler/compress-nio", exact: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
     ],
     targets: [
         // Debian's liblua5.4, with static-inline wrappers for the C macros Swift cannot import.
@@ -29,8 +30,12 @@ let package = Package(
         .target(name: "CLuaSandbox", dependencies: ["CLua"]),
         // Sandboxed Lua states with limits. Knows Lua, not events.
         .target(name: "Sandbox", dependencies: ["CLuaSandbox"]),
-        // Transformations, libraries, chains, config and per-event results. Knows events, not HTTP.
-        .target(name: "Runtime", dependencies: ["Sandbox", .product(name: "Yams", package: "Yams")]),
+        // Enrichment for scripts: providers (http, stub), secrets, network policy, lookups.
+        .target(name: "Enrichment", dependencies: [
+            "Sandbox", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        // Transformations, libraries, chains, config and per-event results. Knows events, not HTTP serving.
+        .target(name: "Runtime", dependencies: ["Sandbox", "Enrichment", .product(name: "Yams", package: "Yams")]),
         // The rudder-compatible HTTP stage (Hummingbird 2): routes, request decoding, metrics.
         .target(name: "Server", dependencies: [
             "Runtime",
@@ -43,7 +48,7 @@ let package = Package(
         // The `transform` command-line front end.
         .executableTarget(
             name: "transform",
-            dependencies: ["Runtime", "Server", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Runtime", "Server", "Enrichment", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime"]),

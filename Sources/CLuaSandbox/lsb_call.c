@@ -662,9 +662,25 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
         lsb_abandon(S, inv);
         return NULL;
     }
-    if (S->deadline_ns && lsb_now_ns() > S->deadline_ns) {   /* the wait used up the time */
-        S->timed_out = 1;
-        finish(&j, LUA_ERRRUN);
+    if (S->deadline_ns && lsb_now_ns() > S->deadline_ns) {
+        /* The wait used up the time. No Lua ran, so the state stays healthy: answer timeout
+         * and drop the invocation without poisoning the state for its other calls. */
+        char m[120];
+        snprintf(m, sizeof m, "time limit of %llu ms exceeded while waiting for a lookup",
+                 (unsigned long long)(S->cfg.time_limit_ns / 1000000));
+        out->status = LSB_ERR_TIMEOUT;
+        out->message = lsb_strndup(m, strlen(m));
+        out->logs = S->logs;
+        out->log_count = S->log_count;
+        out->logs_dropped = S->logs_dropped;
+        S->logs = NULL;
+        S->log_count = S->log_cap = 0;
+        inv->env_ref = S->env_ref;
+        inv->loaded_ref = S->loaded_ref;
+        inv->ctx_ref = S->ctx_ref;
+        S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+        S->deadline_ns = 0;
+        lsb_abandon(S, inv);
         return NULL;
     }
     j.reply = reply;

@@ -22,6 +22,8 @@ int lsb_collectgarbage(lua_State *L);
 int lsb_metadata(lua_State *L);
 int lsb_enrich(lua_State *L);
 int lsb_secret(lua_State *L);
+int lsb_http_get(lua_State *L);
+int lsb_http_post(lua_State *L);
 
 static int lsb_frozen_newindex(lua_State *L) {
     return luaL_error(L, "attempt to modify a read-only table (field '%s')",
@@ -208,6 +210,16 @@ int lsb_build_env(lua_State *L) {
     lsb_open_json(L);
     lsb_push_frozen(L, -1);
     lua_setfield(L, base, "json");
+    lua_pop(L, 1);
+
+    /* http: requests go through the host's network policy */
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, lsb_http_get);
+    lua_setfield(L, -2, "get");
+    lua_pushcfunction(L, lsb_http_post);
+    lua_setfield(L, -2, "post");
+    lsb_push_frozen(L, -1);
+    lua_setfield(L, base, "http");
     lua_pop(L, 1);
 
     lua_pushvalue(L, base);

@@ -1,6 +1,11 @@
 /*
  * Host functions that reach outside the sandbox, through the host only:
  *
+ * - http.get(url [, opts]) / http.post(url, body [, opts]) suspend the call with an "http"
+ *   request (method, url, body, opts as JSON); the host applies its network policy, timeouts
+ *   and size caps and answers {status, headers, body, json} or nil, message. A table body is
+ *   sent as JSON. opts: headers (table), timeout (seconds, capped by the host).
+ *
  * - enrich(provider, key [, {required = true}]) suspends the call with a host request; the
  *   host answers (possibly after other events' lookups, concurrently) and the script gets
  *   the value, or nil and an error message. With required = true a failure raises an error
@@ -56,6 +61,60 @@ static int push_buffer(lua_State *L) {
     lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
     return 1;
 }
+
+static int http_done(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    (void)ctx;
+    if (lua_type(L, -1) == LUA_TSTRING && lua_isnil(L, -2)) return 2;
+    return 1;
+}
+
+static int http_request(lua_State *L, const char *method, int body_idx, int opts_idx) {
+    lsb_state *S = lsb_get(L);
+    lsb_check_deadline(L);
+    const char *url = luaL_checkstring(L, 1);
+    char err[300];
+    /* body: a string as is, a table as JSON */
+    lua_pushliteral(L, "");
+    int body = lua_gettop(L);
+    if (body_idx && !lua_isnoneornil(L, body_idx)) {
+        if (lua_type(L, body_idx) == LUA_TTABLE) {
+            S->enc.len = 0;
+            if (lsb_json_encode(L, body_idx, &S->enc, S->cfg.max_output_bytes, err, sizeof err))
+                return luaL_error(L, "http.%s: body cannot be JSON: %s", method[0] == 'G' ? "get" : "post", err);
+            lua_pushlstring(L, S->enc.data ? S->enc.data : "", S->enc.len);
+        } else {
+            luaL_checkstring(L, body_idx);
+            lua_pushvalue(L, body_idx);
+        }
+        lua_replace(L, body);
+    }
+    lua_pushliteral(L, "{}");
+    int opts = lua_gettop(L);
+    if (!lua_isnoneornil(L, opts_idx)) {
+        luaL_checktype(L, opts_idx, LUA_TTABLE);
+        S->enc.len = 0;
+        if (lsb_json_encode(L, opts_idx, &S->enc, 65536, err, sizeof err))
+            return luaL_error(L, "http: options cannot be JSON: %s", err);
+        lua_pushlstring(L, S->enc.data ? S->enc.data : "", S->enc.len);
+        lua_replace(L, opts);
+    }
+    if (S->cfg.max_host_calls && S->host_calls >= S->cfg.max_host_calls)
+        return luaL_error(L, "http: more than %d requests in one event", S->cfg.max_host_calls);
+    S->host_calls++;
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "http requests cannot be made here (top-level code, a library's top level, a metamethod or an iterator)");
+    lua_pushlightuserdata(L, (void *)&LSB_HOST_REQUEST);
+    lua_pushliteral(L, "http");
+    lua_pushstring(L, method);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, body);
+    lua_pushvalue(L, opts);
+    return lua_yieldk(L, 6, 0, http_done);
+}
+
+int lsb_http_get(lua_State *L) { return http_request(L, "GET", 0, 2); }
+int lsb_http_post(lua_State *L) { return http_request(L, "POST", 2, 3); }
 
 int lsb_secret(lua_State *L) {
     lsb_state *S = lsb_get(L);

@@ -209,6 +209,8 @@ void lsb_free(lsb_state *S) {
 
 size_t lsb_memory_used(const lsb_state *S) { return S->used; }
 
+int lsb_is_poisoned(const lsb_state *S) { return S->poisoned; }
+
 int lsb_is_limit_sentinel(lua_State *L, int idx);
 int lsb_is_limit_sentinel(lua_State *L, int idx) {
     return lua_touserdata(L, idx) == (void *)&LSB_TIMEOUT_SENTINEL;

@@ -31,6 +31,4 @@ public struct SandboxFailure: Error, Sendable, Equatable {
         self.traceback = traceback
     }
 
-    /// True for failures after which the state must be discarded.
-    public var poisonsState: Bool { kind == .timeout || kind == .memory || kind == .internal }
 }

@@ -171,7 +171,7 @@ public final class SandboxState: @unchecked Sendable {
         }
         let f = SandboxFailure(kind: kind, message: r.message.map { String(cString: $0) } ?? "unknown error",
                                traceback: r.traceback.map { String(cString: $0) })
-        if f.poisonsState { isPoisoned = true }
+        if lsb_is_poisoned(handle) != 0 || f.kind == .internal { isPoisoned = true }
         return f
     }
 

@@ -52,7 +52,9 @@ struct CheckCommand: ParsableCommand {
     private func checkTransformation(_ file: String, _ project: Project) -> String? {
         do {
             let source = try project.transformationSource(file)
-            _ = try Transformation(source: source, limits: project.config.limits(for: source.name), libraries: project.libraryLoader())
+            let secrets = try? EnrichmentSetup(config: project.config, mode: .stubs).secrets(for: source.name)
+            _ = try Transformation(source: source, limits: project.config.limits(for: source.name), libraries: project.libraryLoader(),
+                                   secrets: secrets)
             return nil
         } catch {
             return error.description

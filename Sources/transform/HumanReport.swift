@@ -76,7 +76,7 @@ struct HumanReport {
         let peak = results.map(\.peakMemory).max() ?? 0
         var s = "\(results.count) events: \(kept) kept, \(dropped) dropped, \(errors) error\(errors == 1 ? "" : "s")"
         if outputs != kept { s += " (\(outputs) output events)" }
-        s += " · \(millis(total)) in Lua · peak memory \(kib(peak))"
+        s += " · \(millis(total)) event time (summed) · peak memory \(kib(peak))"
         return errors > 0 ? Terminal.paint(s, .red) : Terminal.paint(s, .bold)
     }
 

@@ -39,6 +39,11 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print events/s and counts to stderr at the end.")
     var stats = false
 
+    @Flag(name: .customLong("stub-providers"), help: "Answer enrich() from the providers' stub files instead of live lookups.")
+    var stubProviders = false
+
+    @OptionGroup var network: NetworkOptions
+
     @OptionGroup var limits: LimitOptions
     @OptionGroup var projectOptions: ProjectOptions
 
@@ -51,9 +56,12 @@ struct RunCommand: ParsableCommand {
 
     private func stream() async throws {
         let project = try projectOptions.open()
-        let loader = CatalogLoader(root: projectOptions.project, libraries: projectOptions.libraries,
+        var loader = CatalogLoader(root: projectOptions.project, libraries: projectOptions.libraries,
                                    configPath: projectOptions.config, overrides: try limits.overrides())
+        loader.enrichmentMode = stubProviders ? .stubs : .live
+        loader.extraHosts = try network.entries()
         let catalog = loader.load()
+        if catalog.enrichment == nil, let e = catalog.loadErrors.first { throw CLIError.usage("config error: \(e.key): \(e.value)") }
         let versions: [String]
         if let destination {
             guard let names = project.config.destinations[destination] else {

@@ -37,12 +37,18 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Flag(name: .customLong("stub-providers"), help: "Answer enrich() from the providers' stub files instead of live lookups.")
+    var stubProviders = false
+
+    @OptionGroup var network: NetworkOptions
     @OptionGroup var limits: LimitOptions
     @OptionGroup var projectOptions: ProjectOptions
 
     func run() throws {
-        let loader = CatalogLoader(root: projectOptions.project, transformations: transformations, libraries: projectOptions.libraries,
+        var loader = CatalogLoader(root: projectOptions.project, transformations: transformations, libraries: projectOptions.libraries,
                                    configPath: projectOptions.config, overrides: try limits.overrides())
+        loader.enrichmentMode = stubProviders ? .stubs : .live
+        loader.extraHosts = try network.entries()
         var options = ServerOptions()
         options.host = host
         options.port = port

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Enrichment
 import Foundation
 import Runtime
 import Sandbox
@@ -33,6 +34,14 @@ struct TestCommand: ParsableCommand {
     @Flag(help: "Print one JSON array, one entry per input event, in input order.")
     var json = false
 
+    @Flag(help: "Use live enrichment providers instead of their stub files.")
+    var live = false
+
+    @Flag(help: "Use live providers and record their answers into the stub files.")
+    var record = false
+
+    @OptionGroup var network: NetworkOptions
+
     @OptionGroup var limits: LimitOptions
     @OptionGroup var projectOptions: ProjectOptions
 
@@ -45,7 +54,14 @@ struct TestCommand: ParsableCommand {
     func run() throws {
         let project = try projectOptions.open()
         let overrides = try limits.overrides()
-        let (chain, defaultEvents, defaultExpect, label) = try buildChain(project, overrides)
+        let enrichment: EnrichmentSetup
+        do {
+            enrichment = try EnrichmentSetup(config: project.config, mode: record ? .record : live ? .live : .stubs,
+                                             extraHosts: try network.entries())
+        } catch let e as EnrichmentSetup.Invalid {
+            throw CLIError.usage("config error: \(e.description)")
+        }
+        let (chain, defaultEvents, defaultExpect, label) = try buildChain(project, overrides, enrichment)
         guard let eventsPath = events ?? defaultEvents else {
             throw CLIError.usage("--events FILE is required (the chain has no transformation with sample events)")
         }
@@ -56,6 +72,13 @@ struct TestCommand: ParsableCommand {
             throw CLIError.usage(error.description)
         }
         let results = chain.run(inputs)
+        if record {
+            do {
+                for file in try enrichment.writeRecordings() { Terminal.error("recorded live answers into \(file)") }
+            } catch {
+                throw CLIError.usage("cannot write recordings: \(error)")
+            }
+        }
 
         if update {
             guard let path = expect ?? defaultExpect else { throw CLIError.usage("--update needs --expect FILE here") }
@@ -102,12 +125,13 @@ struct TestCommand: ParsableCommand {
     }
 
     /// The chain to run, its default events and expectations paths, and a label for the report.
-    private func buildChain(_ project: Project, _ overrides: LimitOverrides) throws -> (Chain, String?, String?, String) {
+    private func buildChain(_ project: Project, _ overrides: LimitOverrides, _ enrichment: EnrichmentSetup) throws -> (Chain, String?, String?, String) {
         func load(_ nameOrFile: String) throws -> (Transformation, TransformationSource) {
             do {
                 let source = try project.transformationSource(nameOrFile)
                 let limits = project.config.limits(for: source.name, overrides: overrides)
-                return (try Transformation(source: source, limits: limits, libraries: project.libraryLoader()), source)
+                return (try Transformation(source: source, limits: limits, libraries: project.libraryLoader(),
+                                           services: enrichment.services(for: source.name), secrets: enrichment.secrets(for: source.name)), source)
             } catch {
                 throw CLIError.usage("load error: \(error)")
             }

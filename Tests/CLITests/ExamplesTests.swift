@@ -3,7 +3,7 @@ import XCTest
 
 /// The bundled examples, run exactly as README tells users to run them.
 final class ExamplesTests: XCTestCase {
-    static let examples = ["ignore-internal-emails", "rename-traits", "drop-anonymous-pages", "mask-pii", "reverse-etl-diff"]
+    static let examples = ["ignore-internal-emails", "rename-traits", "drop-anonymous-pages", "mask-pii", "reverse-etl-diff", "clearbit-enrich"]
 
     func testEveryExampleMatchesItsExpectations() throws {
         for name in Self.examples {
@@ -38,7 +38,7 @@ final class ExamplesTests: XCTestCase {
     func testCheckPassesOnTheBundledProject() throws {
         let r = try runTransform(["check"])
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
-        XCTAssertTrue(r.stdout.contains("7 file(s) checked, 0 with errors"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("9 file(s) checked, 0 with errors"), r.stdout)
     }
 
     func testDestinationChainFromConfig() throws {

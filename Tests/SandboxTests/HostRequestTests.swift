@@ -80,6 +80,8 @@ final class HostRequestTests: XCTestCase {
         Thread.sleep(forTimeInterval: 0.08)
         guard case .finished(let out) = state.resume(inv, with: .value(Array("1".utf8))) else { return XCTFail() }
         XCTAssertEqual(out.failure?.kind, .timeout)
+        XCTAssertTrue(out.failure?.message.contains("while waiting for a lookup") ?? false)
+        XCTAssertFalse(state.isPoisoned, "no Lua ran past the deadline: the state stays usable")
     }
 
     func testSecrets() throws {

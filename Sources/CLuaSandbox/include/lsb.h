@@ -67,7 +67,7 @@ typedef struct {
     int max_host_calls;         /* host requests (enrich) per call; 0 = unlimited */
 } lsb_config;
 
-#define LSB_MAX_REQUEST_ARGS 4
+#define LSB_MAX_REQUEST_ARGS 6
 
 /* One input value for a call: JSON bytes, plus optional context JSON (returned by the
  * `metadata(value)` host function for that value). */
@@ -142,6 +142,9 @@ void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t c
 
 /* Frees the buffers in a report and zeroes it. */
 void lsb_report_clear(lsb_report *out);
+
+/* Non-zero once a limit or internal error made the state unusable; discard it. */
+int lsb_is_poisoned(const lsb_state *S);
 
 /* Bytes currently held by the state's heap. */
 size_t lsb_memory_used(const lsb_state *S);

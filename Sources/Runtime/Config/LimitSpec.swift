@@ -10,13 +10,13 @@ public enum LimitSpec {
 
     public static func duration(_ text: String) throws(Invalid) -> Duration {
         let t = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1), ("m", 60)]
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
         for (suffix, scale) in units where t.hasSuffix(suffix) {
             if let v = Double(t.dropLast(suffix.count)), v > 0, v.isFinite {
                 return .nanoseconds(Int64((v * scale * 1e9).rounded()))
             }
         }
-        throw Invalid(description: "invalid duration '\(text)': use a number with ms, s or us, e.g. 250ms or 1s")
+        throw Invalid(description: "invalid duration '\(text)': use a number with us, ms, s, m or h, e.g. 250ms, 1s or 1h")
     }
 
     public static func bytes(_ text: String) throws(Invalid) -> Int {

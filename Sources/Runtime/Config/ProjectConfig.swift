@@ -1,3 +1,4 @@
+import Enrichment
 import Foundation
 import Sandbox
 import Yams
@@ -23,6 +24,12 @@ public struct ProjectConfig: Sendable, Equatable {
     public var destinations: [String: [String]]
     /// VersionIDs (as rudder-server sends them) mapped to transformation names.
     public var versions: [String: String]
+    /// Enrichment providers by name.
+    public var providers: [String: ProviderConfig] = [:]
+    /// Per transformation: secrets it may read, providers it may use (nil: all), hosts it may reach.
+    public var grants: [String: Grants] = [:]
+    /// Secrets file (values also come from the environment).
+    public var secretsFile: String?
     /// Where it was read from, for messages.
     public var path: String?
 
@@ -61,6 +68,24 @@ public struct ProjectConfig: Sendable, Equatable {
         }
         config.destinations = raw.destinations ?? [:]
         config.versions = raw.versions ?? [:]
+        let base = (path as NSString).deletingLastPathComponent
+        func resolve(_ p: String) -> String { p.hasPrefix("/") || base.isEmpty ? p : base + "/" + p }
+        config.secretsFile = raw.secrets?.file.map(resolve)
+        do {
+            for (name, p) in raw.providers ?? [:] {
+                config.providers[name] = try ProviderConfig(name: name, raw: p, resolve: resolve)
+            }
+        } catch {
+            throw ConfigError(path: path, message: error.description)
+        }
+        for (name, l) in raw.transformations ?? [:] {
+            var hosts: [NetworkPolicy.Entry] = []
+            for h in l.allowHosts ?? [] {
+                guard let e = NetworkPolicy.Entry.parse(h) else { throw ConfigError(path: path, message: "transformations.\(name).allowHosts: invalid host '\(h)'") }
+                hosts.append(e)
+            }
+            config.grants[name] = Grants(secrets: l.secrets ?? [], providers: l.providers, allowHosts: hosts)
+        }
         return config
     }
 
@@ -107,6 +132,25 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 struct RawLimits: Decodable {
     var time: String?
     var memory: String?
+    var secrets: [String]?
+    var providers: [String]?
+    var allowHosts: [String]?
+}
+
+struct RawProvider: Decodable {
+    var kind: String
+    var url: String?
+    var headers: [String: String]?
+    var timeout: String?
+    var cacheTTL: String?
+    var cacheSize: Int?
+    var rateLimit: Double?
+    var allowPrivate: Bool?
+    var stub: String?
+}
+
+struct RawSecrets: Decodable {
+    var file: String?
 }
 
 struct RawConfig: Decodable {
@@ -114,4 +158,6 @@ struct RawConfig: Decodable {
     var transformations: [String: RawLimits]?
     var destinations: [String: [String]]?
     var versions: [String: String]?
+    var providers: [String: RawProvider]?
+    var secrets: RawSecrets?
 }

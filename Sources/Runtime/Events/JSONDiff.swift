@@ -1,3 +1,5 @@
+import Sandbox
+
 /// Differences between two JSON values, by path, for showing what a transformation changed.
 public struct JSONChange: Equatable, Sendable {
     public enum Kind: Sendable { case added, removed, changed }

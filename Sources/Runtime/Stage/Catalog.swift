@@ -13,12 +13,16 @@ public final class Catalog: Sendable {
     /// Files that failed to load in this snapshot (file -> message). A version whose new
     /// source is broken keeps serving its previous source.
     public let loadErrors: [String: String]
+    /// Providers, secrets and network grants for this snapshot's transformations.
+    public let enrichment: EnrichmentSetup?
 
-    public init(generation: Int, entries: [String: CatalogEntry], libraries: [String: LibrarySource], loadErrors: [String: String]) {
+    public init(generation: Int, entries: [String: CatalogEntry], libraries: [String: LibrarySource], loadErrors: [String: String],
+                enrichment: EnrichmentSetup? = nil) {
         self.generation = generation
         self.entries = entries
         self.libraries = libraries
         self.loadErrors = loadErrors
+        self.enrichment = enrichment
     }
 
     public static let empty = Catalog(generation: 0, entries: [:], libraries: [:], loadErrors: [:])

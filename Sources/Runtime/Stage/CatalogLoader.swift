@@ -1,3 +1,4 @@
+import Enrichment
 import Foundation
 import Sandbox
 
@@ -12,6 +13,10 @@ public struct CatalogLoader: Sendable {
     public var configPath: String?
     /// Per-run limit overrides (command line), applied over the config file.
     public var overrides: LimitOverrides
+    /// Where enrich() answers come from.
+    public var enrichmentMode: EnrichmentSetup.Mode = .live
+    /// Hosts granted to every transformation for this run (--allow-host).
+    public var extraHosts: [NetworkPolicy.Entry] = []
 
     public init(root: String = ".", transformations: String? = nil, libraries: String? = nil, configPath: String? = nil,
                 overrides: LimitOverrides = .init()) {
@@ -59,6 +64,13 @@ public struct CatalogLoader: Sendable {
                 libraries[String(name.dropLast(4))] = LibrarySource(bytes: [UInt8](data), path: display(path))
             }
         }
+        var enrichment: EnrichmentSetup?
+        do {
+            enrichment = try EnrichmentSetup(config: config, mode: enrichmentMode, extraHosts: extraHosts)
+        } catch {
+            errors[effectiveConfigPath ?? "luaform.yaml"] = error.description
+            enrichment = previous.enrichment
+        }
         let librariesChanged = libraries.mapValues(\.bytes) != previous.libraries.mapValues(\.bytes)
         let generation = previous.generation + 1
         let loader = SnapshotLibraries(libraries)
@@ -85,7 +97,8 @@ public struct CatalogLoader: Sendable {
             let limits = config.limits(for: name, overrides: overrides)
             if validated[name] == nil {
                 do {
-                    validated[name] = .success(try Transformation(source: source, limits: limits, libraries: loader).entryPoint)
+                    validated[name] = .success(try Transformation(source: source, limits: limits, libraries: loader,
+                                                                  secrets: enrichment?.secrets(for: name)).entryPoint)
                 } catch {
                     validated[name] = .failure(error)
                 }
@@ -103,7 +116,7 @@ public struct CatalogLoader: Sendable {
                 }
             }
         }
-        return Catalog(generation: generation, entries: entries, libraries: libraries, loadErrors: errors)
+        return Catalog(generation: generation, entries: entries, libraries: libraries, loadErrors: errors, enrichment: enrichment)
     }
 
     private func display(_ path: String) -> String { path.hasPrefix("./") ? String(path.dropFirst(2)) : path }

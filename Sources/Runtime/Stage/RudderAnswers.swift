@@ -1,3 +1,4 @@
+import Sandbox
 /// Answers in rudder-transformer's `/customTransform` shape, as JSON bytes:
 /// `{"output": event, "metadata": md, "statusCode": 200}` per output event,
 /// `{"error": message, "metadata": md, "statusCode": 400}` for an error,

@@ -52,6 +52,7 @@ public final class Stage: @unchecked Sendable {
         let chunks = splittable ? min(pool.count, max(1, inputs.count / minimumChunk)) : 1
         let base = pool.leastLoaded()
         let libraries = catalog.libraryLoader
+        let enrichment = catalog.enrichment
         let size = (inputs.count + chunks - 1) / chunks
         let ranges = stride(from: 0, to: inputs.count, by: size).map { $0..<min($0 + size, inputs.count) }
         let name = versions.joined(separator: ",")
@@ -61,7 +62,7 @@ public final class Stage: @unchecked Sendable {
                 let slice = Array(inputs[range])
                 group.addTask {
                     let r = await self.pool.run(on: base + i) { states in
-                        Stage.runChain(name: name, entries: entries, libraries: libraries, inputs: slice, states: states)
+                        Stage.runChain(name: name, entries: entries, libraries: libraries, enrichment: enrichment, inputs: slice, states: states)
                     }
                     return (i, r)
                 }
@@ -71,12 +72,12 @@ public final class Stage: @unchecked Sendable {
         return .results(parts.flatMap { $0 })
     }
 
-    private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, inputs: [EventInput],
-                                 states: WorkerStates) -> [EventResult] {
+    private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, enrichment: EnrichmentSetup?,
+                                 inputs: [EventInput], states: WorkerStates) -> [EventResult] {
         var steps: [Transformation] = []
         for e in entries {
             do {
-                steps.append(try states.transformation(for: e, libraries: libraries))
+                steps.append(try states.transformation(for: e, libraries: libraries, enrichment: enrichment))
             } catch {
                 return inputs.map { input in
                     EventResult(index: input.index, status: .error, events: [],

@@ -52,14 +52,15 @@ public final class WorkerStates: @unchecked Sendable {
     }
 
     /// The warm transformation for `entry`, built on first use or after a reload.
-    public func transformation(for entry: CatalogEntry, libraries: LibraryLoader) throws(TransformationError) -> Transformation {
+    public func transformation(for entry: CatalogEntry, libraries: LibraryLoader, enrichment: EnrichmentSetup? = nil) throws(TransformationError) -> Transformation {
         lock.lock()
         if let c = cache[entry.versionID], c.fingerprint == entry.fingerprint {
             lock.unlock()
             return c.transformation
         }
         lock.unlock()
-        let t = try Transformation(source: entry.source, limits: entry.limits, libraries: libraries)
+        let t = try Transformation(source: entry.source, limits: entry.limits, libraries: libraries,
+                                   services: enrichment?.services(for: entry.source.name), secrets: enrichment?.secrets(for: entry.source.name))
         lock.lock()
         cache[entry.versionID] = (entry.fingerprint, t)
         created += 1

@@ -1,3 +1,4 @@
+import Enrichment
 import Sandbox
 
 /// A loaded transformation: its source, entry point and a warm sandbox state.
@@ -15,25 +16,32 @@ public final class Transformation: @unchecked Sendable {
     public let entryPoint: EntryPoint
     public let limits: SandboxLimits
     private let libraries: LibraryLoader
+    /// Answers enrich() and http requests; nil: every request fails.
+    public let services: HostServices?
+    /// Secrets this transformation may read (their values are redacted from logs and errors).
+    public let secrets: GrantedSecrets?
     private var state: SandboxState?
 
     public var name: String { source.name }
 
     /// Compiles the source, runs its top level once, and checks it defines exactly one entry point.
-    public init(source: TransformationSource, limits: SandboxLimits, libraries: LibraryLoader) throws(TransformationError) {
+    public init(source: TransformationSource, limits: SandboxLimits, libraries: LibraryLoader,
+                services: HostServices? = nil, secrets: GrantedSecrets? = nil) throws(TransformationError) {
         self.source = source
         self.limits = limits
         self.libraries = libraries
-        let (state, entry) = try Transformation.makeState(source, limits, libraries)
+        self.services = services
+        self.secrets = secrets
+        let (state, entry) = try Transformation.makeState(source, limits, libraries, secrets)
         self.state = state
         self.entryPoint = entry
     }
 
-    private static func makeState(_ source: TransformationSource, _ limits: SandboxLimits,
-                                  _ libraries: LibraryLoader) throws(TransformationError) -> (SandboxState, EntryPoint) {
+    private static func makeState(_ source: TransformationSource, _ limits: SandboxLimits, _ libraries: LibraryLoader,
+                                  _ secrets: GrantedSecrets?) throws(TransformationError) -> (SandboxState, EntryPoint) {
         let state: SandboxState
         do {
-            state = try SandboxState(limits: limits, libraries: libraries)
+            state = try SandboxState(limits: limits, libraries: libraries, secrets: secrets)
         } catch {
             throw TransformationError(file: source.path, kind: .loadFailed, message: error.message)
         }
@@ -46,7 +54,7 @@ public final class Transformation: @unchecked Sendable {
             default: .loadFailed
             }
             let message = f.kind == .timeout || f.kind == .memory ? "top-level code: \(f.message)" : f.message
-            throw TransformationError(file: source.path, kind: kind, message: message)
+            throw TransformationError(file: source.path, kind: kind, message: secrets?.redact(message) ?? message)
         case .success(let found):
             switch (found.contains(EntryPoint.event.rawValue), found.contains(EntryPoint.batch.rawValue)) {
             case (true, false): return (state, .event)
@@ -61,33 +69,109 @@ public final class Transformation: @unchecked Sendable {
         }
     }
 
-    /// Calls the entry point; rebuilds the state first if a previous call poisoned it.
-    func call(_ inputs: [SandboxInput], batched: Bool) -> CallOutcome {
-        if state == nil || state!.isPoisoned {
-            do {
-                state = try Transformation.makeState(source, limits, libraries).0
-            } catch {
-                state = nil
-                return CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "cannot rebuild the state: \(error)")),
-                                   logs: [], logsDropped: 0, peakMemory: 0)
+    /// The warm state, rebuilt first if a previous call poisoned it.
+    private func readyState() -> Result<SandboxState, SandboxFailure> {
+        if let state, !state.isPoisoned { return .success(state) }
+        do {
+            let s = try Transformation.makeState(source, limits, libraries, secrets).0
+            state = s
+            return .success(s)
+        } catch {
+            state = nil
+            return .failure(SandboxFailure(kind: .internal, message: "cannot rebuild the state: \(error)"))
+        }
+    }
+
+    /// Runs calls to completion, answering host requests round by round: every call that is
+    /// waiting gets its answer in the same round, so lookups of different events overlap.
+    /// A call whose state was discarded by another call's limit error is started again once.
+    private func complete(_ inputs: [[SandboxInput]], batched: Bool) -> [(CallOutcome, Duration)] {
+        var outcomes = [CallOutcome?](repeating: nil, count: inputs.count)
+        var durations = [Duration](repeating: .zero, count: inputs.count)
+        var restarted = Set<Int>()
+        let budget = HostServices.Budget()
+        var starts = [ContinuousClock.Instant](repeating: ContinuousClock.now, count: inputs.count)
+        while true {
+            let open = outcomes.indices.filter { outcomes[$0] == nil }
+            if open.isEmpty { break }
+            let state: SandboxState
+            switch readyState() {
+            case .failure(let f):
+                for i in open { outcomes[i] = CallOutcome(result: .failure(f)) }
+                return zip(outcomes, durations).map { ($0!, $1) }
+            case .success(let s): state = s
+            }
+            var waiting: [(Int, HostRequest, Invocation)] = []
+            var begun = Set<Int>()
+            for i in open {
+                if state.isPoisoned { break }   // the rest start on a rebuilt state
+                begun.insert(i)
+                starts[i] = ContinuousClock.now
+                switch state.begin(entry: entryPoint.rawValue, inputs: inputs[i], batched: batched) {
+                case .finished(let o):
+                    outcomes[i] = o
+                    durations[i] = ContinuousClock.now - starts[i]
+                case .pending(let r, let inv): waiting.append((i, r, inv))
+                }
+            }
+            while !waiting.isEmpty && !state.isPoisoned {
+                let replies: [HostReply]
+                if let services {
+                    replies = services.resolve(waiting.map { ($0.1, starts[$0.0] + limits.time) }, budget: budget)
+                } else {
+                    replies = waiting.map { _ in .failure("enrichment is not configured for this run") }
+                }
+                var next: [(Int, HostRequest, Invocation)] = []
+                for ((i, _, inv), reply) in zip(waiting, replies) {
+                    if state.isPoisoned { break }
+                    switch state.resume(inv, with: reply) {
+                    case .finished(let o):
+                        outcomes[i] = o
+                        durations[i] = ContinuousClock.now - starts[i]
+                    case .pending(let r, let inv2): next.append((i, r, inv2))
+                    }
+                }
+                waiting = next
+            }
+            if state.isPoisoned {
+                // calls cut short by another call's limit error start again, once
+                for i in begun where outcomes[i] == nil {
+                    if restarted.contains(i) {
+                        outcomes[i] = CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "the state was discarded twice while this event waited")))
+                    }
+                    restarted.insert(i)
+                }
             }
         }
-        return state!.call(entry: entryPoint.rawValue, inputs: inputs, batched: batched)
+        return zip(outcomes, durations).map { ($0!, $1) }
     }
 
     /// Runs this transformation over `items`, one answer per item, in order.
     public func run(_ items: [StepInput]) -> [StepResult] {
         switch entryPoint {
-        case .event: return items.map(runOne)
-        case .batch: return runBatch(items)
+        case .event:
+            return complete(items.map { [SandboxInput(json: $0.event, context: $0.metadata)] }, batched: false)
+                .map { result(of: $0.0, duration: $0.1) }
+        case .batch:
+            return runBatch(items)
         }
     }
 
-    private func runOne(_ item: StepInput) -> StepResult {
-        let start = ContinuousClock.now
-        let outcome = call([SandboxInput(json: item.event, context: item.metadata)], batched: false)
+    private func redacted(_ outcome: CallOutcome) -> CallOutcome {
+        guard let secrets else { return outcome }
+        var o = outcome
+        o.logs = o.logs.map(secrets.redact)
+        if case .failure(var f) = o.result {
+            f.message = secrets.redact(f.message)
+            o.result = .failure(f)
+        }
+        return o
+    }
+
+    private func result(of raw: CallOutcome, duration: Duration) -> StepResult {
+        let outcome = redacted(raw)
         var result = StepResult(outcome: .dropped, logs: outcome.logs, logsDropped: outcome.logsDropped,
-                                duration: ContinuousClock.now - start, peakMemory: outcome.peakMemory)
+                                duration: duration, peakMemory: outcome.peakMemory)
         switch outcome.result {
         case .failure(let f):
             result.outcome = .failed(EventError(f, step: name))
@@ -110,9 +194,8 @@ public final class Transformation: @unchecked Sendable {
 
     private func runBatch(_ items: [StepInput]) -> [StepResult] {
         if items.isEmpty { return [] }
-        let start = ContinuousClock.now
-        let outcome = call(items.map { SandboxInput(json: $0.event, context: $0.metadata) }, batched: true)
-        let duration = ContinuousClock.now - start
+        let (raw, duration) = complete([items.map { SandboxInput(json: $0.event, context: $0.metadata) }], batched: true)[0]
+        let outcome = redacted(raw)
         var results = items.indices.map { i in
             StepResult(outcome: .dropped, logs: i == 0 ? outcome.logs : [], logsDropped: i == 0 ? outcome.logsDropped : 0,
                        duration: duration, peakMemory: outcome.peakMemory)
