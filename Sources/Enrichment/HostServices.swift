@@ -12,6 +12,7 @@ public final class HostServices: @unchecked Sendable {
     public let providers: [String: EnrichmentProvider]
     public let policy: NetworkPolicy
     public let caches: [String: LookupCache]
+    public let inFlight: [String: InFlightLookups]
     public var maxConcurrent: Int
     public var maxRequestsPerBatch: Int
     public var maxResponseBytes: Int
@@ -19,11 +20,12 @@ public final class HostServices: @unchecked Sendable {
     public let recorder: Recorder?
 
     public init(providers: [String: EnrichmentProvider], policy: NetworkPolicy, caches: [String: LookupCache] = [:],
-                maxConcurrent: Int = 64, maxRequestsPerBatch: Int = 1000, maxResponseBytes: Int = 1 << 20,
-                maxTimeout: Duration = .seconds(5), recorder: Recorder? = nil) {
+                inFlight: [String: InFlightLookups] = [:], maxConcurrent: Int = 64, maxRequestsPerBatch: Int = 1000,
+                maxResponseBytes: Int = 1 << 20, maxTimeout: Duration = .seconds(5), recorder: Recorder? = nil) {
         self.providers = providers
         self.policy = policy
         self.caches = caches
+        self.inFlight = inFlight
         self.maxConcurrent = max(1, maxConcurrent)
         self.maxRequestsPerBatch = maxRequestsPerBatch
         self.maxResponseBytes = maxResponseBytes
@@ -97,7 +99,13 @@ public final class HostServices: @unchecked Sendable {
             return .failure("provider '\(name)' is not available to this transformation (configured: \(known.isEmpty ? "none" : known))")
         }
         if let hit = caches[name]?.get(key) { return .value(hit) }
-        switch await p.lookup(key, deadline: deadline) {
+        let result: Result<[UInt8], LookupFailure>
+        if let joined = inFlight[name] {
+            result = await joined.run(key) { await p.lookup(key, deadline: deadline) }
+        } else {
+            result = await p.lookup(key, deadline: deadline)
+        }
+        switch result {
         case .success(let json):
             caches[name]?.put(key, json)
             recorder?.record(provider: name, key: key, answer: json)

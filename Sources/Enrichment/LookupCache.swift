@@ -38,3 +38,20 @@ public final class LookupCache: @unchecked Sendable {
         entries[key] = (ContinuousClock.now + ttl, value)
     }
 }
+
+/// Joins concurrent lookups of the same key (e.g. from two workers' batches): one request,
+/// every waiter gets its answer.
+public actor InFlightLookups {
+    private var running: [String: Task<Result<[UInt8], LookupFailure>, Never>] = [:]
+
+    public init() {}
+
+    public func run(_ key: String, _ lookup: @escaping @Sendable () async -> Result<[UInt8], LookupFailure>) async -> Result<[UInt8], LookupFailure> {
+        if let t = running[key] { return await t.value }
+        let t = Task { await lookup() }
+        running[key] = t
+        let r = await t.value
+        running[key] = nil
+        return r
+    }
+}

@@ -6,8 +6,8 @@ import Foundation
 /// Only http and https. A host must match an allowed entry (`host` or `host:port`); the
 /// default is no entry, so no network. Addresses in private, loopback, link-local (metadata),
 /// CGNAT, multicast and unspecified ranges are refused unless the entry allows private
-/// addresses explicitly: entries that are IP literals or `localhost`, entries granted with
-/// `--allow-host` for a run, or entries marked so in the config.
+/// addresses explicitly: entries that are IP literals, and entries granted with
+/// `--allow-host` for a run. A hostname (even `localhost`) never reaches a private address.
 public struct NetworkPolicy: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
         public var host: String
@@ -17,7 +17,7 @@ public struct NetworkPolicy: Sendable, Equatable {
         public init(host: String, port: Int? = nil, allowPrivate: Bool = false) {
             self.host = host.lowercased()
             self.port = port
-            self.allowPrivate = allowPrivate || AddressRange.isLiteral(host) || host.lowercased() == "localhost"
+            self.allowPrivate = allowPrivate || AddressRange.isLiteral(host)
         }
 
         /// Parses `HOST[:PORT]` (IPv6 in brackets).
@@ -51,7 +51,8 @@ public struct NetworkPolicy: Sendable, Equatable {
         }
         guard let host = url.host?.lowercased(), !host.isEmpty else { throw Refusal(description: "URL has no host") }
         let port = url.port ?? (scheme == "https" ? 443 : 80)
-        guard let e = entries.first(where: { $0.host == host && ($0.port == nil || $0.port == port) }) else {
+        let matches = entries.filter { $0.host == host && ($0.port == nil || $0.port == port) }
+        guard let e = matches.first(where: \.allowPrivate) ?? matches.first else {
             throw Refusal(description: "host \(host):\(port) is not allowed for this transformation (allowHosts in luaform.yaml, or --allow-host)")
         }
         return e

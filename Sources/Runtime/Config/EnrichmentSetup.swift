@@ -23,6 +23,7 @@ public final class EnrichmentSetup: @unchecked Sendable {
     public let recorder: Recorder?
     private var providers: [String: EnrichmentProvider] = [:]
     private var caches: [String: LookupCache] = [:]
+    private var inFlight: [String: InFlightLookups] = [:]
     public var maxConcurrent = 64
 
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -52,6 +53,7 @@ public final class EnrichmentSetup: @unchecked Sendable {
                                                        cacheTTL: p.cacheTTL, ratePerSecond: p.rateLimit, allowPrivate: p.allowPrivate)
                     if p.cacheTTL > .zero { caches[name] = LookupCache(ttl: p.cacheTTL, capacity: p.cacheSize) }
                 }
+                inFlight[name] = InFlightLookups()
             } catch {
                 throw Invalid(description: "providers.\(name): \(error.description)")
             }
@@ -64,7 +66,8 @@ public final class EnrichmentSetup: @unchecked Sendable {
         let allowed = grants.providers.map(Set.init) ?? Set(config.providers.keys)
         let mine = providers.filter { allowed.contains($0.key) }
         return HostServices(providers: mine, policy: NetworkPolicy(entries: grants.allowHosts + extraHosts),
-                            caches: caches.filter { allowed.contains($0.key) }, maxConcurrent: maxConcurrent, recorder: recorder)
+                            caches: caches.filter { allowed.contains($0.key) }, inFlight: inFlight.filter { allowed.contains($0.key) },
+                            maxConcurrent: maxConcurrent, recorder: recorder)
     }
 
     /// The secrets transformation `name` may read.

@@ -117,7 +117,10 @@ public final class Transformation: @unchecked Sendable {
             while !waiting.isEmpty && !state.isPoisoned {
                 let replies: [HostReply]
                 if let services {
-                    replies = services.resolve(waiting.map { ($0.1, starts[$0.0] + limits.time) }, budget: budget)
+                    // answer a little before the call's deadline, so a slow lookup reaches the
+                    // script as nil, "timed out" (which it can handle) rather than as a timeout
+                    let reserve = min(limits.time / 10, .milliseconds(50))
+                    replies = services.resolve(waiting.map { ($0.1, starts[$0.0] + limits.time - reserve) }, budget: budget)
                 } else {
                     replies = waiting.map { _ in .failure("enrichment is not configured for this run") }
                 }
