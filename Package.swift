@@ -33,6 +33,7 @@ let package = Package(
         // Enrichment for scripts: providers (http, stub), secrets, network policy, lookups.
         .target(name: "Enrichment", dependencies: [
             "Sandbox", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
         // Transformations, libraries, chains, config and per-event results. Knows events, not HTTP serving.
         .target(name: "Runtime", dependencies: ["Sandbox", "Enrichment", .product(name: "Yams", package: "Yams")]),
@@ -51,7 +52,7 @@ let package = Package(
             dependencies: ["Runtime", "Server", "Enrichment", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Enrichment"]),
         .testTarget(name: "CLITests", dependencies: ["Runtime"]),
         .testTarget(name: "ServerTests", dependencies: ["Runtime"]),
     ]

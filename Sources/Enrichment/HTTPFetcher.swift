@@ -33,6 +33,8 @@ public final class HTTPFetcher: @unchecked Sendable {
         var config = HTTPClient.Configuration(redirectConfiguration: .disallow)
         if !AddressRange.isLiteral(host) { config.dnsOverride = [host: address] }
         config.decompression = .enabled(limit: .ratio(20))
+        // lookups of a batch go out together: allow as many connections as lookups in flight
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         let c = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
         if clients.count > 256, let (k, old) = clients.first {
             clients[k] = nil

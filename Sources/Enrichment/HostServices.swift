@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import Sandbox
 
 /// Answers the host requests of one transformation's calls: `enrich` through its providers
@@ -20,7 +21,7 @@ public final class HostServices: @unchecked Sendable {
     public let recorder: Recorder?
 
     public init(providers: [String: EnrichmentProvider], policy: NetworkPolicy, caches: [String: LookupCache] = [:],
-                inFlight: [String: InFlightLookups] = [:], maxConcurrent: Int = 64, maxRequestsPerBatch: Int = 1000,
+                inFlight: [String: InFlightLookups] = [:], maxConcurrent: Int = 256, maxRequestsPerBatch: Int = 1000,
                 maxResponseBytes: Int = 1 << 20, maxTimeout: Duration = .seconds(5), recorder: Recorder? = nil) {
         self.providers = providers
         self.policy = policy
@@ -98,13 +99,18 @@ public final class HostServices: @unchecked Sendable {
             let known = providers.keys.sorted().joined(separator: ", ")
             return .failure("provider '\(name)' is not available to this transformation (configured: \(known.isEmpty ? "none" : known))")
         }
-        if let hit = caches[name]?.get(key) { return .value(hit) }
+        if let hit = caches[name]?.get(key) {
+            Counter(label: "luaform_enrichment_calls_total", dimensions: [("provider", name), ("outcome", "cached")]).increment()
+            return .value(hit)
+        }
         let result: Result<[UInt8], LookupFailure>
         if let joined = inFlight[name] {
             result = await joined.run(key) { await p.lookup(key, deadline: deadline) }
         } else {
             result = await p.lookup(key, deadline: deadline)
         }
+        Counter(label: "luaform_enrichment_calls_total",
+                dimensions: [("provider", name), ("outcome", (try? result.get()) == nil ? "failed" : "ok")]).increment()
         switch result {
         case .success(let json):
             caches[name]?.put(key, json)
@@ -117,6 +123,7 @@ public final class HostServices: @unchecked Sendable {
 
     func http(method: String, url: String, body: String, options: String, deadline: ContinuousClock.Instant) async -> HostReply {
         guard let u = URL(string: url), u.host != nil else { return .failure("invalid URL '\(url)'") }
+        Counter(label: "luaform_http_calls_total", dimensions: [("host", u.host ?? "?")]).increment()
         var headers: [(String, String)] = []
         var timeout = Duration.seconds(2)
         if let opts = JSONValue.parse(Array(options.utf8)) {

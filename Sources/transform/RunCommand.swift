@@ -42,6 +42,9 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .customLong("stub-providers"), help: "Answer enrich() from the providers' stub files instead of live lookups.")
     var stubProviders = false
 
+    @Option(name: .customLong("max-concurrent-lookups"), help: "Lookups of one batch made at once (1: one after the other).")
+    var maxConcurrentLookups = 256
+
     @OptionGroup var network: NetworkOptions
 
     @OptionGroup var limits: LimitOptions
@@ -60,6 +63,7 @@ struct RunCommand: ParsableCommand {
                                    configPath: projectOptions.config, overrides: try limits.overrides())
         loader.enrichmentMode = stubProviders ? .stubs : .live
         loader.extraHosts = try network.entries()
+        loader.maxConcurrentLookups = max(1, maxConcurrentLookups)
         let catalog = loader.load()
         if catalog.enrichment == nil, let e = catalog.loadErrors.first { throw CLIError.usage("config error: \(e.key): \(e.value)") }
         let versions: [String]

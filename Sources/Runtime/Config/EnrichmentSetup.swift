@@ -24,7 +24,7 @@ public final class EnrichmentSetup: @unchecked Sendable {
     private var providers: [String: EnrichmentProvider] = [:]
     private var caches: [String: LookupCache] = [:]
     private var inFlight: [String: InFlightLookups] = [:]
-    public var maxConcurrent = 64
+    public var maxConcurrent = 256
 
     public struct Invalid: Error, CustomStringConvertible, Sendable {
         public var description: String

@@ -17,6 +17,8 @@ public struct CatalogLoader: Sendable {
     public var enrichmentMode: EnrichmentSetup.Mode = .live
     /// Hosts granted to every transformation for this run (--allow-host).
     public var extraHosts: [NetworkPolicy.Entry] = []
+    /// Lookups answered at once per round (1: one after the other).
+    public var maxConcurrentLookups = 256
 
     public init(root: String = ".", transformations: String? = nil, libraries: String? = nil, configPath: String? = nil,
                 overrides: LimitOverrides = .init()) {
@@ -67,6 +69,7 @@ public struct CatalogLoader: Sendable {
         var enrichment: EnrichmentSetup?
         do {
             enrichment = try EnrichmentSetup(config: config, mode: enrichmentMode, extraHosts: extraHosts)
+            enrichment?.maxConcurrent = maxConcurrentLookups
         } catch {
             errors[effectiveConfigPath ?? "luaform.yaml"] = error.description
             enrichment = previous.enrichment
