@@ -1,7 +1,7 @@
 -- warehouse_rows: rebuild and compare rows sent by a reverse-ETL source.
 --
 -- A row arrives as a list of [key, value] pairs (already JSON-decoded by the
--- caller, which owns `json`): { {"name", "Acme"}, {"plan", "pro"} }.
+-- caller): { {"name", "Acme"}, {"plan", "pro"} }.
 --
 --   local rows = require("warehouse_rows")
 --   local obj, err = rows.from_pairs(list)   --> { name = "Acme", plan = "pro" } or nil, reason
@@ -12,8 +12,8 @@
 -- the new row with an empty value is not a change, and neither is "" -> null.
 -- A value that becomes empty, or a key that disappears, is a change. Other values
 -- are compared deeply (tables key by key; 1 and 1.0 are equal, "1" and 1 are not).
--- Libraries cannot see `json`, so any userdata value is taken to be json.null
--- (the only userdata a decoded event contains).
+-- Any userdata value is taken to be json.null (the only userdata a decoded event
+-- contains), so the comparison does not depend on how the caller decoded the row.
 
 local M = {}
 
