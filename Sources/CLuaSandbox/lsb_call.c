@@ -17,7 +17,7 @@ extern const char LSB_HOST_REQUEST;
  * lsb_state while it runs. */
 struct lsb_invocation {
     int thread_ref;
-    int env_ref, loaded_ref, ctx_ref, host_calls;
+    int env_ref, loaded_ref, ctx_ref, host_calls, enrich_failed;
     uint64_t deadline_ns;
     char **logs;
     size_t log_count, log_cap, log_bytes, logs_dropped;
@@ -62,7 +62,7 @@ static void set_errmsg(lsb_state *S, const char *m, size_t n) {
 
 /* Records the error at the top of thread T's stack: message (with the innermost user
  * file:line) and a traceback of user frames from `level` up. Allocates nothing in Lua. */
-static void describe_error(lua_State *T, int level) {
+static void describe_error(lua_State *T, int level, int with_message) {
     lsb_state *S = lsb_get(T);
     lua_Debug ar;
     char keep[LUA_IDSIZE];
@@ -91,7 +91,7 @@ static void describe_error(lua_State *T, int level) {
         }
         frames++;
     }
-    if (S->timed_out || S->mem_exceeded || lsb_is_limit_sentinel(T, -1)) return;
+    if (!with_message || S->timed_out || S->mem_exceeded || lsb_is_limit_sentinel(T, -1)) return;
     char buf[4200];
     size_t mlen = 0;
     const char *m;
@@ -115,7 +115,7 @@ static void describe_error(lua_State *T, int level) {
 }
 
 static int msgh(lua_State *L) {
-    describe_error(L, 1);
+    describe_error(L, 1, 1);
     return 1;
 }
 
@@ -536,6 +536,7 @@ static void swap_out(lsb_state *S, lsb_invocation *inv) {
     inv->log_cap = S->log_cap;
     inv->log_bytes = S->log_bytes;
     inv->logs_dropped = S->logs_dropped;
+    inv->enrich_failed = S->enrich_failed;
     S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
     S->deadline_ns = 0;
     S->logs = NULL;
@@ -555,7 +556,9 @@ static void swap_in(lsb_state *S, lsb_invocation *inv) {
     S->log_cap = inv->log_cap;
     S->log_bytes = inv->log_bytes;
     S->logs_dropped = inv->logs_dropped;
+    S->enrich_failed = inv->enrich_failed;
     inv->logs = NULL;
+    inv->log_count = inv->log_cap = inv->log_bytes = inv->logs_dropped = 0;
 }
 
 /* Resumes the invocation's coroutine with j->nargs values already pushed onto it. */
@@ -586,13 +589,14 @@ static lsb_invocation *step(job *j) {
             lua_settop(L, 0);
             return inv;
         }
-        /* the entry point itself yielded: not a coroutine the script owns */
+        /* the entry point itself yielded: not a coroutine the script owns (no Lua allocation
+         * here: this runs outside any protected call) */
         lua_pop(co, nres);
-        lua_pushliteral(co, "coroutine.yield() was called outside a coroutine (transformEvent itself cannot yield)");
-        describe_error(co, 0);
+        describe_error(co, 0, 0);
+        static const char msg[] = "coroutine.yield() was called outside a coroutine (the entry point itself cannot yield)";
+        set_errmsg(S, msg, sizeof msg - 1);
         st = LUA_ERRRUN;
     } else if (st == LUA_OK) {
-        if (refuse_poisoned(S, j)) return NULL;
         lua_pushcfunction(L, msgh);
         lua_pushcfunction(L, output_body);
         lua_pushlightuserdata(L, j);
@@ -607,7 +611,7 @@ static lsb_invocation *step(job *j) {
         return NULL;
     } else {
         lsb_note_status(L, st);
-        if (st != LUA_ERRMEM) describe_error(co, 0);
+        if (st != LUA_ERRMEM) describe_error(co, 0, 1);
     }
     finish(j, st);
     return NULL;
@@ -702,7 +706,8 @@ void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
         luaL_unref(S->L, LUA_REGISTRYINDEX, inv->loaded_ref);
         luaL_unref(S->L, LUA_REGISTRYINDEX, inv->ctx_ref);
     }
-    for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
+    if (inv->logs)
+        for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
     free(inv->logs);
     if (inv->message_ids) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);

@@ -131,6 +131,7 @@ static int aux_resume(lua_State *L, lua_State *co, int narg) {
         return nres;
     }
     lua_xmove(co, L, 1);
+    lsb_get(L)->enrich_failed = 0;   /* the script's own coroutine caught it */
     return -1;
 }
 

@@ -17,11 +17,16 @@ public enum AddressRange {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, address, &v6) == 1 else { return "not an IP address" }
         let b = withUnsafeBytes(of: v6) { Array($0) }
-        if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF {   // ::ffff:a.b.c.d
-            return reason(v4: UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
-        }
+        func embedded(_ i: Int) -> UInt32 { UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3]) }
         if b.allSatisfy({ $0 == 0 }) { return "unspecified address" }
         if b[0..<15].allSatisfy({ $0 == 0 }) && b[15] == 1 { return "loopback address" }
+        if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF { return reason(v4: embedded(12)) }   // ::ffff:a.b.c.d
+        if b[0..<12].allSatisfy({ $0 == 0 }) { return reason(v4: embedded(12)) ?? "IPv4-compatible address" }         // ::a.b.c.d
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B {                                          // NAT64 64:ff9b::/96, 64:ff9b:1::/48
+            return reason(v4: embedded(12)) ?? "NAT64 address"
+        }
+        if b[0] == 0x20 && b[1] == 0x02 { return reason(v4: embedded(2)) ?? "6to4 address" }                            // 2002::/16
+        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00 { return "Teredo address" }               // 2001::/32
         if b[0] & 0xFE == 0xFC { return "private address (fc00::/7)" }
         if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return "link-local address" }
         if b[0] == 0xFF { return "multicast address" }
@@ -38,6 +43,8 @@ public enum AddressRange {
         if inRange(0x0000_0000, 8) { return "unspecified address" }
         if inRange(0xE000_0000, 4) || a == 0xFFFF_FFFF { return "multicast or broadcast address" }
         if inRange(0xC000_0000, 24) { return "IETF protocol address" }
+        if inRange(0xC612_0000, 15) { return "benchmarking address" }
+        if inRange(0xF000_0000, 4) { return "reserved address" }
         return nil
     }
 

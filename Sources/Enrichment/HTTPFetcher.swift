@@ -49,10 +49,21 @@ public final class HTTPFetcher: @unchecked Sendable {
         var current = url
         var method = method
         var body = body
+        var headers = headers
         for _ in 0...Self.maxRedirects {
             let address: String
             do {
-                address = try policy.resolve(current)
+                let target = current
+                address = try await withCheckedContinuation { (c: CheckedContinuation<Result<String, NetworkPolicy.Refusal>, Never>) in
+                    // getaddrinfo blocks: keep it off the concurrency pool
+                    DispatchQueue.global().async {
+                        do throws(NetworkPolicy.Refusal) {
+                            c.resume(returning: .success(try policy.resolve(target)))
+                        } catch {
+                            c.resume(returning: .failure(error))
+                        }
+                    }
+                }.get()
             } catch {
                 return .failure(Failure(description: current == url ? error.description : "redirect to \(current.absoluteString) refused: \(error.description)"))
             }
@@ -70,6 +81,12 @@ public final class HTTPFetcher: @unchecked Sendable {
                 if (300...399).contains(status), let location = response.headers.first(name: "location"),
                    let next = URL(string: location, relativeTo: current)?.absoluteURL {
                     _ = try? await response.body.collect(upTo: 64 * 1024)
+                    if current.scheme == "https" && next.scheme == "http" {
+                        return .failure(Failure(description: "redirect from https to http refused"))
+                    }
+                    if next.host != current.host || next.port != current.port || next.scheme != current.scheme {
+                        headers = []   // the script's headers (which may carry secrets) stay with their origin
+                    }
                     current = next
                     if status == 303 || ((status == 301 || status == 302) && method == "POST") {
                         method = "GET"

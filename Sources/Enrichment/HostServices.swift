@@ -3,12 +3,9 @@ import Metrics
 import Sandbox
 
 /// Answers the host requests of one transformation's calls: `enrich` through its providers
-/// (with per-provider caches) and `http` under its network policy.
-///
-/// `resolve` takes every request of a round (all suspended calls of a batch), answers equal
-/// requests once, runs the rest concurrently (`maxConcurrent`, 1 = one after the other) and
-/// waits for all, each bounded by its call's deadline. Blocking: call it from a worker or
-/// command thread, never from a Swift concurrency thread.
+/// (with per-provider caches, joining equal lookups in flight) and `http` under its network
+/// policy. Requests run concurrently (`maxConcurrent`, 1 = one after the other); each answer
+/// arrives by its call's own deadline.
 public final class HostServices: @unchecked Sendable {
     public let providers: [String: EnrichmentProvider]
     public let policy: NetworkPolicy
@@ -34,53 +31,65 @@ public final class HostServices: @unchecked Sendable {
         self.recorder = recorder
     }
 
-    /// Counts requests across the rounds of one batch.
+    /// Counts requests across one batch.
     public final class Budget: @unchecked Sendable {
+        let lock = NSLock()
         var used = 0
         public init() {}
     }
 
+    /// At most `maxConcurrent` lookups at once.
+    private lazy var gate = Gate(limit: maxConcurrent)
+
+    /// Starts answering `request`; `completion` runs once, with the answer or, at `deadline`,
+    /// with "timed out", whichever comes first, so every call gets its answer by its own
+    /// deadline. Equal enrich lookups in flight (in this batch or another worker's) are joined.
+    public func start(_ request: HostRequest, deadline: ContinuousClock.Instant, budget: Budget,
+                      completion: @escaping @Sendable (HostReply) -> Void) {
+        budget.lock.lock()
+        let allowed = budget.used < maxRequestsPerBatch
+        if allowed { budget.used += 1 }
+        budget.lock.unlock()
+        guard allowed else {
+            completion(.failure("more than \(maxRequestsPerBatch) lookups in one batch"))
+            return
+        }
+        let once = Once()
+        let work = Task.detached {
+            await self.gate.enter()
+            let reply = await self.answer(request, deadline: deadline)
+            await self.gate.leave()
+            if once.claim() { completion(reply) }
+        }
+        Task.detached {
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            if once.claim() {
+                completion(.failure("timed out"))
+                work.cancel()
+            }
+        }
+    }
+
+    /// Answers a set of requests and waits for all (each by its own deadline). Blocking: for
+    /// callers that do not resume calls one by one.
     public func resolve(_ requests: [(HostRequest, ContinuousClock.Instant)], budget: Budget) -> [HostReply] {
-        var unique: [HostRequest: ContinuousClock.Instant] = [:]
-        var order: [HostRequest] = []
-        for (r, d) in requests {
-            if let e = unique[r] { unique[r] = max(e, d) } else { unique[r] = d; order.append(r) }
+        final class Box: @unchecked Sendable {
+            let lock = NSLock()
+            var answers: [Int: HostReply] = [:]
         }
-        var answers: [HostRequest: HostReply] = [:]
-        var work: [(HostRequest, ContinuousClock.Instant)] = []
-        for r in order {
-            if budget.used >= maxRequestsPerBatch {
-                answers[r] = .failure("more than \(maxRequestsPerBatch) lookups in one batch")
-            } else {
-                budget.used += 1
-                work.append((r, unique[r]!))
+        let box = Box()
+        let group = DispatchGroup()
+        for (i, (r, d)) in requests.enumerated() {
+            group.enter()
+            start(r, deadline: d, budget: budget) { reply in
+                box.lock.lock()
+                box.answers[i] = reply
+                box.lock.unlock()
+                group.leave()
             }
         }
-        if !work.isEmpty {
-            final class Box: @unchecked Sendable { var answers: [HostRequest: HostReply] = [:] }
-            let box = Box()
-            let done = DispatchSemaphore(value: 0)
-            let limit = maxConcurrent
-            Task.detached {
-                await withTaskGroup(of: (HostRequest, HostReply).self) { group in
-                    var next = 0
-                    func add() {
-                        let (r, d) = work[next]
-                        next += 1
-                        group.addTask { (r, await self.answer(r, deadline: d)) }
-                    }
-                    while next < min(limit, work.count) { add() }
-                    for await (r, reply) in group {
-                        box.answers[r] = reply
-                        if next < work.count { add() }
-                    }
-                }
-                done.signal()
-            }
-            done.wait()
-            answers.merge(box.answers) { $1 }
-        }
-        return requests.map { answers[$0.0] ?? .failure("no answer") }
+        group.wait()
+        return requests.indices.map { box.answers[$0] ?? .failure("no answer") }
     }
 
     func answer(_ r: HostRequest, deadline: ContinuousClock.Instant) async -> HostReply {
@@ -123,7 +132,9 @@ public final class HostServices: @unchecked Sendable {
 
     func http(method: String, url: String, body: String, options: String, deadline: ContinuousClock.Instant) async -> HostReply {
         guard let u = URL(string: url), u.host != nil else { return .failure("invalid URL '\(url)'") }
-        Counter(label: "luaform_http_calls_total", dimensions: [("host", u.host ?? "?")]).increment()
+        let entry: NetworkPolicy.Entry
+        do { entry = try policy.entry(for: u) } catch { return .failure(error.description) }
+        Counter(label: "luaform_http_calls_total", dimensions: [("host", entry.host)]).increment()
         var headers: [(String, String)] = []
         var timeout = Duration.seconds(2)
         if let opts = JSONValue.parse(Array(options.utf8)) {
@@ -132,7 +143,9 @@ public final class HostServices: @unchecked Sendable {
                     if case .string(let s) = v { headers.append((k, s)) } else if case .number(let n) = v { headers.append((k, n)) }
                 }
             }
-            if case .number(let t)? = opts["timeout"], let secs = Double(t), secs > 0 { timeout = .milliseconds(Int64(secs * 1000)) }
+            if case .number(let t)? = opts["timeout"], let secs = Double(t), secs.isFinite, secs > 0 {
+                timeout = .milliseconds(Int64(min(secs, 3600) * 1000))
+            }
         }
         timeout = min(timeout, maxTimeout)
         if method == "POST", !body.isEmpty, !headers.contains(where: { $0.0.lowercased() == "content-type" }) {
@@ -185,5 +198,39 @@ public final class Recorder: @unchecked Sendable {
             written.append(path)
         }
         return written
+    }
+}
+
+/// Runs a closure at most once (first claim wins).
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    func claim() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if done { return false }
+        done = true
+        return true
+    }
+}
+
+/// A counting gate for async tasks.
+actor Gate {
+    private let limit: Int
+    private var inside = 0
+    private var queue: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func enter() async {
+        if inside < limit {
+            inside += 1
+            return
+        }
+        await withCheckedContinuation { queue.append($0) }
+    }
+
+    func leave() {
+        if queue.isEmpty { inside -= 1 } else { queue.removeFirst().resume() }
     }
 }

@@ -19,6 +19,7 @@ public final class LookupCache: @unchecked Sendable {
         guard let e = entries[key] else { return nil }
         if e.expires < ContinuousClock.now {
             entries[key] = nil
+            order.removeAll { $0 == key }
             return nil
         }
         return e.value

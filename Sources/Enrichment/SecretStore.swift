@@ -66,10 +66,16 @@ public final class GrantedSecrets: SecretSource, @unchecked Sendable {
     }
 
     /// `text` with every granted secret value replaced by `[secret NAME]`.
+    /// A value cut off at the end of a truncated text is redacted too (its prefix of 3+ chars).
     public func redact(_ text: String) -> String {
         var out = text
         for name in names.sorted() {
-            if let v = store.value(name), v.count >= 4, out.contains(v) { out = out.replacingOccurrences(of: v, with: "[secret \(name)]") }
+            guard let v = store.value(name), !v.isEmpty else { continue }
+            if out.contains(v) { out = out.replacingOccurrences(of: v, with: "[secret \(name)]") }
+            for k in stride(from: v.count - 1, through: 3, by: -1) where out.hasSuffix(String(v.prefix(k))) {
+                out = String(out.dropLast(k)) + "[secret \(name)]"
+                break
+            }
         }
         return out
     }

@@ -5,7 +5,8 @@ import XCTest
 final class NetworkPolicyTests: XCTestCase {
     func testBlockedRanges() {
         for a in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-                  "224.0.0.1", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "junk"] {
+                  "224.0.0.1", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "junk",
+                  "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1", "198.18.0.1", "240.0.0.1"] {
             XCTAssertNotNil(AddressRange.blockedReason(a), a)
         }
         for a in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "172.32.0.1", "::ffff:8.8.8.8"] {

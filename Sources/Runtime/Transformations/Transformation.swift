@@ -1,3 +1,4 @@
+import Foundation
 import Enrichment
 import Sandbox
 
@@ -82,15 +83,22 @@ public final class Transformation: @unchecked Sendable {
         }
     }
 
-    /// Runs calls to completion, answering host requests round by round: every call that is
-    /// waiting gets its answer in the same round, so lookups of different events overlap.
-    /// A call whose state was discarded by another call's limit error is started again once.
+    /// Runs calls to completion. A call that makes a host request (enrich, http) is suspended
+    /// and resumed as soon as its own answer arrives (or its deadline passes), so the lookups
+    /// of all the calls overlap and a slow one holds up nobody else. A call whose state was
+    /// discarded by another call's limit error is started again once (its earlier requests
+    /// are made again).
     private func complete(_ inputs: [[SandboxInput]], batched: Bool) -> [(CallOutcome, Duration)] {
         var outcomes = [CallOutcome?](repeating: nil, count: inputs.count)
         var durations = [Duration](repeating: .zero, count: inputs.count)
         var restarted = Set<Int>()
         let budget = HostServices.Budget()
         var starts = [ContinuousClock.Instant](repeating: ContinuousClock.now, count: inputs.count)
+        let replies = ReplyQueue()
+        var generation = 0
+        // answer a little before the call's deadline, so a slow lookup reaches the script as
+        // nil, "timed out" (which it can handle) rather than as a timeout
+        let reserve = min(limits.time / 10, .milliseconds(50))
         while true {
             let open = outcomes.indices.filter { outcomes[$0] == nil }
             if open.isEmpty { break }
@@ -101,40 +109,39 @@ public final class Transformation: @unchecked Sendable {
                 return zip(outcomes, durations).map { ($0!, $1) }
             case .success(let s): state = s
             }
-            var waiting: [(Int, HostRequest, Invocation)] = []
+            generation += 1
+            let gen = generation
+            var waiting: [Int: Invocation] = [:]
+            func ask(_ i: Int, _ request: HostRequest, _ inv: Invocation) {
+                waiting[i] = inv
+                guard let services else {
+                    replies.push(gen, i, .failure("enrichment is not configured for this run"))
+                    return
+                }
+                services.start(request, deadline: starts[i] + limits.time - reserve, budget: budget) { reply in
+                    replies.push(gen, i, reply)
+                }
+            }
+            func settle(_ i: Int, _ step: InvocationStep) {
+                switch step {
+                case .finished(let o):
+                    outcomes[i] = o
+                    durations[i] = ContinuousClock.now - starts[i]
+                case .pending(let r, let inv):
+                    ask(i, r, inv)
+                }
+            }
             var begun = Set<Int>()
             for i in open {
                 if state.isPoisoned { break }   // the rest start on a rebuilt state
                 begun.insert(i)
                 starts[i] = ContinuousClock.now
-                switch state.begin(entry: entryPoint.rawValue, inputs: inputs[i], batched: batched) {
-                case .finished(let o):
-                    outcomes[i] = o
-                    durations[i] = ContinuousClock.now - starts[i]
-                case .pending(let r, let inv): waiting.append((i, r, inv))
-                }
+                settle(i, state.begin(entry: entryPoint.rawValue, inputs: inputs[i], batched: batched))
             }
             while !waiting.isEmpty && !state.isPoisoned {
-                let replies: [HostReply]
-                if let services {
-                    // answer a little before the call's deadline, so a slow lookup reaches the
-                    // script as nil, "timed out" (which it can handle) rather than as a timeout
-                    let reserve = min(limits.time / 10, .milliseconds(50))
-                    replies = services.resolve(waiting.map { ($0.1, starts[$0.0] + limits.time - reserve) }, budget: budget)
-                } else {
-                    replies = waiting.map { _ in .failure("enrichment is not configured for this run") }
-                }
-                var next: [(Int, HostRequest, Invocation)] = []
-                for ((i, _, inv), reply) in zip(waiting, replies) {
-                    if state.isPoisoned { break }
-                    switch state.resume(inv, with: reply) {
-                    case .finished(let o):
-                        outcomes[i] = o
-                        durations[i] = ContinuousClock.now - starts[i]
-                    case .pending(let r, let inv2): next.append((i, r, inv2))
-                    }
-                }
-                waiting = next
+                let (g, i, reply) = replies.pop()
+                guard g == gen, let inv = waiting.removeValue(forKey: i) else { continue }
+                settle(i, state.resume(inv, with: reply))
             }
             if state.isPoisoned {
                 // calls cut short by another call's limit error start again, once
@@ -240,5 +247,25 @@ public final class Transformation: @unchecked Sendable {
             }
         }
         return results
+    }
+}
+
+/// Answers arriving from host services, consumed by the thread that runs the calls.
+final class ReplyQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [(Int, Int, HostReply)] = []
+
+    func push(_ generation: Int, _ index: Int, _ reply: HostReply) {
+        condition.lock()
+        items.append((generation, index, reply))
+        condition.signal()
+        condition.unlock()
+    }
+
+    func pop() -> (Int, Int, HostReply) {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.isEmpty { condition.wait() }
+        return items.removeFirst()
     }
 }
