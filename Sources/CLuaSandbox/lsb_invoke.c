@@ -1,0 +1,455 @@
+/*
+ * Entry-point calls: decode the inputs, run the entry point in a coroutine, suspend it on a host
+ * request (enrich, http) and continue it with the reply, and encode what it returned. Several
+ * calls of one state may be suspended at once; each keeps its own globals, require cache,
+ * metadata and logs, swapped into the state while it runs.
+ */
+#include "lsb_job.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const char LSB_HOST_REQUEST;
+
+
+/* Replaces every nested table of a freshly decoded value with a read-only proxy. */
+static void freeze_children(lua_State *L, int t) {
+    luaL_checkstack(L, 6, "metadata nested too deeply");
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            int child = lua_gettop(L);
+            freeze_children(L, child);
+            lsb_push_frozen(L, child);
+            lua_pushvalue(L, -3);      /* key */
+            lua_insert(L, -2);
+            lua_rawset(L, t);          /* t[key] = proxy (an existing field: safe during lua_next) */
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
+    const lsb_input *in = &j->inputs[i];
+    if (lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
+        j->kind = LSB_ERR_INPUT;
+        luaL_error(L, "invalid input");
+    }
+    int v = lua_gettop(L);
+    if (lua_type(L, v) == LUA_TTABLE) {
+        lua_getfield(L, v, "messageId");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            j->inv->message_ids[i] = lsb_strndup(s, n);
+        }
+        lua_pop(L, 1);
+        lua_pushvalue(L, v);
+        lua_pushinteger(L, (lua_Integer)i);
+        lua_rawset(L, originmap);
+    }
+    if (in->context) {
+        if (lsb_json_decode_push(L, in->context, in->context_len, j->detail, sizeof j->detail)) {
+            j->kind = LSB_ERR_INPUT;
+            luaL_error(L, "invalid context");
+        }
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            freeze_children(L, lua_gettop(L));
+            lsb_push_frozen(L, -1);
+        } else lua_pushnil(L);
+        lua_remove(L, -2);
+        if (!j->batched) {
+            lua_pushvalue(L, -1);
+            luaL_unref(L, LUA_REGISTRYINDEX, j->S->ctx_ref);
+            j->S->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        if (lua_type(L, v) == LUA_TTABLE) {
+            lua_pushvalue(L, v);
+            lua_insert(L, -2);
+            lua_rawset(L, ctxmap);
+        } else lua_pop(L, 1);
+    }
+}
+
+static long origin_of(lua_State *L, job *j, int idx, int originmap) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, originmap) == LUA_TNUMBER) {
+        long o = (long)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        return o;
+    }
+    lua_pop(L, 1);
+    lua_pushliteral(L, "messageId");
+    if (lua_rawget(L, idx) == LUA_TSTRING) {
+        const char *m = lua_tostring(L, -1);
+        for (size_t i = 0; i < j->inv->count; i++)
+            if (j->inv->message_ids[i] && strcmp(j->inv->message_ids[i], m) == 0) {
+                lua_pop(L, 1);
+                return (long)i;
+            }
+    }
+    lua_pop(L, 1);
+    return -1;
+}
+
+static void add_output(job *j, lsb_output o) {
+    lsb_report *out = j->out;
+    lsb_output *a = realloc(out->outputs, (out->output_count + 1) * sizeof *a);
+    if (!a) {
+        free(o.json);
+        free(o.error);
+        return;
+    }
+    out->outputs = a;
+    out->outputs[out->output_count++] = o;
+}
+
+static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_slot) {
+    lsb_state *S = j->S;
+    lsb_output o = {0};
+    o.origin = lua_type(L, idx) == LUA_TTABLE ? origin_of(L, j, idx, originmap) : -1;
+    char err[700];
+    S->enc.len = 0;
+    if (lsb_json_encode(L, idx, &S->enc, S->cfg.max_output_bytes, err, sizeof err)) {
+        if (!as_slot) {
+            j->kind = LSB_ERR_OUTPUT;
+            snprintf(j->detail, sizeof j->detail, "returned value cannot be JSON: %s", err);
+            luaL_error(L, "invalid output");
+        }
+        o.error = lsb_strndup(err, strlen(err));
+    } else {
+        j->inv->output_total += S->enc.len;
+        if (S->cfg.max_output_bytes && j->inv->output_total > S->cfg.max_output_bytes) {
+            j->kind = LSB_ERR_OUTPUT;
+            snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
+            luaL_error(L, "invalid output");
+        }
+        o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+        o.json_len = S->enc.len;
+    }
+    add_output(j, o);
+    lsb_check_deadline(L);
+}
+
+/* A table whose keys are exactly 1..n with n > 0. */
+static int is_sequence(lua_State *L, int idx) {
+    lua_Unsigned n = lua_rawlen(L, idx);
+    if (n == 0) return 0;
+    lua_Unsigned count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1)) { lua_pop(L, 1); return 0; }
+        lua_Integer k = lua_tointeger(L, -1);
+        if (k < 1 || (lua_Unsigned)k > n) { lua_pop(L, 1); return 0; }
+        count++;
+    }
+    return count == n;
+}
+
+/* Prepares an invocation: fresh env, decoded inputs, and a coroutine holding the entry
+ * point and its arguments, ready for the first resume. */
+static int start_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lsb_state *S = j->S;
+    lsb_run_chunk_fresh(L, S);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    if (lua_getfield(L, -1, j->entry) != LUA_TFUNCTION) {
+        j->kind = LSB_ERR_INTERNAL;
+        snprintf(j->detail, sizeof j->detail, "global function '%s' is not defined", j->entry);
+        return luaL_error(L, "missing entry point");
+    }
+    int fn = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
+    int ctxmap = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+    int originmap = lua_gettop(L);
+    lua_State *co = lua_newthread(L);   /* inherits the count hook */
+    int co_idx = lua_gettop(L);
+    lua_pushvalue(L, fn);
+    if (j->batched) {
+        lua_createtable(L, (int)j->count, 0);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+        lua_pushvalue(L, -2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        for (size_t i = 0; i < j->count; i++) {
+            push_input(L, j, i, ctxmap, originmap);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+    } else {
+        if (j->count != 1) return luaL_error(L, "exactly one input expected");
+        push_input(L, j, 0, ctxmap, originmap);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
+    lua_getfield(L, -1, "metadata");
+    lua_remove(L, -2);
+    if (!lua_checkstack(co, 4)) return luaL_error(L, "cannot start the call");
+    lua_xmove(L, co, 3);                 /* entry point, value(s), metadata */
+    lua_pushvalue(L, co_idx);
+    j->inv->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    j->nargs = 2;
+    return 0;
+}
+
+/* Classifies the returned value (argument 2) and encodes the outputs. */
+static int output_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    int r = 2;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+    int originmap = lua_gettop(L);
+    switch (lua_type(L, r)) {
+    case LUA_TNIL: j->out->shape = LSB_SHAPE_NIL; break;
+    case LUA_TTABLE:
+        if (is_sequence(L, r)) {
+            j->out->shape = LSB_SHAPE_SEQUENCE;
+            lua_Unsigned n = lua_rawlen(L, r);
+            for (lua_Integer i = 1; (lua_Unsigned)i <= n; i++) {
+                lua_rawgeti(L, r, i);
+                if (lua_type(L, -1) != LUA_TTABLE) {
+                    char m[120];
+                    snprintf(m, sizeof m, "element %lld of the returned sequence is a %s, expected a table",
+                             (long long)i, lua_typename(L, lua_type(L, -1)));
+                    lsb_output o = {0};
+                    o.origin = -1;
+                    o.error = lsb_strndup(m, strlen(m));
+                    add_output(j, o);
+                } else {
+                    encode_output(L, j, lua_gettop(L), originmap, 1);
+                }
+                lua_pop(L, 1);
+            }
+        } else {
+            j->out->shape = LSB_SHAPE_OBJECT;
+            encode_output(L, j, r, originmap, 0);
+        }
+        break;
+    default:
+        j->out->shape = LSB_SHAPE_OTHER;
+        j->out->message = lsb_strndup(lua_typename(L, lua_type(L, r)), strlen(lua_typename(L, lua_type(L, r))));
+        break;
+    }
+    return 0;
+}
+
+/* Pushes the host's reply onto the coroutine: (value) or (nil, message). */
+static int reply_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, j->inv->thread_ref);
+    lua_State *co = lua_tothread(L, -1);
+    if (j->reply) {
+        if (lsb_json_decode_push(L, j->reply, j->reply_len, j->detail, sizeof j->detail)) {
+            j->kind = LSB_ERR_INTERNAL;
+            return luaL_error(L, "invalid reply");
+        }
+        j->nargs = 1;
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, j->reply_error ? j->reply_error : "lookup failed");
+        j->nargs = 2;
+    }
+    if (!lua_checkstack(co, j->nargs + 1)) return luaL_error(L, "cannot continue the call");
+    lua_xmove(L, co, j->nargs);
+    return 0;
+}
+
+static void swap_out(lsb_state *S, lsb_invocation *inv) {
+    inv->env_ref = S->env_ref;
+    inv->loaded_ref = S->loaded_ref;
+    inv->ctx_ref = S->ctx_ref;
+    inv->host_calls = S->host_calls;
+    inv->deadline_ns = S->deadline_ns;
+    inv->logs = S->logs;
+    inv->log_count = S->log_count;
+    inv->log_cap = S->log_cap;
+    inv->log_bytes = S->log_bytes;
+    inv->logs_dropped = S->logs_dropped;
+    inv->enrich_failed = S->enrich_failed;
+    S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+    S->deadline_ns = 0;
+    S->logs = NULL;
+    S->log_count = S->log_cap = S->log_bytes = S->logs_dropped = 0;
+}
+
+static void swap_in(lsb_state *S, lsb_invocation *inv) {
+    lsb_logs_reset(S);
+    free(S->logs);
+    S->env_ref = inv->env_ref;
+    S->loaded_ref = inv->loaded_ref;
+    S->ctx_ref = inv->ctx_ref;
+    S->host_calls = inv->host_calls;
+    S->deadline_ns = inv->deadline_ns;
+    S->logs = inv->logs;
+    S->log_count = inv->log_count;
+    S->log_cap = inv->log_cap;
+    S->log_bytes = inv->log_bytes;
+    S->logs_dropped = inv->logs_dropped;
+    S->enrich_failed = inv->enrich_failed;
+    inv->logs = NULL;
+    inv->log_count = inv->log_cap = inv->log_bytes = inv->logs_dropped = 0;
+}
+
+/* Resumes the invocation's coroutine with j->nargs values already pushed onto it. */
+static lsb_invocation *step(job *j) {
+    lsb_state *S = j->S;
+    lua_State *L = S->L;
+    lsb_invocation *inv = j->inv;
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, inv->thread_ref);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);   /* the registry keeps it alive */
+    int nres = 0;
+    int st = lua_resume(co, L, j->nargs, &nres);
+    if (st == LUA_YIELD) {
+        if (nres >= 2 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
+            /* a host request: copy it out and suspend */
+            lsb_report *out = j->out;
+            out->status = LSB_PENDING;
+            out->request_argc = 0;
+            for (int i = 1; i < nres && out->request_argc < LSB_MAX_REQUEST_ARGS; i++) {
+                size_t n;
+                const char *a = lua_tolstring(co, -nres + i, &n);
+                out->request_args[out->request_argc] = a ? lsb_strndup(a, n) : lsb_strndup("", 0);
+                out->request_lens[out->request_argc++] = a ? n : 0;
+            }
+            lua_pop(co, nres);
+            swap_out(S, inv);
+            lua_settop(L, 0);
+            return inv;
+        }
+        /* the entry point itself yielded: not a coroutine the script owns (no Lua allocation
+         * here: this runs outside any protected call) */
+        lua_pop(co, nres);
+        lsb_describe_error(co, 0, 0);
+        static const char msg[] = "coroutine.yield() was called outside a coroutine (the entry point itself cannot yield)";
+        lsb_set_errmsg(S, msg, sizeof msg - 1);
+        st = LUA_ERRRUN;
+    } else if (st == LUA_OK) {
+        lua_pushcfunction(L, lsb_msgh);
+        lua_pushcfunction(L, output_body);
+        lua_pushlightuserdata(L, j);
+        if (nres > 0) {
+            lua_xmove(co, L, 1);             /* the first result only */
+            lua_pop(co, nres - 1);
+        } else {
+            lua_pushnil(L);
+        }
+        st = lua_pcall(L, 2, 0, 1);
+        lsb_finish(j, st);
+        return NULL;
+    } else {
+        lsb_note_status(L, st);
+        if (st != LUA_ERRMEM) lsb_describe_error(co, 0, 1);
+    }
+    lsb_finish(j, st);
+    return NULL;
+}
+
+lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched,
+                          lsb_report *out) {
+    job j = {0};
+    j.S = S;
+    j.entry = entry;
+    j.inputs = inputs;
+    j.count = count;
+    j.batched = batched;
+    j.out = out;
+    lsb_begin_call(S, out);
+    if (lsb_refuse_poisoned(S, &j)) return NULL;
+    j.inv = calloc(1, sizeof *j.inv);
+    if (!j.inv) {
+        out->status = LSB_ERR_INTERNAL;
+        out->message = lsb_strndup("out of host memory", 18);
+        return NULL;
+    }
+    j.inv->thread_ref = LUA_NOREF;
+    j.inv->count = count;
+    j.inv->batched = batched;
+    j.inv->message_ids = calloc(count ? count : 1, sizeof(char *));
+    int st = j.inv->message_ids ? lsb_protect(S, start_body, &j) : LUA_ERRMEM;
+    if (st != LUA_OK) {
+        lsb_finish(&j, st);
+        return NULL;
+    }
+    return step(&j);
+}
+
+lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *reply, size_t len, const char *error,
+                             lsb_report *out) {
+    job j = {0};
+    j.S = S;
+    j.inv = inv;
+    j.count = inv->count;
+    j.batched = inv->batched;
+    j.out = out;
+    memset(out, 0, sizeof *out);
+    S->timed_out = S->mem_exceeded = 0;
+    S->enrich_failed = 0;
+    free(S->errmsg);
+    S->errmsg = NULL;
+    S->tb.len = 0;
+    swap_in(S, inv);
+    lsb_install_hook(S->L);
+    if (lsb_refuse_poisoned(S, &j)) {
+        lsb_abandon(S, inv);
+        return NULL;
+    }
+    if (S->deadline_ns && lsb_now_ns() > S->deadline_ns) {
+        /* The wait used up the time. No Lua ran, so the state stays healthy: answer timeout
+         * and drop the invocation without poisoning the state for its other calls. */
+        char m[120];
+        snprintf(m, sizeof m, "time limit of %llu ms exceeded while waiting for a lookup",
+                 (unsigned long long)(S->cfg.time_limit_ns / 1000000));
+        out->status = LSB_ERR_TIMEOUT;
+        out->message = lsb_strndup(m, strlen(m));
+        out->logs = S->logs;
+        out->log_count = S->log_count;
+        out->logs_dropped = S->logs_dropped;
+        S->logs = NULL;
+        S->log_count = S->log_cap = 0;
+        inv->env_ref = S->env_ref;
+        inv->loaded_ref = S->loaded_ref;
+        inv->ctx_ref = S->ctx_ref;
+        S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+        S->deadline_ns = 0;
+        lsb_abandon(S, inv);
+        return NULL;
+    }
+    j.reply = reply;
+    j.reply_len = len;
+    j.reply_error = error;
+    int st = lsb_protect(S, reply_body, &j);
+    if (st != LUA_OK) {
+        lsb_finish(&j, st);
+        return NULL;
+    }
+    return step(&j);
+}
+
+void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
+    if (!inv) return;
+    if (!S->poisoned) {
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->thread_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->env_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->loaded_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, inv->ctx_ref);
+    }
+    if (inv->logs)
+        for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
+    free(inv->logs);
+    if (inv->message_ids) {
+        for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
+        free(inv->message_ids);
+    }
+    free(inv);
+}
+
+void lsb_call(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched, lsb_report *out) {
+    lsb_invocation *inv = lsb_begin(S, entry, inputs, count, batched, out);
+    while (inv) {   /* no host here: every request fails */
+        lsb_report_clear(out);
+        inv = lsb_continue(S, inv, NULL, 0, "no host services are available here", out);
+    }
+}
+
