@@ -281,3 +281,59 @@ char *lsb_json_validate(const char *json, size_t len) {
     }
     return lsb_strndup(s.msg, strlen(s.msg));
 }
+
+char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
+                        size_t *md_start, size_t *md_len) {
+    sc s = {json, json, json + len, {0}, 0};
+    *shape = 0;
+    *msg_len = *md_len = 0;
+    sws(&s);
+    if (s.p < s.end && *s.p == '{') {
+        int has_msg = 0, has_md = 0;
+        s.p++;
+        sws(&s);
+        if (s.p < s.end && *s.p == '}') {
+            s.p++;
+        } else {
+            for (;;) {
+                sws(&s);
+                if (s.p >= s.end || *s.p != '"') { sfail(&s, "expected a string key"); goto bad; }
+                const char *k = s.p + 1;
+                if (sstring(&s)) goto bad;
+                size_t kl = (size_t)(s.p - 1 - k);
+                sws(&s);
+                if (s.p >= s.end || *s.p != ':') { sfail(&s, "expected ':'"); goto bad; }
+                s.p++;
+                sws(&s);
+                const char *v = s.p;
+                if (svalue(&s, 1)) goto bad;
+                if (kl == 7 && memcmp(k, "message", 7) == 0) {
+                    has_msg = *v == '{';
+                    *msg_start = (size_t)(v - json);
+                    *msg_len = (size_t)(s.p - v);
+                } else if (kl == 8 && memcmp(k, "metadata", 8) == 0) {
+                    has_md = 1;
+                    *md_start = (size_t)(v - json);
+                    *md_len = (size_t)(s.p - v);
+                }
+                sws(&s);
+                if (s.p < s.end && *s.p == ',') { s.p++; continue; }
+                if (s.p < s.end && *s.p == '}') { s.p++; break; }
+                sfail(&s, "expected ',' or '}'");
+                goto bad;
+            }
+        }
+        sws(&s);
+        if (s.p != s.end) { sfail(&s, "trailing characters after the value"); goto bad; }
+        *shape = has_msg ? 2 : 1;
+        if (!has_md) *md_len = 0;
+        return NULL;
+    }
+    if (svalue(&s, 0) == 0) {
+        sws(&s);
+        if (s.p == s.end) return NULL;
+        sfail(&s, "trailing characters after the value");
+    }
+bad:
+    return lsb_strndup(s.msg, strlen(s.msg));
+}

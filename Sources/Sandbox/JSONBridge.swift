@@ -32,6 +32,29 @@ public enum JSONBridge {
         return (0..<n).map { i in starts![i]..<(starts![i] + lens![i]) }
     }
 
+    /// What one event's bytes hold, from a single validating pass.
+    public enum Envelope: Sendable, Equatable {
+        case notAnObject
+        case object
+        /// `{"message": {...}, "metadata": ...}`: the ranges of both (metadata nil when absent).
+        case envelope(message: Range<Int>, metadata: Range<Int>?)
+    }
+
+    public static func envelope(_ bytes: [UInt8]) -> Result<Envelope, Failure> {
+        var shape: Int32 = 0
+        var ms = 0, ml = 0, ds = 0, dl = 0
+        let err = withCBytes(bytes) { lsb_json_envelope($0, $1, &shape, &ms, &ml, &ds, &dl) }
+        if let err {
+            defer { free(err) }
+            return .failure(Failure(message: String(cString: err)))
+        }
+        switch shape {
+        case 2: return .success(.envelope(message: ms..<(ms + ml), metadata: dl > 0 ? ds..<(ds + dl) : nil))
+        case 1: return .success(.object)
+        default: return .success(.notAnObject)
+        }
+    }
+
     /// Byte range of the value of top-level field `key`; nil if absent or not an object.
     public static func field(_ key: String, in bytes: [UInt8]) -> Range<Int>? {
         var start = 0, len = 0

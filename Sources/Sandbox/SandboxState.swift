@@ -263,6 +263,14 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeP
 }
 
 private func withInputs<R>(_ inputs: [SandboxInput], _ body: (UnsafeBufferPointer<lsb_input>) -> R) -> R {
+    if inputs.count == 1 {   // the common case: no copies, the bytes are pinned for the call
+        return withCBytes(inputs[0].json) { j, jn in
+            withCBytes(inputs[0].context ?? []) { c, cn in
+                var item = lsb_input(json: j, json_len: jn, context: inputs[0].context == nil ? nil : c, context_len: cn)
+                return withUnsafePointer(to: &item) { body(UnsafeBufferPointer(start: $0, count: 1)) }
+            }
+        }
+    }
     // Keep every byte array pinned for the duration of the C call.
     var pinned: [UnsafeMutablePointer<CChar>] = []
     defer { pinned.forEach { free($0) } }

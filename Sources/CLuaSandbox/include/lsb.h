@@ -161,6 +161,13 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
 /* Validates one JSON value (grammar, UTF-8, depth). Returns NULL, or a malloc'd message. */
 char *lsb_json_validate(const char *json, size_t len);
 
+/* One pass over one event: validates it (grammar, UTF-8, depth) and, for an object with a
+ * "message" object member (a {message, metadata} envelope), gives the byte ranges of
+ * "message" and "metadata" (md_len 0 when absent). *shape: 0 not an object, 1 an object,
+ * 2 an envelope. Returns NULL, or a malloc'd message when the JSON is invalid. */
+char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
+                        size_t *md_start, size_t *md_len);
+
 /* Finds the value of `key` in a JSON object: returns 1 and the byte range when present,
  * 0 when absent, -1 when `json` is not an object. */
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen);

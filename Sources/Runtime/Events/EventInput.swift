@@ -18,26 +18,22 @@ public struct EventInput: Sendable {
     /// Reads one element: a bare event object, or a `{"message": {...}, "metadata": {...}}`
     /// envelope as in rudder's requests.
     public static func parse(_ bytes: [UInt8], index: Int) -> EventInput {
-        if let failure = JSONBridge.validate(bytes) {
+        switch JSONBridge.envelope(bytes) {
+        case .failure(let failure):
             return EventInput(index: index, message: bytes, invalid: "event \(index): \(failure.message)")
-        }
-        guard bytes.first(where: { !isSpace($0) }) == UInt8(ascii: "{") else {
+        case .success(.notAnObject):
             return EventInput(index: index, message: bytes, invalid: "event \(index): expected a JSON object")
-        }
-        if let m = JSONBridge.field("message", in: bytes), bytes[m.lowerBound] == UInt8(ascii: "{") {
-            var metadata: [UInt8]?
-            if let md = JSONBridge.field("metadata", in: bytes) {
-                guard bytes[md.lowerBound] == UInt8(ascii: "{") else {
-                    return EventInput(index: index, message: Array(bytes[m]), invalid: "event \(index): metadata must be an object")
-                }
-                metadata = Array(bytes[md])
+        case .success(.object):
+            return EventInput(index: index, message: bytes)
+        case .success(.envelope(let m, var md)):
+            if let r = md, bytes[r.lowerBound] == UInt8(ascii: "n") { md = nil }   // "metadata": null
+            if let md, bytes[md.lowerBound] != UInt8(ascii: "{") {
+                return EventInput(index: index, message: Array(bytes[m]), invalid: "event \(index): metadata must be an object")
             }
-            return EventInput(index: index, message: Array(bytes[m]), metadata: metadata)
+            return EventInput(index: index, message: Array(bytes[m]), metadata: md.map { Array(bytes[$0]) })
         }
-        return EventInput(index: index, message: bytes)
     }
 
-    private static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
 }
 
 /// A JSON file holding an array of events (bare or `{message, metadata}`).

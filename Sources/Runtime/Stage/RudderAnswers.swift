@@ -19,7 +19,14 @@ public enum RudderAnswers {
     }
 
     public static func output(_ event: [UInt8], _ md: [UInt8]) -> [UInt8] {
-        Array(#"{"output":"#.utf8) + event + Array(#","metadata":"#.utf8) + md + Array(#","statusCode":200}"#.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(event.count + md.count + 40)
+        out.append(contentsOf: #"{"output":"#.utf8)
+        out.append(contentsOf: event)
+        out.append(contentsOf: #","metadata":"#.utf8)
+        out.append(contentsOf: md)
+        out.append(contentsOf: #","statusCode":200}"#.utf8)
+        return out
     }
 
     public static func error(_ message: String, _ md: [UInt8], status: Int) -> [UInt8] {
