@@ -310,7 +310,12 @@ int lsb_metadata(lua_State *L) {
         if (lua_rawget(L, -2) != LUA_TNIL) return 1;
     }
     lsb_state *S = lsb_get(L);
-    if (S->ctx_ref == LUA_NOREF || S->ctx_ref == LUA_REFNIL) lua_pushnil(L);
-    else lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
+    if (S->ctx_ref != LUA_NOREF && S->ctx_ref != LUA_REFNIL) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
+        return 1;
+    }
+    /* unknown: an empty read-only table, so metadata(e).field is simply nil */
+    lua_newtable(L);
+    lsb_push_frozen(L, -1);
     return 1;
 }

@@ -119,6 +119,8 @@ final class IsolationTests: XCTestCase {
         """)
         XCTAssertEqual(state.callEvent("{}", context: #"{"sourceId":"s1"}"#).objectJSON,
                        #"{"missing":true,"ro":false,"src":"s1","viaGlobal":"s1"}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"missing":true,"ro":false,"viaGlobal":null}"#.replacingOccurrences(of: #","viaGlobal":null"#, with: ""),
+                       "without metadata, metadata(e) is an empty read-only table")
     }
 
     func testLogsAreCapturedAndBounded() throws {
