@@ -11,10 +11,10 @@ public final class HostServices: @unchecked Sendable {
     public let policy: NetworkPolicy
     public let caches: [String: LookupCache]
     public let inFlight: [String: InFlightLookups]
-    public var maxConcurrent: Int
-    public var maxRequestsPerBatch: Int
-    public var maxResponseBytes: Int
-    public var maxTimeout: Duration
+    public let maxConcurrent: Int
+    public let maxRequestsPerBatch: Int
+    public let maxResponseBytes: Int
+    public let maxTimeout: Duration
     public let recorder: Recorder?
 
     public init(providers: [String: EnrichmentProvider], policy: NetworkPolicy, caches: [String: LookupCache] = [:],
@@ -25,6 +25,7 @@ public final class HostServices: @unchecked Sendable {
         self.caches = caches
         self.inFlight = inFlight
         self.maxConcurrent = max(1, maxConcurrent)
+        self.gate = Gate(limit: max(1, maxConcurrent))
         self.maxRequestsPerBatch = maxRequestsPerBatch
         self.maxResponseBytes = maxResponseBytes
         self.maxTimeout = maxTimeout
@@ -39,7 +40,7 @@ public final class HostServices: @unchecked Sendable {
     }
 
     /// At most `maxConcurrent` lookups at once.
-    private lazy var gate = Gate(limit: maxConcurrent)
+    private let gate: Gate
 
     /// Starts answering `request`; `completion` runs once, with the answer or, at `deadline`,
     /// with "timed out", whichever comes first, so every call gets its answer by its own
