@@ -74,7 +74,9 @@ public struct CatalogLoader: Sendable {
             errors[effectiveConfigPath ?? "luaform.yaml"] = error.description
             enrichment = previous.enrichment
         }
+        // a changed library or enrichment setup (providers, grants, secrets) rebuilds every state
         let librariesChanged = libraries.mapValues(\.bytes) != previous.libraries.mapValues(\.bytes)
+            || previous.enrichment?.config != enrichment?.config
         let generation = previous.generation + 1
         let loader = SnapshotLibraries(libraries)
 
