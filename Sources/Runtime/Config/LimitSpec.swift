@@ -1,3 +1,4 @@
+import Foundation
 import Sandbox
 
 /// Parses the human forms of limits used on the command line and in config files:
@@ -32,20 +33,4 @@ public enum LimitSpec {
         }
         throw Invalid(description: "invalid size '\(text)': use a number with KiB, MiB or GiB, e.g. 32MiB")
     }
-
-    /// `1s`, `250ms`: the shortest exact form, for messages.
-    public static func format(_ d: Duration) -> String {
-        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-        if ms >= 1000, ms.truncatingRemainder(dividingBy: 1000) == 0 { return "\(Int(ms / 1000))s" }
-        if ms == ms.rounded() { return "\(Int(ms))ms" }
-        return String(format: "%.3fms", ms)
-    }
-
-    public static func format(bytes: Int) -> String {
-        if bytes >= 1 << 20, bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
-        if bytes >= 1 << 10, bytes % (1 << 10) == 0 { return "\(bytes >> 10)KiB" }
-        return "\(bytes)B"
-    }
 }
-
-import Foundation
