@@ -181,7 +181,9 @@ int lsb_protect(lsb_state *S, lua_CFunction body, job *j) {
     lua_pushcfunction(L, lsb_msgh);
     lua_pushcfunction(L, body);
     lua_pushlightuserdata(L, j);
+    lsb_watch prev = lsb_watch_enter(L, S->deadline_ns);
     int status = lua_pcall(L, 1, 0, 1);
+    lsb_watch_leave(prev);
     lua_settop(L, 0);
     return status;
 }

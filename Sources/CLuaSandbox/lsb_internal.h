@@ -76,6 +76,18 @@ void lsb_check_deadline(lua_State *L);
 /* The hook and limit error. */
 void lsb_install_hook(lua_State *L);
 int lsb_limit_error(lua_State *L);
+/* Makes the hook fire on L's next instruction or call (async-signal-safe; lsb_watchdog.c). */
+void lsb_force_hook(lua_State *L);
+
+/* The watchdog (lsb_watchdog.c): brackets every stretch of user code, so a thread past its
+ * deadline gets its running state's hook forced even if the count hook is far away.
+ * enter() with deadline 0 keeps the current deadline (a coroutine resumed by the script). */
+typedef struct {
+    lua_State *running;
+    uint64_t deadline_ns;
+} lsb_watch;
+lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns);
+void lsb_watch_leave(lsb_watch prev);
 
 /* Builds BASE (the one place that decides what user code sees). Runs under pcall. */
 int lsb_build_env(lua_State *L);

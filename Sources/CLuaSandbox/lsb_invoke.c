@@ -300,7 +300,9 @@ static lsb_invocation *step(job *j) {
     lua_State *co = lua_tothread(L, -1);
     lua_pop(L, 1);   /* the registry keeps it alive */
     int nres = 0;
+    lsb_watch prev = lsb_watch_enter(co, S->deadline_ns);
     int st = lua_resume(co, L, j->nargs, &nres);
+    lsb_watch_leave(prev);
     if (st == LUA_YIELD) {
         if (nres >= 2 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
             /* a host request: copy it out and suspend */

@@ -113,7 +113,9 @@ static int aux_resume(lua_State *L, lua_State *co, int narg) {
     }
     lua_xmove(L, co, narg);
     int nres;
+    lsb_watch prev = lsb_watch_enter(co, 0);
     int status = lua_resume(co, L, narg, &nres);
+    lsb_watch_leave(prev);
     lsb_note_status(L, status);
     lsb_reraise_limits(L);
     if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {

@@ -112,6 +112,8 @@ static void lsb_hook(lua_State *L, lua_Debug *ar) {
     }
 }
 
+void lsb_force_hook(lua_State *L) { lua_sethook(L, lsb_hook, LUA_MASKCOUNT | LUA_MASKCALL, 1); }
+
 void lsb_check_deadline(lua_State *L) {
     lsb_state *S = lsb_get(L);
     if (S->deadline_ns && !S->timed_out && lsb_now_ns() > S->deadline_ns) S->timed_out = 1;

@@ -34,6 +34,9 @@ struct TestCommand: ParsableCommand {
     @Flag(help: "Print one JSON array, one entry per input event, in input order.")
     var json = false
 
+    @Flag(help: "With --json: add each event's durationMs (time in Lua) and peakMemoryBytes.")
+    var timings = false
+
     @Flag(help: "Use live enrichment providers instead of their stub files.")
     var live = false
 
@@ -106,7 +109,7 @@ struct TestCommand: ParsableCommand {
             }
         }
         if json {
-            print(ResultJSON.document(results), terminator: "")
+            print(ResultJSON.document(results, measurements: timings), terminator: "")
             if let mismatches, !mismatches.isEmpty {
                 Terminal.error("\(mismatches.count) result(s) differ from \(expect!): indexes \(mismatches.map { String($0.index) }.joined(separator: ", "))")
             }
