@@ -51,7 +51,7 @@ let package = Package(
             name: "transform",
             dependencies: ["Runtime", "Server", "Enrichment", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CLua"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Enrichment"]),
         .testTarget(name: "CLITests", dependencies: ["Runtime"]),
         .testTarget(name: "ServerTests", dependencies: ["Runtime"]),

@@ -4,8 +4,8 @@
  * the original, so loops over C calls stay bounded too.
  *
  * - string.rep("", huge) iterates without allocating: answered directly.
- * - Lua patterns backtrack inside C: find/match/gmatch/gsub replay their search against the
- *   deadline first (lsb_pattern.c).
+ * - Lua patterns backtrack inside C: find/match/gmatch/gsub are replaced by the sandbox's
+ *   own matcher, which checks the deadline as it goes (lsb_pattern.c).
  * - string.format: no %p, no addresses through %s.
  * - table.move over more than the source holds, and insert/remove/sort/concat/unpack on
  *   tables with a __len metamethod (a lying length), loop in C: refused.
@@ -38,56 +38,10 @@ static int g_rep(lua_State *L) {
     return call_original(L);
 }
 
-int lsb_replay_find(lua_State *L);
-int lsb_replay_match(lua_State *L);
-int lsb_replay_gsub(lua_State *L);
-void lsb_replay_gmatch_step(lua_State *L, const char *s, size_t ls, const char *p, size_t lp, size_t *pos, long *last);
-
-/* Pattern functions first replay their search against the deadline (lsb_pattern.c). */
-static int g_find(lua_State *L) { lsb_check_deadline(L); lsb_replay_find(L); return call_original(L); }
-static int g_match(lua_State *L) { lsb_check_deadline(L); lsb_replay_match(L); return call_original(L); }
-static int g_gsub(lua_State *L) { lsb_check_deadline(L); lsb_replay_gsub(L); return call_original(L); }
-
-/* gmatch: wraps the real iterator; upvalues: iterator, subject, pattern, position, last end. */
-static int g_gmatch_iter(lua_State *L) {
-    lsb_check_deadline(L);
-    size_t ls, lp;
-    const char *s = lua_tolstring(L, lua_upvalueindex(2), &ls);
-    const char *p = lua_tolstring(L, lua_upvalueindex(3), &lp);
-    size_t pos = (size_t)lua_tointeger(L, lua_upvalueindex(4));
-    long last = (long)lua_tointeger(L, lua_upvalueindex(5));
-    lsb_replay_gmatch_step(L, s, ls, p, lp, &pos, &last);
-    lua_pushinteger(L, (lua_Integer)pos);
-    lua_replace(L, lua_upvalueindex(4));
-    lua_pushinteger(L, (lua_Integer)last);
-    lua_replace(L, lua_upvalueindex(5));
-    lua_settop(L, 0);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_call(L, 0, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
-static int g_gmatch(lua_State *L) {
-    size_t ls;
-    luaL_checklstring(L, 1, &ls);
-    luaL_checkstring(L, 2);
-    lua_Integer i = luaL_optinteger(L, 3, 1);
-    size_t init = i > 0 ? (size_t)i : i == 0 ? 1 : (i < -(lua_Integer)ls ? 1 : ls + (size_t)i + 1);
-    init -= 1;
-    if (init > ls) init = ls + 1;
-    lua_settop(L, 3);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_call(L, 3, 1);                                /* the real iterator */
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushinteger(L, (lua_Integer)init);
-    lua_pushinteger(L, -1);
-    lua_pushcclosure(L, g_gmatch_iter, 5);
-    return 1;
-}
+int lsb_str_find(lua_State *L);
+int lsb_str_match(lua_State *L);
+int lsb_str_gmatch(lua_State *L);
+int lsb_str_gsub(lua_State *L);
 
 static void refuse_lying_length(lua_State *L, const char *fname) {
     if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__len") != LUA_TNIL)
@@ -166,10 +120,15 @@ static void wrap(lua_State *L, int lib, const char *name, lua_CFunction guard) {
 void lsb_register_guards(lua_State *L, int s, int t) {
     wrap(L, s, "rep", g_rep);
     wrap(L, s, "format", g_format);
-    wrap(L, s, "find", g_find);
-    wrap(L, s, "match", g_match);
-    wrap(L, s, "gmatch", g_gmatch);
-    wrap(L, s, "gsub", g_gsub);
+    /* the pattern functions are the sandbox's own, with a step budget (lsb_pattern.c) */
+    lua_pushcfunction(L, lsb_str_find);
+    lua_setfield(L, s, "find");
+    lua_pushcfunction(L, lsb_str_match);
+    lua_setfield(L, s, "match");
+    lua_pushcfunction(L, lsb_str_gmatch);
+    lua_setfield(L, s, "gmatch");
+    lua_pushcfunction(L, lsb_str_gsub);
+    lua_setfield(L, s, "gsub");
     wrap(L, t, "insert", g_insert);
     wrap(L, t, "remove", g_remove);
     wrap(L, t, "sort", g_sort);
