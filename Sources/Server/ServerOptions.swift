@@ -4,6 +4,11 @@ public struct ServerOptions: Sendable {
     public var port: Int = 9090
     /// Largest accepted request body, after gunzip (rudder-transformer accepts 200 MB).
     public var maxBodyBytes: Int = 64 << 20
+    /// Bytes that requests in flight may reserve together (see `Admission`); default 4x the
+    /// body limit.
+    public var inFlightBytes: Int? = nil
+    /// Requests that may wait for the in-flight budget; more are refused with 503.
+    public var maxWaitingRequests: Int = 64
     /// How often transformation, library and config files are checked for changes.
     public var reloadInterval: Duration = .milliseconds(250)
 

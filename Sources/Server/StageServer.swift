@@ -26,9 +26,23 @@ public struct StageServer: Sendable {
         let custom = CustomTransformRoute(stage: stage, options: options, metrics: metrics, logger: logger)
         let tests = TestRoutes(stage: stage, options: options)
         let stage = self.stage
-        router.post("/customTransform") { request, _ in await custom.handle(request) }
-        router.post("/transformation/test") { request, _ in await tests.transformation(request) }
-        router.post("/transformationLibrary/test") { request, _ in await tests.library(request) }
+        let admission = Admission(budgetBytes: options.inFlightBytes ?? 4 * options.maxBodyBytes, maxWaiting: options.maxWaitingRequests)
+        let maxBody = options.maxBodyBytes
+        let admitted: @Sendable (Request, @Sendable () async -> Response) async -> Response = { request, handle in
+            let bytes = Self.reservation(for: request, limit: maxBody)
+            guard await admission.acquire(bytes) else {
+                metrics.rejectedRequest(status: 503)
+                var response = HTTPFailure(status: .serviceUnavailable,
+                                           message: "too many requests in flight; retry shortly").response
+                response.headers[.retryAfter] = "1"
+                return response
+            }
+            defer { admission.release(bytes) }
+            return await handle()
+        }
+        router.post("/customTransform") { request, _ in await admitted(request) { await custom.handle(request) } }
+        router.post("/transformation/test") { request, _ in await admitted(request) { await tests.transformation(request) } }
+        router.post("/transformationLibrary/test") { request, _ in await admitted(request) { await tests.library(request) } }
         router.get("/health") { _, _ in jsonResponse(Array(#"{"service":"UP"}"#.utf8)) }
         router.get("/metrics") { _, _ in
             metrics.states(alive: stage.pool.statesAlive, created: stage.pool.statesCreated)
@@ -53,6 +67,17 @@ public struct StageServer: Sendable {
             logger: logger
         )
         try await app.runService()
+    }
+}
+
+extension StageServer {
+    /// What a request reserves from the in-flight budget: its declared length, or the body
+    /// limit when the length is unknown or the body is compressed (it may grow to the limit).
+    static func reservation(for request: Request, limit: Int) -> Int {
+        let encoding = request.headers[.contentEncoding]?.lowercased()
+        guard encoding == nil || encoding == "identity", let text = request.headers[.contentLength],
+              let length = Int(text), length >= 0 else { return limit }
+        return min(length, limit) + 4096
     }
 }
 

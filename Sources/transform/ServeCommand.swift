@@ -34,6 +34,12 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-body"), help: ArgumentHelp("Largest request body accepted, e.g. 64MiB.", valueName: "size"))
     var maxBody = "64MiB"
 
+    @Option(name: .customLong("max-in-flight"), help: ArgumentHelp("Request bytes held at once by requests in flight (default: 4x --max-body); more wait.", valueName: "size"))
+    var maxInFlight: String?
+
+    @Option(name: .customLong("max-waiting"), help: "Requests that may wait for --max-in-flight; more get 503 with Retry-After.")
+    var maxWaiting = 64
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -52,7 +58,11 @@ struct ServeCommand: ParsableCommand {
         var options = ServerOptions()
         options.host = host
         options.port = port
-        do { options.maxBodyBytes = try LimitSpec.bytes(maxBody) } catch { throw CLIError.usage(error.description) }
+        do {
+            options.maxBodyBytes = try LimitSpec.size(maxBody)
+            options.inFlightBytes = try maxInFlight.map { (s: String) throws(LimitSpec.Invalid) in try LimitSpec.size(s) }
+        } catch { throw CLIError.usage(error.description) }
+        options.maxWaitingRequests = maxWaiting
         guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError.usage("unknown --log-level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
