@@ -109,6 +109,8 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
     lua_settop(L, env - 1);
 }
 
+#define LSB_IDLE_HEAP_BYTES (1u << 20)
+
 void lsb_finish(job *j, int status) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
@@ -168,7 +170,14 @@ void lsb_finish(job *j, int status) {
         luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, S->ctx_ref);
-        if (S->cfg.memory_limit && S->used > S->cfg.memory_limit / 2) lua_gc(L, LUA_GCCOLLECT);
+        /* An idle state keeps little garbage: collect when the heap is past twice what it
+         * settled at (and at least LSB_IDLE_HEAP_BYTES), so a call's big temporaries do not
+         * stay resident in every warm state. */
+        size_t settled = S->settled > LSB_IDLE_HEAP_BYTES / 2 ? S->settled : LSB_IDLE_HEAP_BYTES / 2;
+        if (S->used > 2 * settled) {
+            lua_gc(L, LUA_GCCOLLECT);
+            S->settled = S->used;
+        }
     }
     S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
     lua_settop(L, 0);

@@ -24,6 +24,7 @@ struct lsb_state {
 
     /* allocator */
     size_t used, peak;
+    size_t settled;            /* heap size after the last collection forced between calls */
     int limit_active;          /* refuse growth past cfg.memory_limit */
 
     /* time */

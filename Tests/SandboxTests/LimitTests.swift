@@ -68,3 +68,25 @@ final class LimitTests: XCTestCase {
         XCTAssertEqual(f.kind, .timeout)
     }
 }
+
+/// A warm state does not keep a call's big temporaries resident between calls.
+final class IdleHeapTests: XCTestCase {
+    func testBigTemporariesAreCollectedAfterTheCall() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          local big = string.rep("x", 8 * 1024 * 1024)
+          local parts = {}
+          for i = 1, 20000 do parts[i] = {i, tostring(i)} end
+          e.n = #big + #parts
+          return e
+        end
+        """, limits: SandboxLimits(memoryBytes: 64 << 20, time: .seconds(2)))
+        let before = state.memoryUsed
+        for _ in 0..<3 {
+            let out = state.callEvent(#"{"a":1}"#)
+            XCTAssertNotNil(out.objectJSON, "\(out.result)")
+            XCTAssertGreaterThan(out.peakMemory, 8 << 20)
+            XCTAssertLessThan(state.memoryUsed, max(1 << 20, 2 * before) + (256 << 10), "idle heap after a call: \(state.memoryUsed) bytes")
+        }
+    }
+}

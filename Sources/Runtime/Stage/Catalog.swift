@@ -40,6 +40,14 @@ public struct CatalogEntry: Sendable {
     /// Changes whenever anything that affects this entry changes (its source, limits or any
     /// library); workers rebuild their states when it does.
     public var fingerprint: Int
+
+    public init(versionID: String, source: TransformationSource, limits: SandboxLimits, entryPoint: Transformation.EntryPoint, fingerprint: Int) {
+        self.versionID = versionID
+        self.source = source
+        self.limits = limits
+        self.entryPoint = entryPoint
+        self.fingerprint = fingerprint
+    }
 }
 
 final class SnapshotLibraries: LibraryLoader, @unchecked Sendable {

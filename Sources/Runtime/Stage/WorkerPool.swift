@@ -4,7 +4,8 @@ import Sandbox
 /// A fixed set of worker threads, each owning its own warm transformation states.
 ///
 /// Lua states are single-threaded, so each worker keeps private `Transformation` instances,
-/// keyed by VersionID and rebuilt when a catalog entry's fingerprint changes. Jobs are plain
+/// keyed by VersionID and rebuilt when a catalog entry's fingerprint changes; at most
+/// `statesPerWorker` per worker stay warm (least recently used go first). Jobs are plain
 /// closures run on the worker's thread; callers await their results.
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
@@ -12,9 +13,11 @@ public final class WorkerPool: @unchecked Sendable {
     private let nextLock = NSLock()
     private var next = 0
 
-    public init(workers: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    public static let defaultStatesPerWorker = 1024
+
+    public init(workers: Int = ProcessInfo.processInfo.activeProcessorCount, statesPerWorker: Int = WorkerPool.defaultStatesPerWorker) {
         self.count = max(1, workers)
-        self.workers = (0..<max(1, workers)).map { Worker(index: $0) }
+        self.workers = (0..<max(1, workers)).map { Worker(index: $0, capacity: statesPerWorker) }
     }
 
     /// Runs `job` on worker `index` (modulo the pool size) and returns its result.
@@ -39,11 +42,20 @@ public final class WorkerPool: @unchecked Sendable {
     public var statesCreated: Int { workers.reduce(0) { $0 + $1.states.created } }
 }
 
-/// One worker's private transformation instances. Only touched on that worker's thread.
+/// One worker's private transformation instances. Only touched on that worker's thread
+/// (the counters are also read by metrics). Holds at most `capacity`; building one more
+/// closes the least recently used.
 public final class WorkerStates: @unchecked Sendable {
-    private var cache: [String: (fingerprint: Int, transformation: Transformation)] = [:]
+    private var cache: [String: (fingerprint: Int, transformation: Transformation, used: UInt64)] = [:]
     private let lock = NSLock()
+    private var clock: UInt64 = 0
+    let capacity: Int
     private(set) var created = 0
+    private(set) var evicted = 0
+
+    init(capacity: Int = WorkerPool.defaultStatesPerWorker) {
+        self.capacity = max(1, capacity)
+    }
 
     var alive: Int {
         lock.lock()
@@ -54,7 +66,9 @@ public final class WorkerStates: @unchecked Sendable {
     /// The warm transformation for `entry`, built on first use or after a reload.
     public func transformation(for entry: CatalogEntry, libraries: LibraryLoader, enrichment: EnrichmentSetup? = nil) throws(TransformationError) -> Transformation {
         lock.lock()
+        clock += 1
         if let c = cache[entry.versionID], c.fingerprint == entry.fingerprint {
+            cache[entry.versionID]!.used = clock
             lock.unlock()
             return c.transformation
         }
@@ -62,15 +76,22 @@ public final class WorkerStates: @unchecked Sendable {
         let t = try Transformation(source: entry.source, limits: entry.limits, libraries: libraries,
                                    services: enrichment?.services(for: entry.source.name), secrets: enrichment?.secrets(for: entry.source.name))
         lock.lock()
-        cache[entry.versionID] = (entry.fingerprint, t)
+        var closing: Transformation?
+        if cache[entry.versionID] == nil, cache.count >= capacity,
+           let oldest = cache.min(by: { $0.value.used < $1.value.used })?.key {
+            closing = cache.removeValue(forKey: oldest)?.transformation
+            evicted += 1
+        }
+        cache[entry.versionID] = (entry.fingerprint, t, clock)
         created += 1
         lock.unlock()
+        _ = closing   // released here, outside the lock
         return t
     }
 }
 
 final class Worker: @unchecked Sendable {
-    let states = WorkerStates()
+    let states: WorkerStates
     private let condition = NSCondition()
     private var jobs: [(WorkerStates) -> Void] = []
     private var thread: Thread!
@@ -81,7 +102,8 @@ final class Worker: @unchecked Sendable {
         return jobs.count
     }
 
-    init(index: Int) {
+    init(index: Int, capacity: Int) {
+        states = WorkerStates(capacity: capacity)
         thread = Thread { [unowned self] in self.loop() }
         thread.name = "luaform-worker-\(index)"
         thread.stackSize = 16 << 20
