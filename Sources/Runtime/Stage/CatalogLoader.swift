@@ -124,5 +124,13 @@ public struct CatalogLoader: Sendable {
         return Catalog(generation: generation, entries: entries, libraries: libraries, loadErrors: errors, enrichment: enrichment)
     }
 
-    private func display(_ path: String) -> String { path.hasPrefix("./") ? String(path.dropFirst(2)) : path }
+    /// The name shown in error messages sent to clients: relative to the project root, or
+    /// the file's directory and name, never the server's absolute layout.
+    private func display(_ path: String) -> String {
+        let base = root.hasSuffix("/") ? root : root + "/"
+        if path.hasPrefix(base) { return String(path.dropFirst(base.count)) }
+        if path.hasPrefix("./") { return String(path.dropFirst(2)) }
+        guard path.hasPrefix("/") else { return path }
+        return path.split(separator: "/").suffix(2).joined(separator: "/")
+    }
 }
