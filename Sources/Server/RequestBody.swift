@@ -16,8 +16,20 @@ enum RequestBody {
         }
         let encoding = request.headers[.contentEncoding]?.lowercased()
         if encoding == "gzip" || (encoding == nil && buffer.readableBytesView.starts(with: [0x1F, 0x8B])) {
+            // CompressNIO stops quietly when the input runs out before the end of the gzip
+            // stream. A sentinel byte after the body is left unread only when the stream ends
+            // properly; a truncated stream consumes it (or fails on it).
+            var input = buffer
+            input.writeInteger(UInt8(0))
             do {
-                buffer = try buffer.decompress(with: .gzip(), maxSize: limit)
+                buffer = try input.decompress(with: .gzip(), maxSize: limit)
+                if input.readableBytes != 1 {
+                    throw HTTPFailure(status: .badRequest, message: input.readableBytes == 0
+                        ? "body is not valid gzip (the stream is truncated)"
+                        : "body is not valid gzip (\(input.readableBytes - 1) bytes after the end of the stream)")
+                }
+            } catch let e as HTTPFailure {
+                throw e
             } catch let e as CompressNIOError where e == .bufferOverflow {
                 throw HTTPFailure(status: .contentTooLarge, message: "gunzipped body is larger than the limit of \(limit) bytes")
             } catch {

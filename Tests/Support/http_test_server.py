@@ -24,12 +24,20 @@ Routes (GET unless noted):
   /count                          200 {"hits": <requests received on /company/...>}
   /reset                          sets the /company/ counter back to 0, 200 {"hits": 0}
   /text                           200 "hello" (text/plain)
+  /hang[/<anything>]              accepts the request, then sleeps 10 minutes (far longer
+                                  than any test's limit) before answering 200 {"ok": true}:
+                                  a server that hangs
+  /abort[/<anything>]             reads the request, then closes the connection with a TCP
+                                  RST (SO_LINGER 0) and never answers: a server that
+                                  resets connections
 
 Anything else is 404 {"error": "no such route"}.
 """
 
 import argparse
 import json
+import socket
+import struct
 import sys
 import threading
 import time
@@ -121,6 +129,13 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status, obj, headers=None):
         self._send(status, json.dumps(obj), "application/json", headers)
 
+    def _abort(self):
+        """Closes the connection with a TCP RST instead of answering."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()       # drop the makefile() reference so close() really closes
+        self.connection.close()  # linger 0: the kernel sends RST, not FIN
+
     # -- routing ------------------------------------------------------------
 
     def do_GET(self):
@@ -186,6 +201,11 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"hits": 0})
         elif path == "/text":
             self._send(200, "hello", "text/plain")
+        elif path == "/hang" or path.startswith("/hang/"):
+            time.sleep(600)
+            self._json(200, {"ok": True})
+        elif path == "/abort" or path.startswith("/abort/"):
+            self._abort()
         else:
             self._json(404, {"error": "no such route"})
 
