@@ -17,8 +17,13 @@
  * overshoot is then one instruction or one C call, each bounded by the memory limit and the
  * guards in lsb_guards.c.
  *
- * Arming and disarming are two relaxed atomic stores on the hot path; the watchdog is only
- * woken by a condition variable when it was idle.
+ * Arming and disarming are two atomic stores on the hot path; the watchdog is only woken by
+ * a condition variable when it was idle.
+ *
+ * Last resort (servers only, lsb_watchdog_set_fatal_overdue): a thread still in user code
+ * that long after its deadline means a path none of the above bounds; the process exits so
+ * its supervisor (Kubernetes, systemd, the load balancer's retry) replaces it, rather than
+ * keep a worker stalled forever.
  */
 #include "lsb_internal.h"
 #include <errno.h>
@@ -27,6 +32,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define LSB_WATCH_MAX_SLEEP_NS 5000000ull   /* re-reads the slots at least this often */
 #define LSB_WATCH_REPEAT_NS 2000000ull      /* re-signals a late thread this often */
@@ -50,6 +56,7 @@ static int watch_signal;
 static int started;
 static _Thread_local lsb_slot *my_slot;
 static _Atomic unsigned long signals_sent;
+static _Atomic uint64_t fatal_overdue_ns;
 
 static void on_signal(int sig) {
     (void)sig;
@@ -87,6 +94,13 @@ static void *watchdog_main(void *arg) {
             uint64_t d = atomic_load(&s->deadline);
             if (!d) continue;
             if (now > d) {
+                uint64_t fatal = atomic_load(&fatal_overdue_ns);
+                if (fatal && now - d > fatal) {
+                    static const char msg[] = "luaform: a worker is still running a transformation long past its time limit; "
+                                              "exiting (status 70) so the supervisor replaces this process\n";
+                    (void)!write(2, msg, sizeof msg - 1);
+                    _exit(70);
+                }
                 if (now - s->last_signal >= LSB_WATCH_REPEAT_NS) {
                     s->last_signal = now;
                     pthread_kill(s->tid, watch_signal);   /* live under mu: the thread exists */
@@ -184,4 +198,6 @@ void lsb_watch_leave(lsb_watch prev) {
     atomic_store(&s->running, prev.running);
 }
 
-unsigned long lsb_watch_signals_sent(void) { return atomic_load(&signals_sent); }
+unsigned long lsb_watchdog_signals(void) { return atomic_load(&signals_sent); }
+
+void lsb_watchdog_set_fatal_overdue(uint64_t ns) { atomic_store(&fatal_overdue_ns, ns); }

@@ -1,3 +1,4 @@
+import Sandbox
 import Metrics
 import Prometheus
 import Runtime
@@ -61,6 +62,7 @@ final class StageMetrics: Sendable {
     func states(alive: Int, created: Int) {
         Gauge(label: "luaform_states_alive").record(alive)
         Gauge(label: "luaform_states_created").record(created)
+        Gauge(label: "luaform_watchdog_signals").record(Watchdog.signalsSent)
     }
 
     func render() -> [UInt8] { registry.emitToBuffer() }

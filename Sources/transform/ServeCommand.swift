@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Runtime
+import Sandbox
 import Server
 
 /// `transform serve`: the rudder-compatible HTTP stage.
@@ -40,6 +41,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-waiting"), help: "Requests that may wait for --max-in-flight; more get 503 with Retry-After.")
     var maxWaiting = 64
 
+    @Option(name: .customLong("exit-when-stuck"), help: ArgumentHelp("Exit (status 70) when a worker is still running Lua this long past its time limit, for the supervisor to replace the process; 'never' to keep running.", valueName: "duration"))
+    var exitWhenStuck = "30s"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -63,6 +67,9 @@ struct ServeCommand: ParsableCommand {
             options.inFlightBytes = try maxInFlight.map { (s: String) throws(LimitSpec.Invalid) in try LimitSpec.size(s) }
         } catch { throw CLIError.usage(error.description) }
         options.maxWaitingRequests = maxWaiting
+        do {
+            Watchdog.exitWhenStuck(after: exitWhenStuck == "never" ? nil : try LimitSpec.duration(exitWhenStuck))
+        } catch { throw CLIError.usage(error.description) }
         guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError.usage("unknown --log-level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

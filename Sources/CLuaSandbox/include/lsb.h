@@ -149,6 +149,13 @@ int lsb_is_poisoned(const lsb_state *S);
 /* Bytes currently held by the state's heap. */
 size_t lsb_memory_used(const lsb_state *S);
 
+/* The watchdog (see lsb_watchdog.c). Signals sent to threads past their deadline so far. */
+unsigned long lsb_watchdog_signals(void);
+/* Last resort for a long-running server: when a thread is still running user code this long
+ * past its deadline (0, the default, = never), the process writes a line to stderr and exits
+ * with status 70 so its supervisor replaces it. */
+void lsb_watchdog_set_fatal_overdue(uint64_t ns);
+
 /* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
 char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);
