@@ -192,6 +192,90 @@ static int svalue(sc *s, int depth) {
     return 0;
 }
 
+/* Expects `"key" :` inside an object. */
+static int skey(sc *s) {
+    sws(s);
+    if (s->p >= s->end || *s->p != '"') return sfail(s, "expected a string key");
+    if (sstring(s)) return -1;
+    sws(s);
+    if (s->p >= s->end || *s->p != ':') return sfail(s, "expected ':'");
+    s->p++;
+    return 0;
+}
+
+static int sscalar(sc *s) {
+    char c = *s->p;
+    if (c == '"') return sstring(s);
+    if (c == '-' || (c >= '0' && c <= '9')) return snumber(s);
+    const char *w = c == 't' ? "true" : c == 'f' ? "false" : c == 'n' ? "null" : NULL;
+    if (!w) return sfail(s, "unexpected character");
+    size_t n = strlen(w);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, w, n)) return sfail(s, "unexpected token");
+    s->p += n;
+    return 0;
+}
+
+/* Validates one value's structure without recursion and without a depth limit (one bit of
+ * host memory per level), so one absurdly deep element cannot fail a whole request: the
+ * per-element decode rejects it on its own. */
+static int svalue_flat(sc *s) {
+    uint64_t small[8], *objects = small;   /* bit set: that level is an object */
+    size_t cap = sizeof small * 8, depth = 0;
+    int rc = -1;
+    for (;;) {
+        /* a value is expected here */
+        sws(s);
+        if (s->p >= s->end) { sfail(s, "unexpected end of input"); goto out; }
+        char c = *s->p;
+        int closed = 0;
+        if (c == '{' || c == '[') {
+            s->p++;
+            if (depth == cap) {
+                uint64_t *grown = malloc(cap / 4 * sizeof *grown);   /* twice the bits */
+                if (!grown) { snprintf(s->msg, sizeof s->msg, "out of memory"); goto out; }
+                memcpy(grown, objects, cap / 8);
+                if (objects != small) free(objects);
+                objects = grown;
+                cap *= 2;
+            }
+            if (c == '{') objects[depth / 64] |= (uint64_t)1 << (depth % 64);
+            else objects[depth / 64] &= ~((uint64_t)1 << (depth % 64));
+            depth++;
+            sws(s);
+            if (s->p < s->end && *s->p == (c == '{' ? '}' : ']')) {
+                s->p++;
+                depth--;
+                closed = 1;
+            } else {
+                if (c == '{' && skey(s)) goto out;
+                continue;
+            }
+        }
+        if (!closed && sscalar(s)) goto out;
+        /* after a value: close containers or move to the next element */
+        for (;;) {
+            if (depth == 0) { rc = 0; goto out; }
+            int obj = (int)((objects[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1);
+            sws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                if (obj && skey(s)) goto out;
+                break;
+            }
+            if (s->p < s->end && *s->p == (obj ? '}' : ']')) {
+                s->p++;
+                depth--;
+                continue;
+            }
+            sfail(s, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+            goto out;
+        }
+    }
+out:
+    if (objects != small) free(objects);
+    return rc;
+}
+
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err) {
     sc s = {json, json, json + len, {0}, 1};
     size_t cap = 16, n = 0;
@@ -207,7 +291,7 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
     for (;;) {
         sws(&s);
         const char *b = s.p;
-        if (svalue(&s, 1)) goto bad;
+        if (svalue_flat(&s)) goto bad;
         if (n == cap) {
             cap *= 2;
             size_t *a = realloc(st, cap * sizeof *st), *c = a ? realloc(ln, cap * sizeof *ln) : NULL;
@@ -240,7 +324,7 @@ bad:
 }
 
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
-    sc s = {json, json, json + len, {0}, 0};
+    sc s = {json, json, json + len, {0}, 1};   /* structure only: UTF-8 is checked where values are used */
     size_t klen = strlen(key);
     int found = 0;
     sws(&s);
@@ -259,7 +343,7 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
         s.p++;
         sws(&s);
         const char *v = s.p;
-        if (svalue(&s, 1)) return -1;
+        if (svalue_flat(&s)) return -1;
         if (kl == klen && memcmp(k, key, klen) == 0) {   /* keys with escapes never match */
             *start = (size_t)(v - json);                  /* the last duplicate wins, as in the decoder */
             *vlen = (size_t)(s.p - v);

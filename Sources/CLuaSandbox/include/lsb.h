@@ -160,8 +160,8 @@ void lsb_watchdog_set_fatal_overdue(uint64_t ns);
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
 char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);
 
-/* Splits a JSON array into its element byte ranges (structure only: validate each element
- * separately for UTF-8). Returns element count, or -1 with a
+/* Splits a JSON array into its element byte ranges (structure only, any depth: validate each
+ * element separately for UTF-8 and depth). Returns element count, or -1 with a
  * malloc'd message in *err. *starts and *lens are malloc'd arrays owned by the caller. */
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err);
 
@@ -175,8 +175,9 @@ char *lsb_json_validate(const char *json, size_t len);
 char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
                         size_t *md_start, size_t *md_len);
 
-/* Finds the value of `key` in a JSON object: returns 1 and the byte range when present,
- * 0 when absent, -1 when `json` is not an object. */
+/* Finds the value of `key` in a JSON object (structure only, any depth: values are not
+ * checked for UTF-8): returns 1 and the byte range when present, 0 when absent, -1 when
+ * `json` is not an object. */
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen);
 
 #ifdef __cplusplus
