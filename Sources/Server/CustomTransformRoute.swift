@@ -23,7 +23,7 @@ struct CustomTransformRoute {
         let events: [RudderRequestEvent]
         do {
             body = try await RequestBody.json(request, limit: options.maxBodyBytes)
-            events = try RudderRequest.parse(body)
+            events = try RudderRequest.decode(body)
         } catch {
             metrics.rejectedRequest(status: Int(error.status.code))
             return error.response

@@ -1,0 +1,75 @@
+import Sandbox
+
+/// One element of a `/customTransform` request, as rudder-server sends it:
+/// `{message, metadata, destination: {Transformations: [{VersionID}]}, libraries?, credentials?}`.
+public struct RudderRequestEvent: Sendable {
+    public var input: EventInput
+    /// The input metadata bytes, echoed in answers (`{}` when absent).
+    public var metadata: [UInt8]
+    /// VersionIDs of the destination's transformations, in chain order; nil when missing.
+    public var versions: [String]?
+    /// Why the element is unusable (answered 400), if it is.
+    public var problem: String?
+
+    public init(input: EventInput, metadata: [UInt8], versions: [String]?, problem: String?) {
+        self.input = input
+        self.metadata = metadata
+        self.versions = versions
+        self.problem = problem
+    }
+}
+
+/// Decodes `/customTransform` request bodies. Knows the rudder request shape, not HTTP: the
+/// server answers `Invalid` with a 400 and its message.
+public enum RudderRequest {
+    /// The body as a whole is unusable (not a JSON array).
+    public struct Invalid: Error, Sendable, Equatable {
+        public var message: String
+    }
+
+    /// Splits the body into events, one per array element. Throws only when the body is not a
+    /// JSON array; an unusable element gets a `problem` instead.
+    public static func parse(_ body: [UInt8]) throws(Invalid) -> [RudderRequestEvent] {
+        let ranges: [Range<Int>]
+        do {
+            ranges = try JSONBridge.splitArray(body)
+        } catch {
+            throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
+        }
+        return ranges.enumerated().map { i, r in element(Array(body[r]), index: i) }
+    }
+
+    public static func element(_ bytes: [UInt8], index: Int) -> RudderRequestEvent {
+        let empty = Array("{}".utf8)
+        guard bytes.first == UInt8(ascii: "{") else {
+            return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
+                                      problem: "event \(index): expected an object with message, metadata and destination")
+        }
+        var metadata = empty
+        if let m = JSONBridge.field("metadata", in: bytes) {
+            let md = Array(bytes[m])
+            if md.first == UInt8(ascii: "{") { metadata = md }
+        }
+        guard let m = JSONBridge.field("message", in: bytes), bytes[m.lowerBound] == UInt8(ascii: "{") else {
+            return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: metadata, versions: nil,
+                                      problem: "event \(index): 'message' is missing or not an object")
+        }
+        var input = EventInput.parse(Array(bytes[m]), index: index)
+        input.metadata = metadata
+        return RudderRequestEvent(input: input, metadata: metadata, versions: versions(in: bytes), problem: nil)
+    }
+
+    /// `destination.Transformations[].VersionID`, or nil when absent or empty.
+    public static func versions(in bytes: [UInt8]) -> [String]? {
+        guard let d = JSONBridge.field("destination", in: bytes), let dest = JSONValue.parse(Array(bytes[d])),
+              case .array(let list)? = dest["Transformations"] else { return nil }
+        let ids = list.compactMap { t -> String? in
+            switch t["VersionID"] {
+            case .string(let s)?: return s.isEmpty ? nil : s
+            case .number(let n)?: return n
+            default: return nil
+            }
+        }
+        return ids.isEmpty || ids.count != list.count ? nil : ids
+    }
+}
