@@ -21,7 +21,9 @@ public indirect enum JSONValue: Equatable, Sendable {
         }
     }
 
-    /// Parses JSON that `JSONBridge` has validated (canonical output, expected files).
+    /// Parses JSON that `JSONBridge` has validated (canonical output, expected files). Lenient,
+    /// but safe on any bytes (request bodies reach it): nil past `maxDepth` levels, a broken
+    /// `\u` pair reads as `?`; never a trap or a stack overflow.
     public static func parse(_ bytes: [UInt8]) -> JSONValue? {
         var p = Parser(bytes: bytes)
         let v = p.value()
@@ -62,9 +64,14 @@ public indirect enum JSONValue: Equatable, Sendable {
         return nil
     }
 
+    /// Nesting limit of `parse`: well above what `JSONBridge` accepts (200), low enough for
+    /// the recursion to fit any thread's stack.
+    public static let maxDepth = 512
+
     private struct Parser {
         let bytes: [UInt8]
         var i = 0
+        var depth = 0
 
         mutating func ws() {
             while i < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[i]) { i += 1 }
@@ -75,6 +82,9 @@ public indirect enum JSONValue: Equatable, Sendable {
             guard i < bytes.count else { return nil }
             switch bytes[i] {
             case UInt8(ascii: "{"):
+                guard depth < JSONValue.maxDepth else { return nil }
+                depth += 1
+                defer { depth -= 1 }
                 i += 1
                 var members: [(String, JSONValue)] = []
                 ws()
@@ -94,6 +104,9 @@ public indirect enum JSONValue: Equatable, Sendable {
                     return nil
                 }
             case UInt8(ascii: "["):
+                guard depth < JSONValue.maxDepth else { return nil }
+                depth += 1
+                defer { depth -= 1 }
                 i += 1
                 var items: [JSONValue] = []
                 ws()
@@ -138,7 +151,9 @@ public indirect enum JSONValue: Equatable, Sendable {
                         guard i + 4 <= bytes.count, var cp = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
                         i += 4
                         if cp >= 0xD800, cp < 0xDC00, i + 6 <= bytes.count, bytes[i] == UInt8(ascii: "\\"),
-                           let lo = UInt32(String(decoding: bytes[i + 2..<i + 6], as: UTF8.self), radix: 16) {
+                           bytes[i + 1] == UInt8(ascii: "u"),
+                           let lo = UInt32(String(decoding: bytes[i + 2..<i + 6], as: UTF8.self), radix: 16),
+                           (0xDC00...0xDFFF).contains(lo) {   // else a lone surrogate: "?" below
                             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
                             i += 6
                         }

@@ -48,14 +48,24 @@ public enum RudderRequest {
         var metadata = empty
         if let m = JSONBridge.field("metadata", in: bytes) {
             let md = Array(bytes[m])
-            if md.first == UInt8(ascii: "{") { metadata = md }
+            if md.first == UInt8(ascii: "{") {
+                // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
+                if let failure = JSONBridge.validate(md) {
+                    return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
+                                              problem: "event \(index): metadata: \(failure.message)")
+                }
+                metadata = md
+            }
         }
         guard let m = JSONBridge.field("message", in: bytes), bytes[m.lowerBound] == UInt8(ascii: "{") else {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: metadata, versions: nil,
                                       problem: "event \(index): 'message' is missing or not an object")
         }
-        var input = EventInput.parse(Array(bytes[m]), index: index)
-        input.metadata = metadata
+        // `message` is the event itself, whatever its fields: not an envelope to unwrap again
+        // (an event with its own `message` object field must reach the script unchanged).
+        let message = Array(bytes[m])
+        let invalid = JSONBridge.validate(message).map { "event \(index): \($0.message)" }
+        let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid)
         return RudderRequestEvent(input: input, metadata: metadata, versions: versions(in: bytes), problem: nil)
     }
 
