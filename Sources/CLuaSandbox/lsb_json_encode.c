@@ -15,6 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One step of the path to the value being encoded; formatted only when an error is reported. */
+typedef struct {
+    const char *key;     /* object key (lives on the Lua stack while encoding), or NULL */
+    size_t keylen;
+    lua_Integer index;   /* array index when key is NULL */
+} jstep;
+
+#define JE_MAX_PATH 128
+
 typedef struct {
     lua_State *L;
     lsb_buf *out;
@@ -22,14 +31,25 @@ typedef struct {
     int arrays;          /* stack index of the ARRAYS set */
     char *err;
     size_t errlen;
-    char path[512];
-    size_t pathlen;
+    jstep path[JE_MAX_PATH];
+    size_t depth;        /* steps in use (may exceed JE_MAX_PATH; deeper steps are not kept) */
 } je;
 
 static int efail(je *e, const char *fmt, const char *detail) {
-    char what[256];
+    char what[256], path[512];
     snprintf(what, sizeof what, fmt, detail);
-    snprintf(e->err, e->errlen, "%s at %s", what, e->pathlen ? e->path : "$");
+    size_t n = 0;
+    path[n++] = '$';
+    path[n] = 0;
+    size_t kept = e->depth < JE_MAX_PATH ? e->depth : JE_MAX_PATH;
+    for (size_t i = 0; i < kept && n < sizeof path - 1; i++) {
+        const jstep *st = &e->path[i];
+        int w = st->key ? snprintf(path + n, sizeof path - n, ".%.*s", (int)(st->keylen > 64 ? 64 : st->keylen), st->key)
+                        : snprintf(path + n, sizeof path - n, "[%lld]", (long long)st->index);
+        if (w < 0) break;
+        n = n + (size_t)w < sizeof path ? n + (size_t)w : sizeof path - 1;
+    }
+    snprintf(e->err, e->errlen, "%s at %s", what, path);
     return -1;
 }
 
@@ -44,25 +64,16 @@ static int put(je *e, const char *s, size_t n) {
 }
 
 static size_t path_push_key(je *e, const char *k, size_t n) {
-    size_t old = e->pathlen;
-    if (old == 0) e->path[e->pathlen++] = '$';
-    int w = snprintf(e->path + e->pathlen, sizeof e->path - e->pathlen, ".%.*s", (int)(n > 64 ? 64 : n), k);
-    if (w > 0) e->pathlen = e->pathlen + (size_t)w < sizeof e->path ? e->pathlen + (size_t)w : sizeof e->path - 1;
-    return old;
+    if (e->depth < JE_MAX_PATH) e->path[e->depth] = (jstep){k, n, 0};
+    return e->depth++;
 }
 
 static size_t path_push_index(je *e, lua_Integer i) {
-    size_t old = e->pathlen;
-    if (old == 0) e->path[e->pathlen++] = '$';
-    int w = snprintf(e->path + e->pathlen, sizeof e->path - e->pathlen, "[%lld]", (long long)i);
-    if (w > 0) e->pathlen = e->pathlen + (size_t)w < sizeof e->path ? e->pathlen + (size_t)w : sizeof e->path - 1;
-    return old;
+    if (e->depth < JE_MAX_PATH) e->path[e->depth] = (jstep){NULL, 0, i};
+    return e->depth++;
 }
 
-static void path_pop(je *e, size_t old) {
-    e->pathlen = old;
-    e->path[old] = 0;
-}
+static void path_pop(je *e, size_t old) { e->depth = old; }
 
 static int put_string(je *e, const char *s, size_t n) {
     if (!lsb_utf8_valid(s, n)) return efail(e, "%s", "string is not valid UTF-8");
@@ -94,8 +105,15 @@ static int put_number(je *e, int idx) {
     char b[40];
     int n;
     if (lua_isinteger(e->L, idx)) {
-        n = snprintf(b, sizeof b, "%lld", (long long)lua_tointeger(e->L, idx));
-        return put(e, b, (size_t)n);
+        lua_Integer v = lua_tointeger(e->L, idx);
+        lua_Unsigned u = v < 0 ? (lua_Unsigned)0 - (lua_Unsigned)v : (lua_Unsigned)v;
+        char *p = b + sizeof b;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v < 0) *--p = '-';
+        return put(e, p, (size_t)(b + sizeof b - p));
     }
     double d = lua_tonumber(e->L, idx);
     if (!isfinite(d)) return efail(e, "%s", isnan(d) ? "NaN cannot be represented in JSON" : "infinity cannot be represented in JSON");
@@ -236,7 +254,14 @@ int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char 
         return -1;
     }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
-    je e = {L, out, max_bytes ? max_bytes : (size_t)-1, lua_gettop(L), err, errlen, {0}, 0};
+    je e;   /* path steps are written before they are read */
+    e.L = L;
+    e.out = out;
+    e.max = max_bytes ? max_bytes : (size_t)-1;
+    e.arrays = lua_gettop(L);
+    e.err = err;
+    e.errlen = errlen;
+    e.depth = 0;
     int r = value(&e, idx, 0);
     lua_pop(L, 1);
     return r;
