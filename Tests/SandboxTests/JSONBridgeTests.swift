@@ -8,7 +8,29 @@ final class JSONBridgeTests: XCTestCase {
         return state.callEvent(json).objectJSON
     }
 
+    func testOutputErrorsNameThePathToTheBadValue() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          e.a = {b = {1, 2, 0/0}}
+          return e
+        end
+        """)
+        let out = state.callEvent(#"{"x":1}"#)
+        XCTAssertEqual(out.failure?.kind, .invalidOutput)
+        XCTAssertTrue(out.failure?.message.contains("NaN cannot be represented in JSON at $.a.b[3]") ?? false, "\(String(describing: out.failure))")
+        let deep = try makeState("""
+        function transformEvent(e)
+          e.list = {{name = "ok"}, {name = "bad", when = function() end}}
+          return e
+        end
+        """)
+        let d = deep.callEvent(#"{}"#)
+        XCTAssertTrue(d.failure?.message.contains("cannot encode a function as JSON at $.list[2].when") ?? false, "\(String(describing: d.failure))")
+    }
+
     func testIntegersStayIntegersAndFloatsRoundTrip() throws {
+        XCTAssertEqual(try roundTrip(#"{"min":-9223372036854775808,"max":9223372036854775807,"zero":0}"#),
+                       #"{"max":9223372036854775807,"min":-9223372036854775808,"zero":0}"#)
         XCTAssertEqual(try roundTrip(#"{"a":42,"b":-7,"c":1.5,"d":0.1,"e":1.0,"f":9007199254740993,"g":1e300,"h":-0.0}"#),
                        #"{"a":42,"b":-7,"c":1.5,"d":0.1,"e":1.0,"f":9007199254740993,"g":1e+300,"h":-0.0}"#)
     }
