@@ -90,6 +90,7 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
     S->tb.len = 0;
     S->peak = S->used;
     S->deadline_ns = S->cfg.time_limit_ns ? lsb_now_ns() + S->cfg.time_limit_ns : 0;
+    if (S->escaped) return;   /* never touched again; the call is refused as poisoned */
     lua_settop(S->L, 0);
     lsb_install_hook(S->L);
 }
@@ -111,10 +112,50 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
 
 #define LSB_IDLE_HEAP_BYTES (1u << 20)
 
+/* The call was left mid-operation by the watchdog: answer timeout using host memory only. */
+static void finish_escaped(job *j) {
+    lsb_state *S = j->S;
+    lsb_report *out = j->out;
+    S->deadline_ns = 0;
+    for (size_t i = 0; i < out->output_count; i++) {
+        free(out->outputs[i].json);
+        free(out->outputs[i].error);
+    }
+    free(out->outputs);
+    out->outputs = NULL;
+    out->output_count = 0;
+    out->shape = LSB_SHAPE_NONE;
+    out->status = LSB_ERR_TIMEOUT;
+    char m[200];
+    snprintf(m, sizeof m, "time limit of %llu ms exceeded (stopped inside one long operation; the state was discarded)",
+             (unsigned long long)(S->cfg.time_limit_ns / 1000000));
+    out->message = lsb_strndup(m, strlen(m));
+    out->logs = S->logs;
+    out->log_count = S->log_count;
+    out->logs_dropped = S->logs_dropped;
+    S->logs = NULL;
+    S->log_count = S->log_cap = 0;
+    out->peak_memory = S->peak;
+    lsb_invocation *inv = j->inv;
+    if (inv) {
+        if (inv->message_ids) {
+            for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
+            free(inv->message_ids);
+        }
+        free(inv);
+        j->inv = NULL;
+    }
+    S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+}
+
 void lsb_finish(job *j, int status) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
     lua_State *L = S->L;
+    if (S->escaped) {
+        finish_escaped(j);
+        return;
+    }
     if (status == LUA_OK && S->deadline_ns && lsb_now_ns() > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {
@@ -190,7 +231,14 @@ int lsb_protect(lsb_state *S, lua_CFunction body, job *j) {
     lua_pushcfunction(L, lsb_msgh);
     lua_pushcfunction(L, body);
     lua_pushlightuserdata(L, j);
+    sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(L, S->deadline_ns);
+    if (sigsetjmp(jb, 1)) {   /* the watchdog left a Lua operation the hook could not stop */
+        lsb_watch_leave(prev);
+        lsb_mark_escaped(S);
+        return LUA_ERRRUN;
+    }
+    lsb_watch_allow_escape(&jb, LSB_ESCAPE_GRACE(S));
     int status = lua_pcall(L, 1, 0, 1);
     lsb_watch_leave(prev);
     lua_settop(L, 0);

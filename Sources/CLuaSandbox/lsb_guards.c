@@ -65,6 +65,7 @@ static int sort_less(lua_State *L) {
 
 static int g_sort(lua_State *L) {
     refuse_lying_length(L, "table.sort");
+    if (lua_type(L, 1) == LUA_TTABLE && lua_rawlen(L, 1) <= 1) return call_original(L);   /* Lua checks nothing more */
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
     lua_pushcclosure(L, sort_less, 1);

@@ -5,6 +5,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <setjmp.h>
 
 #define LSB_MAX_REQUIRE_DEPTH 32
 
@@ -48,6 +49,7 @@ struct lsb_state {
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */
     int poisoned;              /* a limit fired: the host must discard this state */
+    int escaped;               /* left mid-operation by the watchdog: never touch L again */
 };
 
 /* Registry keys (addresses used as light-userdata keys). */
@@ -86,9 +88,19 @@ void lsb_force_hook(lua_State *L);
 typedef struct {
     lua_State *running;
     uint64_t deadline_ns;
+    sigjmp_buf *escape;
+    uint64_t grace_ns;
 } lsb_watch;
 lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns);
 void lsb_watch_leave(lsb_watch prev);
+/* Inside an entered region: when the thread is still inside liblua grace_ns after its
+ * deadline (one operation the hook cannot stop: a rehash of colliding keys, an ephemeron
+ * collection), the handler siglongjmps to jb. The region must then call lsb_mark_escaped and
+ * never touch the lua_State again; lsb_free leaks it instead of closing it. */
+void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns);
+void lsb_mark_escaped(lsb_state *S);
+/* How long past the deadline before escaping: a quarter of the limit, at least 2 ms. */
+#define LSB_ESCAPE_GRACE(S) ((S)->cfg.time_limit_ns / 4 > 2000000u ? (S)->cfg.time_limit_ns / 4 : 2000000u)
 
 /* Builds BASE (the one place that decides what user code sees). Runs under pcall. */
 int lsb_build_env(lua_State *L);

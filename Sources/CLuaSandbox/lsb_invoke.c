@@ -300,7 +300,15 @@ static lsb_invocation *step(job *j) {
     lua_State *co = lua_tothread(L, -1);
     lua_pop(L, 1);   /* the registry keeps it alive */
     int nres = 0;
+    sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(co, S->deadline_ns);
+    if (sigsetjmp(jb, 1)) {   /* the watchdog left a Lua operation the hook could not stop */
+        lsb_watch_leave(prev);
+        lsb_mark_escaped(S);
+        lsb_finish(j, LUA_ERRRUN);
+        return NULL;
+    }
+    lsb_watch_allow_escape(&jb, LSB_ESCAPE_GRACE(S));
     int st = lua_resume(co, L, j->nargs, &nres);
     lsb_watch_leave(prev);
     if (st == LUA_YIELD) {
@@ -392,7 +400,7 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
     S->errmsg = NULL;
     S->tb.len = 0;
     swap_in(S, inv);
-    lsb_install_hook(S->L);
+    if (!S->escaped) lsb_install_hook(S->L);
     if (lsb_refuse_poisoned(S, &j)) {
         lsb_abandon(S, inv);
         return NULL;

@@ -231,7 +231,7 @@ static int svalue_flat(sc *s) {
         if (c == '{' || c == '[') {
             s->p++;
             if (depth == cap) {
-                uint64_t *grown = malloc(cap / 4 * sizeof *grown);   /* twice the bits */
+                uint64_t *grown = malloc(cap * 2 / 64 * sizeof *grown);   /* twice the bits */
                 if (!grown) { snprintf(s->msg, sizeof s->msg, "out of memory"); goto out; }
                 memcpy(grown, objects, cap / 8);
                 if (objects != small) free(objects);

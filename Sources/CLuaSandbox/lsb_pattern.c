@@ -42,6 +42,19 @@ static void tick(matcher *m) {
     }
 }
 
+/* Charges work proportional to bytes scanned or compared (one step per 32 bytes), so a step
+ * over a huge set, needle, back-reference or replacement counts for what it costs. */
+static void charge(matcher *m, size_t bytes) {
+    size_t n = bytes >> 5;
+    if (n == 0) return;
+    if (n >= m->countdown) {
+        m->countdown = LSB_PATTERN_CHECK_EVERY;
+        lsb_check_deadline(m->L);
+    } else {
+        m->countdown -= (unsigned)n;
+    }
+}
+
 static int class_matches(int c, int cl) {
     int res;
     switch (tolower(cl)) {
@@ -90,11 +103,13 @@ static const char *class_end(matcher *m, const char *p) {
         return p + 1;
     }
     if (*(p - 1) == '[') {
+        const char *start = p;
         if (*p == '^') p++;
         do {
             if (p == m->p_end) luaL_error(m->L, "malformed pattern (missing ']')");
             if (*(p++) == ESC && p < m->p_end) p++;
         } while (*p != ']');
+        charge(m, (size_t)(p - start));
         return p + 1;
     }
     return p;
@@ -106,7 +121,7 @@ static int single_match(matcher *m, const char *s, const char *p, const char *ep
     switch (*p) {
     case '.': return 1;
     case ESC: return class_matches(c, (unsigned char)*(p + 1));
-    case '[': return set_matches(c, p, ep - 1);
+    case '[': charge(m, (size_t)(ep - p)); return set_matches(c, p, ep - 1);
     default: return (unsigned char)*p == c;
     }
 }
@@ -181,6 +196,7 @@ static const char *match_backref(matcher *m, const char *s, int digit) {
     if (l < 0 || l >= m->level || m->capture[l].len == CAP_UNFINISHED)
         luaL_error(m->L, "invalid capture index %%%d", l + 1);
     size_t len = (size_t)m->capture[l].len;
+    charge(m, len);
     if ((size_t)(m->src_end - s) >= len && memcmp(m->capture[l].init, s, len) == 0) return s + len;
     return NULL;
 }
@@ -331,6 +347,7 @@ static const char *find_plain(matcher *m, const char *s, size_t ls, const char *
         const char *hit = memchr(s, *p, (size_t)(end - s));
         if (!hit) return NULL;
         tick(m);
+        charge(m, lp);
         if (memcmp(hit + 1, p + 1, lp - 1) == 0) return hit;
         s = hit + 1;
     }
@@ -431,6 +448,8 @@ static void add_replacement_string(matcher *m, luaL_Buffer *b, const char *s, co
     const char *news = lua_tolstring(L, 3, &l);
     const char *end = news + l, *p;
     while ((p = memchr(news, ESC, (size_t)(end - news))) != NULL) {
+        tick(m);
+        charge(m, (size_t)(p - news));
         luaL_addlstring(b, news, (size_t)(p - news));
         p++;
         if (*p == ESC) {

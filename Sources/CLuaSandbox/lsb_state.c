@@ -196,10 +196,12 @@ void lsb_free(lsb_state *S) {
     if (!S) return;
     S->limit_active = 0;
     S->deadline_ns = 0;
-    if (S->L) {
+    if (S->L && !S->escaped) {
         lua_sethook(S->L, (lua_Hook)0, 0, 0);
         lua_close(S->L);
     }
+    /* An escaped state may be inconsistent anywhere: its memory is left allocated
+     * (counted by lsb_watchdog_abandoned_bytes) rather than walked by lua_close. */
     lsb_logs_reset(S);
     free(S->logs);
     free(S->tb.data);

@@ -25,8 +25,13 @@
  * its supervisor (Kubernetes, systemd, the load balancer's retry) replaces it, rather than
  * keep a worker stalled forever.
  */
+#define _GNU_SOURCE
 #include "lsb_internal.h"
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
+#include <setjmp.h>
+#include <ucontext.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -36,11 +41,14 @@
 
 #define LSB_WATCH_MAX_SLEEP_NS 5000000ull   /* re-reads the slots at least this often */
 #define LSB_WATCH_REPEAT_NS 2000000ull      /* re-signals a late thread this often */
+#define LSB_WATCH_IDLE_NS 100000000ull      /* idle: looks again at least this often anyway */
 
 typedef struct lsb_slot {
     pthread_t tid;
     _Atomic uint64_t deadline;             /* 0: not running user code */
     _Atomic(lua_State *) running;
+    sigjmp_buf *escape;                    /* the armed region's way out, or NULL (own thread only) */
+    uint64_t grace_ns;                     /* past the deadline, how long before escaping */
     uint64_t last_signal;                  /* watchdog thread only */
     int live;                              /* under mu */
     struct lsb_slot *next;                 /* under mu; slots are reused, never freed */
@@ -57,17 +65,65 @@ static int started;
 static _Thread_local lsb_slot *my_slot;
 static _Atomic unsigned long signals_sent;
 static _Atomic uint64_t fatal_overdue_ns;
+static _Atomic unsigned long escapes;
+static _Atomic size_t escaped_bytes;
+static uintptr_t lua_text_lo, lua_text_hi;   /* liblua's code: an escape may interrupt only that */
 
-static void on_signal(int sig) {
+static uintptr_t interrupted_pc(void *uctx) {
+    ucontext_t *uc = uctx;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+static void on_signal(int sig, siginfo_t *info, void *uctx) {
     (void)sig;
+    (void)info;
     int saved = errno;
     lsb_slot *s = my_slot;
     if (s) {
         lua_State *L = atomic_load(&s->running);
         uint64_t d = atomic_load(&s->deadline);
-        if (L && d && lsb_now_ns() > d) lsb_force_hook(L);
+        uint64_t now = lsb_now_ns();
+        if (L && d && now > d) {
+            uintptr_t pc = interrupted_pc(uctx);
+            if (s->escape && now - d > s->grace_ns && pc >= lua_text_lo && pc < lua_text_hi) {
+                /* Still inside one Lua operation long after the forced hook: leave it. Only
+                 * liblua's own code is interrupted this way (it holds no locks; our host code
+                 * and libc never are), and the state is never touched again (lsb_mark_escaped). */
+                sigjmp_buf *jb = s->escape;
+                s->escape = NULL;
+                atomic_store(&s->deadline, 0);
+                atomic_store(&s->running, NULL);
+                atomic_fetch_add(&escapes, 1);
+                errno = saved;
+                siglongjmp(*jb, 1);
+            }
+            lsb_force_hook(L);
+        }
     }
     errno = saved;
+}
+
+static int find_lua_text(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    uintptr_t probe = (uintptr_t)arg;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        uintptr_t lo = (uintptr_t)info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (probe >= lo && probe < hi) {
+            lua_text_lo = lo;
+            lua_text_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static void release_slot(void *p) {
@@ -79,6 +135,35 @@ static void release_slot(void *p) {
     pthread_mutex_unlock(&mu);
 }
 
+/* Earliest time the watchdog must look again, signalling threads already past their deadline.
+ * Called with mu held. */
+static uint64_t scan(uint64_t now) {
+    uint64_t wake_at = UINT64_MAX;
+    for (lsb_slot *s = slots; s; s = s->next) {
+        if (!s->live) continue;
+        uint64_t d = atomic_load(&s->deadline);
+        if (!d) continue;
+        if (now > d) {
+            uint64_t fatal = atomic_load(&fatal_overdue_ns);
+            if (fatal && now - d > fatal) {
+                static const char msg[] = "luaform: a worker is still running a transformation long past its time limit; "
+                                          "exiting (status 70) so the supervisor replaces this process\n";
+                (void)!write(2, msg, sizeof msg - 1);
+                _exit(70);
+            }
+            if (now - s->last_signal >= LSB_WATCH_REPEAT_NS) {
+                s->last_signal = now;
+                pthread_kill(s->tid, watch_signal);   /* live under mu: the thread exists */
+                atomic_fetch_add(&signals_sent, 1);
+            }
+            if (now + LSB_WATCH_REPEAT_NS < wake_at) wake_at = now + LSB_WATCH_REPEAT_NS;
+        } else if (d < wake_at) {
+            wake_at = d;
+        }
+    }
+    return wake_at;
+}
+
 static void *watchdog_main(void *arg) {
     (void)arg;
     sigset_t block;
@@ -88,39 +173,20 @@ static void *watchdog_main(void *arg) {
     pthread_mutex_lock(&mu);
     for (;;) {
         uint64_t now = lsb_now_ns();
-        uint64_t wake_at = UINT64_MAX;
-        for (lsb_slot *s = slots; s; s = s->next) {
-            if (!s->live) continue;
-            uint64_t d = atomic_load(&s->deadline);
-            if (!d) continue;
-            if (now > d) {
-                uint64_t fatal = atomic_load(&fatal_overdue_ns);
-                if (fatal && now - d > fatal) {
-                    static const char msg[] = "luaform: a worker is still running a transformation long past its time limit; "
-                                              "exiting (status 70) so the supervisor replaces this process\n";
-                    (void)!write(2, msg, sizeof msg - 1);
-                    _exit(70);
-                }
-                if (now - s->last_signal >= LSB_WATCH_REPEAT_NS) {
-                    s->last_signal = now;
-                    pthread_kill(s->tid, watch_signal);   /* live under mu: the thread exists */
-                    atomic_fetch_add(&signals_sent, 1);
-                }
-                if (now + LSB_WATCH_REPEAT_NS < wake_at) wake_at = now + LSB_WATCH_REPEAT_NS;
-            } else if (d < wake_at) {
-                wake_at = d;
-            }
-        }
+        uint64_t wake_at = scan(now);
         if (wake_at == UINT64_MAX) {
+            /* Announce idleness, then look once more: a thread that armed its slot either
+             * is seen by this scan or sees idle (both sequentially consistent) and signals. */
             atomic_store(&watchdog_idle, 1);
-            pthread_cond_wait(&wake, &mu);
-            atomic_store(&watchdog_idle, 0);
-            continue;
+            wake_at = scan(lsb_now_ns());
+            if (wake_at == UINT64_MAX) wake_at = lsb_now_ns() + LSB_WATCH_IDLE_NS;
+            else atomic_store(&watchdog_idle, 0);
         }
-        if (wake_at > now + LSB_WATCH_MAX_SLEEP_NS) wake_at = now + LSB_WATCH_MAX_SLEEP_NS;
+        if (!atomic_load(&watchdog_idle) && wake_at > now + LSB_WATCH_MAX_SLEEP_NS) wake_at = now + LSB_WATCH_MAX_SLEEP_NS;
         wake_at += 100000;   /* a little after the deadline, so it has passed */
         struct timespec ts = {(time_t)(wake_at / 1000000000ull), (long)(wake_at % 1000000000ull)};
         pthread_cond_timedwait(&wake, &mu, &ts);
+        atomic_store(&watchdog_idle, 0);
     }
     return NULL;
 }
@@ -133,9 +199,10 @@ static void start_watchdog(void) {
     pthread_condattr_destroy(&ca);
     pthread_key_create(&slot_key, release_slot);
     watch_signal = SIGRTMIN + 4;
+    dl_iterate_phdr(find_lua_text, (void *)(uintptr_t)&lua_newstate);
     struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     if (sigaction(watch_signal, &sa, NULL) != 0) return;
     pthread_t t;
@@ -175,15 +242,17 @@ static lsb_slot *slot(void) {
 }
 
 lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns) {
-    lsb_watch prev = {NULL, 0};
+    lsb_watch prev = {NULL, 0, NULL, 0};
     lsb_slot *s = slot();
     if (!s) return prev;
     prev.running = atomic_load_explicit(&s->running, memory_order_relaxed);
     prev.deadline_ns = atomic_load_explicit(&s->deadline, memory_order_relaxed);
+    prev.escape = s->escape;
+    prev.grace_ns = s->grace_ns;
     if (!deadline_ns) deadline_ns = prev.deadline_ns;
     atomic_store(&s->running, running);
     atomic_store(&s->deadline, deadline_ns);
-    if (deadline_ns && atomic_load_explicit(&watchdog_idle, memory_order_relaxed)) {
+    if (deadline_ns && atomic_load(&watchdog_idle)) {
         pthread_mutex_lock(&mu);
         pthread_cond_signal(&wake);
         pthread_mutex_unlock(&mu);
@@ -194,9 +263,30 @@ lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns) {
 void lsb_watch_leave(lsb_watch prev) {
     lsb_slot *s = my_slot;
     if (!s) return;
-    atomic_store(&s->deadline, prev.deadline_ns);
+    atomic_store(&s->deadline, 0);   /* no escape to a region being left */
+    s->escape = prev.escape;
+    s->grace_ns = prev.grace_ns;
     atomic_store(&s->running, prev.running);
+    atomic_store(&s->deadline, prev.deadline_ns);
 }
+
+void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns) {
+    lsb_slot *s = my_slot;
+    if (!s) return;
+    s->grace_ns = grace_ns;
+    s->escape = jb;
+}
+
+void lsb_mark_escaped(lsb_state *S) {
+    S->escaped = 1;
+    S->poisoned = 1;
+    S->timed_out = 1;
+    atomic_fetch_add(&escaped_bytes, S->used);
+}
+
+unsigned long lsb_watchdog_escapes(void) { return atomic_load(&escapes); }
+
+size_t lsb_watchdog_abandoned_bytes(void) { return atomic_load(&escaped_bytes); }
 
 unsigned long lsb_watchdog_signals(void) { return atomic_load(&signals_sent); }
 

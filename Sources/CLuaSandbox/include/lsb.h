@@ -155,6 +155,10 @@ unsigned long lsb_watchdog_signals(void);
  * past its deadline (0, the default, = never), the process writes a line to stderr and exits
  * with status 70 so its supervisor replaces it. */
 void lsb_watchdog_set_fatal_overdue(uint64_t ns);
+/* Calls left mid-operation (their states abandoned, not closed), and the heap bytes those
+ * abandoned states held. */
+unsigned long lsb_watchdog_escapes(void);
+size_t lsb_watchdog_abandoned_bytes(void);
 
 /* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
