@@ -67,6 +67,7 @@ static _Atomic unsigned long signals_sent;
 static _Atomic uint64_t fatal_overdue_ns;
 static _Atomic unsigned long escapes;
 static _Atomic size_t escaped_bytes;
+static _Atomic size_t max_escaped_bytes;
 static uintptr_t lua_text_lo, lua_text_hi;   /* liblua's code: an escape may interrupt only that */
 
 static uintptr_t interrupted_pc(void *uctx) {
@@ -281,8 +282,17 @@ void lsb_mark_escaped(lsb_state *S) {
     S->escaped = 1;
     S->poisoned = 1;
     S->timed_out = 1;
-    atomic_fetch_add(&escaped_bytes, S->used);
+    size_t total = atomic_fetch_add(&escaped_bytes, S->used) + S->used;
+    size_t cap = atomic_load(&max_escaped_bytes);
+    if (cap && total > cap) {
+        static const char msg[] = "luaform: memory of abandoned Lua states passed its limit; "
+                                  "exiting (status 70) so the supervisor replaces this process\n";
+        (void)!write(2, msg, sizeof msg - 1);
+        _exit(70);
+    }
 }
+
+void lsb_watchdog_set_max_abandoned(size_t bytes) { atomic_store(&max_escaped_bytes, bytes); }
 
 unsigned long lsb_watchdog_escapes(void) { return atomic_load(&escapes); }
 

@@ -63,6 +63,8 @@ final class StageMetrics: Sendable {
         Gauge(label: "luaform_states_alive").record(alive)
         Gauge(label: "luaform_states_created").record(created)
         Gauge(label: "luaform_watchdog_signals").record(Watchdog.signalsSent)
+        Gauge(label: "luaform_watchdog_escapes").record(Watchdog.escapes)
+        Gauge(label: "luaform_abandoned_state_bytes").record(Watchdog.abandonedBytes)
     }
 
     func render() -> [UInt8] { registry.emitToBuffer() }

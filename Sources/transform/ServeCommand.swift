@@ -44,6 +44,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("exit-when-stuck"), help: ArgumentHelp("Exit (status 70) when a worker is still running Lua this long past its time limit, for the supervisor to replace the process; 'never' to keep running.", valueName: "duration"))
     var exitWhenStuck = "30s"
 
+    @Option(name: .customLong("max-abandoned-memory"), help: ArgumentHelp("Exit (status 70) when Lua states abandoned by the watchdog hold more than this, for the supervisor to replace the process.", valueName: "size"))
+    var maxAbandonedMemory = "1GiB"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -69,6 +72,7 @@ struct ServeCommand: ParsableCommand {
         options.maxWaitingRequests = maxWaiting
         do {
             Watchdog.exitWhenStuck(after: exitWhenStuck == "never" ? nil : try LimitSpec.duration(exitWhenStuck))
+            Watchdog.exitWhenAbandoned(over: try LimitSpec.size(maxAbandonedMemory))
         } catch { throw CLIError.usage(error.description) }
         guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError.usage("unknown --log-level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in

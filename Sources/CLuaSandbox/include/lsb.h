@@ -159,6 +159,9 @@ void lsb_watchdog_set_fatal_overdue(uint64_t ns);
  * abandoned states held. */
 unsigned long lsb_watchdog_escapes(void);
 size_t lsb_watchdog_abandoned_bytes(void);
+/* When abandoned states hold more than this (0, the default, = no limit), the process writes a
+ * line to stderr and exits with status 70 for its supervisor to replace it. */
+void lsb_watchdog_set_max_abandoned(size_t bytes);
 
 /* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
