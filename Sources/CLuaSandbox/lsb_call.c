@@ -233,7 +233,8 @@ int lsb_protect(lsb_state *S, lua_CFunction body, job *j) {
     lua_pushlightuserdata(L, j);
     sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(L, S->deadline_ns);
-    if (sigsetjmp(jb, 1)) {   /* the watchdog left a Lua operation the hook could not stop */
+    if (sigsetjmp(jb, 0)) {   /* the watchdog left a Lua operation the hook could not stop */
+        lsb_watch_after_escape();
         lsb_watch_leave(prev);
         lsb_mark_escaped(S);
         return LUA_ERRRUN;

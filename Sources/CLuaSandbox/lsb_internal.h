@@ -99,6 +99,7 @@ void lsb_watch_leave(lsb_watch prev);
  * never touch the lua_State again; lsb_free leaks it instead of closing it. */
 void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns);
 void lsb_mark_escaped(lsb_state *S);
+void lsb_watch_after_escape(void);   /* first thing after landing from an escape */
 /* How long past the deadline before escaping: a quarter of the limit, at least 2 ms. */
 #define LSB_ESCAPE_GRACE(S) ((S)->cfg.time_limit_ns / 4 > 2000000u ? (S)->cfg.time_limit_ns / 4 : 2000000u)
 

@@ -302,7 +302,8 @@ static lsb_invocation *step(job *j) {
     int nres = 0;
     sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(co, S->deadline_ns);
-    if (sigsetjmp(jb, 1)) {   /* the watchdog left a Lua operation the hook could not stop */
+    if (sigsetjmp(jb, 0)) {   /* the watchdog left a Lua operation the hook could not stop */
+        lsb_watch_after_escape();
         lsb_watch_leave(prev);
         lsb_mark_escaped(S);
         lsb_finish(j, LUA_ERRRUN);

@@ -278,6 +278,15 @@ void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns) {
     s->escape = jb;
 }
 
+/* The jump left the handler with the watchdog's signal still blocked (regions use
+ * sigsetjmp without saving the mask, which would cost a system call per call): unblock it. */
+void lsb_watch_after_escape(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, watch_signal);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 void lsb_mark_escaped(lsb_state *S) {
     S->escaped = 1;
     S->poisoned = 1;
