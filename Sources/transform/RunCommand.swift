@@ -139,9 +139,18 @@ final class LineReader {
         }
     }
 
+    /// Index of the next '\n' at or after `start` (memchr: the generic search cost ~9
+    /// instructions per byte).
+    private func newline() -> Int? {
+        buffer.withUnsafeBufferPointer { p -> Int? in
+            guard start < p.count, let base = p.baseAddress, let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
+            return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+
     func next() -> [UInt8]? {
         while true {
-            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+            if let nl = newline() {
                 let line = Array(buffer[start..<nl])
                 start = nl + 1
                 return line
