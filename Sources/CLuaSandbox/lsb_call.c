@@ -112,11 +112,16 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
 
 #define LSB_IDLE_HEAP_BYTES (1u << 20)
 
-/* The call was left mid-operation by the watchdog: answer timeout using host memory only. */
-static void finish_escaped(job *j) {
-    lsb_state *S = j->S;
-    lsb_report *out = j->out;
-    S->deadline_ns = 0;
+void lsb_hand_over_logs(lsb_state *S, lsb_report *out) {
+    out->logs = S->logs;
+    out->log_count = S->log_count;
+    out->logs_dropped = S->logs_dropped;
+    S->logs = NULL;
+    S->log_count = S->log_cap = 0;
+}
+
+/* Drops the outputs gathered so far: the call failed. */
+static void drop_outputs(lsb_report *out) {
     for (size_t i = 0; i < out->output_count; i++) {
         free(out->outputs[i].json);
         free(out->outputs[i].error);
@@ -124,27 +129,35 @@ static void finish_escaped(job *j) {
     free(out->outputs);
     out->outputs = NULL;
     out->output_count = 0;
+}
+
+/* Frees the finished invocation's host memory (its Lua references are the caller's). */
+static void free_invocation(job *j) {
+    lsb_invocation *inv = j->inv;
+    if (!inv) return;
+    if (inv->message_ids) {
+        for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
+        free(inv->message_ids);
+    }
+    free(inv);
+    j->inv = NULL;
+}
+
+/* The call was left mid-operation by the watchdog: answer timeout using host memory only. */
+static void finish_escaped(job *j) {
+    lsb_state *S = j->S;
+    lsb_report *out = j->out;
+    S->deadline_ns = 0;
+    drop_outputs(out);
     out->shape = LSB_SHAPE_NONE;
     out->status = LSB_ERR_TIMEOUT;
     char m[200];
     snprintf(m, sizeof m, "time limit of %llu ms exceeded (stopped inside one long operation; the state was discarded)",
              (unsigned long long)(S->cfg.time_limit_ns / 1000000));
     out->message = lsb_strndup(m, strlen(m));
-    out->logs = S->logs;
-    out->log_count = S->log_count;
-    out->logs_dropped = S->logs_dropped;
-    S->logs = NULL;
-    S->log_count = S->log_cap = 0;
+    lsb_hand_over_logs(S, out);
     out->peak_memory = S->peak;
-    lsb_invocation *inv = j->inv;
-    if (inv) {
-        if (inv->message_ids) {
-            for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
-            free(inv->message_ids);
-        }
-        free(inv);
-        j->inv = NULL;
-    }
+    free_invocation(j);
     S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
 }
 
@@ -181,31 +194,13 @@ void lsb_finish(job *j, int status) {
     if (out->status != LSB_OK && out->status != LSB_ERR_OUTPUT && S->tb.len)
         out->traceback = lsb_strndup(S->tb.data, S->tb.len);
     if (out->status != LSB_OK) {
-        for (size_t i = 0; i < out->output_count; i++) {
-            free(out->outputs[i].json);
-            free(out->outputs[i].error);
-        }
-        free(out->outputs);
-        out->outputs = NULL;
-        out->output_count = 0;
+        drop_outputs(out);
         if (out->status != LSB_ERR_OUTPUT) out->shape = LSB_SHAPE_NONE;
     }
-    out->logs = S->logs;
-    out->log_count = S->log_count;
-    out->logs_dropped = S->logs_dropped;
-    S->logs = NULL;
-    S->log_count = S->log_cap = 0;
+    lsb_hand_over_logs(S, out);
     out->peak_memory = S->peak;
-    lsb_invocation *inv = j->inv;
-    if (inv) {
-        if (inv->message_ids) {
-            for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
-            free(inv->message_ids);
-        }
-        if (!S->poisoned) luaL_unref(L, LUA_REGISTRYINDEX, inv->thread_ref);
-        free(inv);
-        j->inv = NULL;
-    }
+    if (j->inv && !S->poisoned) luaL_unref(L, LUA_REGISTRYINDEX, j->inv->thread_ref);
+    free_invocation(j);
     /* drop per-call references so the call's garbage can go */
     if (!S->poisoned) {
         luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);

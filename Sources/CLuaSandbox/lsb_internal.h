@@ -120,6 +120,8 @@ void lsb_open_json(lua_State *L);   /* pushes the `json` table */
 /* Logging host functions (log/print). */
 int lsb_log(lua_State *L);
 void lsb_logs_reset(lsb_state *S);
+/* Moves the current call's logs into the report, which owns them from then on. */
+void lsb_hand_over_logs(lsb_state *S, lsb_report *out);
 
 /* require */
 int lsb_require(lua_State *L);

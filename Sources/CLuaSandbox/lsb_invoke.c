@@ -414,11 +414,7 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
                  (unsigned long long)(S->cfg.time_limit_ns / 1000000));
         out->status = LSB_ERR_TIMEOUT;
         out->message = lsb_strndup(m, strlen(m));
-        out->logs = S->logs;
-        out->log_count = S->log_count;
-        out->logs_dropped = S->logs_dropped;
-        S->logs = NULL;
-        S->log_count = S->log_cap = 0;
+        lsb_hand_over_logs(S, out);
         inv->env_ref = S->env_ref;
         inv->loaded_ref = S->loaded_ref;
         inv->ctx_ref = S->ctx_ref;

@@ -156,32 +156,8 @@ static int snumber(sc *s) {
     return 0;
 }
 
-static int svalue(sc *s, int depth) {
-    if (depth > LSB_JSON_MAX_DEPTH) return sfail(s, "nested too deeply");
-    sws(s);
-    if (s->p >= s->end) return sfail(s, "unexpected end of input");
+static int sscalar(sc *s) {
     char c = *s->p;
-    if (c == '{' || c == '[') {
-        char close = c == '{' ? '}' : ']';
-        s->p++;
-        sws(s);
-        if (s->p < s->end && *s->p == close) { s->p++; return 0; }
-        for (;;) {
-            if (c == '{') {
-                sws(s);
-                if (s->p >= s->end || *s->p != '"') return sfail(s, "expected a string key");
-                if (sstring(s)) return -1;
-                sws(s);
-                if (s->p >= s->end || *s->p != ':') return sfail(s, "expected ':'");
-                s->p++;
-            }
-            if (svalue(s, depth + 1)) return -1;
-            sws(s);
-            if (s->p < s->end && *s->p == ',') { s->p++; continue; }
-            if (s->p < s->end && *s->p == close) { s->p++; return 0; }
-            return sfail(s, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-        }
-    }
     if (c == '"') return sstring(s);
     if (c == '-' || (c >= '0' && c <= '9')) return snumber(s);
     const char *w = c == 't' ? "true" : c == 'f' ? "false" : c == 'n' ? "null" : NULL;
@@ -203,16 +179,26 @@ static int skey(sc *s) {
     return 0;
 }
 
-static int sscalar(sc *s) {
+static int svalue(sc *s, int depth) {
+    if (depth > LSB_JSON_MAX_DEPTH) return sfail(s, "nested too deeply");
+    sws(s);
+    if (s->p >= s->end) return sfail(s, "unexpected end of input");
     char c = *s->p;
-    if (c == '"') return sstring(s);
-    if (c == '-' || (c >= '0' && c <= '9')) return snumber(s);
-    const char *w = c == 't' ? "true" : c == 'f' ? "false" : c == 'n' ? "null" : NULL;
-    if (!w) return sfail(s, "unexpected character");
-    size_t n = strlen(w);
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, w, n)) return sfail(s, "unexpected token");
-    s->p += n;
-    return 0;
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        s->p++;
+        sws(s);
+        if (s->p < s->end && *s->p == close) { s->p++; return 0; }
+        for (;;) {
+            if (c == '{' && skey(s)) return -1;
+            if (svalue(s, depth + 1)) return -1;
+            sws(s);
+            if (s->p < s->end && *s->p == ',') { s->p++; continue; }
+            if (s->p < s->end && *s->p == close) { s->p++; return 0; }
+            return sfail(s, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+    return sscalar(s);
 }
 
 /* Validates one value's structure without recursion and without a depth limit (one bit of
