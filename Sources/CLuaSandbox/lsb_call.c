@@ -229,9 +229,7 @@ int lsb_protect(lsb_state *S, lua_CFunction body, job *j) {
     sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(L, S->deadline_ns);
     if (sigsetjmp(jb, 0)) {   /* the watchdog left a Lua operation the hook could not stop */
-        lsb_watch_after_escape();
-        lsb_watch_leave(prev);
-        lsb_mark_escaped(S);
+        lsb_watch_landed(prev, S);
         return LUA_ERRRUN;
     }
     lsb_watch_allow_escape(&jb, LSB_ESCAPE_GRACE(S));

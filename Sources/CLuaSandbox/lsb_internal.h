@@ -95,11 +95,11 @@ lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns);
 void lsb_watch_leave(lsb_watch prev);
 /* Inside an entered region: when the thread is still inside liblua grace_ns after its
  * deadline (one operation the hook cannot stop: a rehash of colliding keys, an ephemeron
- * collection), the handler siglongjmps to jb. The region must then call lsb_mark_escaped and
- * never touch the lua_State again; lsb_free leaks it instead of closing it. */
+ * collection), the handler siglongjmps to jb. The region's landing calls lsb_watch_landed
+ * (leaves the region, marks S escaped) and never touches the lua_State again; lsb_free
+ * leaks it instead of closing it. */
 void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns);
-void lsb_mark_escaped(lsb_state *S);
-void lsb_watch_after_escape(void);   /* first thing after landing from an escape */
+void lsb_watch_landed(lsb_watch prev, lsb_state *S);
 /* How long past the deadline before escaping: a quarter of the limit, at least 2 ms. */
 #define LSB_ESCAPE_GRACE(S) ((S)->cfg.time_limit_ns / 4 > 2000000u ? (S)->cfg.time_limit_ns / 4 : 2000000u)
 

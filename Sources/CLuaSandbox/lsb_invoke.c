@@ -303,9 +303,7 @@ static lsb_invocation *step(job *j) {
     sigjmp_buf jb;
     lsb_watch prev = lsb_watch_enter(co, S->deadline_ns);
     if (sigsetjmp(jb, 0)) {   /* the watchdog left a Lua operation the hook could not stop */
-        lsb_watch_after_escape();
-        lsb_watch_leave(prev);
-        lsb_mark_escaped(S);
+        lsb_watch_landed(prev, S);
         lsb_finish(j, LUA_ERRRUN);
         return NULL;
     }

@@ -10,12 +10,17 @@
  * Every thread that runs user code owns a slot holding the deadline of its current call and
  * the lua_State (main thread or coroutine) that is executing it. One process-wide watchdog
  * thread sleeps until the earliest armed deadline; when a slot is past its deadline it sends
- * that thread LSB_WATCH_SIGNAL, every LSB_WATCH_REPEAT_NS until the slot is disarmed. The
+ * that thread SIGRTMIN+4, every LSB_WATCH_REPEAT_NS until the slot is disarmed. The
  * handler runs on the worker thread itself and, if the slot is still past its deadline, sets
  * the hook of the running state to fire on the very next instruction and call (lua_sethook is
  * documented as safe to call from a signal handler; lua.c does the same for Ctrl-C). The
  * overshoot is then one instruction or one C call, each bounded by the memory limit and the
  * guards in lsb_guards.c.
+ *
+ * Escape: a thread still inside one liblua operation a grace period after its deadline (a
+ * rehash of colliding keys, an ephemeron collection: no hook fires inside those) is
+ * siglongjmp'd back to where its call started, but only when the interrupted instruction is
+ * in liblua's own code, which holds no locks. The state is then abandoned (lsb_watch_landed).
  *
  * Arming and disarming are two atomic stores on the hot path; the watchdog is only woken by
  * a condition variable when it was idle.
@@ -27,7 +32,6 @@
  */
 #define _GNU_SOURCE
 #include "lsb_internal.h"
-#include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
 #include <setjmp.h>
@@ -96,7 +100,7 @@ static void on_signal(int sig, siginfo_t *info, void *uctx) {
             if (s->escape && now - d > s->grace_ns && pc >= lua_text_lo && pc < lua_text_hi) {
                 /* Still inside one Lua operation long after the forced hook: leave it. Only
                  * liblua's own code is interrupted this way (it holds no locks; our host code
-                 * and libc never are), and the state is never touched again (lsb_mark_escaped). */
+                 * and libc never are), and the state is never touched again (lsb_watch_landed). */
                 sigjmp_buf *jb = s->escape;
                 s->escape = NULL;
                 atomic_store(&s->deadline, 0);
@@ -278,16 +282,14 @@ void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns) {
     s->escape = jb;
 }
 
-/* The jump left the handler with the watchdog's signal still blocked (regions use
- * sigsetjmp without saving the mask, which would cost a system call per call): unblock it. */
-void lsb_watch_after_escape(void) {
+void lsb_watch_landed(lsb_watch prev, lsb_state *S) {
+    /* The jump left the handler with the watchdog's signal still blocked (regions use
+     * sigsetjmp without saving the mask, which would cost a system call per call). */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, watch_signal);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-}
-
-void lsb_mark_escaped(lsb_state *S) {
+    lsb_watch_leave(prev);
     S->escaped = 1;
     S->poisoned = 1;
     S->timed_out = 1;

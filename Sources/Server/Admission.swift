@@ -58,13 +58,6 @@ final class Admission: @unchecked Sendable {
         ready.forEach { $0.resume(returning: true) }
     }
 
-    /// Bytes reserved and requests waiting, for metrics and tests.
-    var snapshot: (reserved: Int, inFlight: Int, waiting: Int) {
-        lock.lock()
-        defer { lock.unlock() }
-        return (reserved, inFlight, waiting.count)
-    }
-
     private func fits(_ bytes: Int) -> Bool { inFlight == 0 || reserved + bytes <= budgetBytes }
 
     private func grant(_ bytes: Int) {

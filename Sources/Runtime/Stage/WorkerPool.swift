@@ -51,7 +51,6 @@ public final class WorkerStates: @unchecked Sendable {
     private var clock: UInt64 = 0
     let capacity: Int
     private(set) var created = 0
-    private(set) var evicted = 0
 
     init(capacity: Int = WorkerPool.defaultStatesPerWorker) {
         self.capacity = max(1, capacity)
@@ -80,7 +79,6 @@ public final class WorkerStates: @unchecked Sendable {
         if cache[entry.versionID] == nil, cache.count >= capacity,
            let oldest = cache.min(by: { $0.value.used < $1.value.used })?.key {
             closing = cache.removeValue(forKey: oldest)?.transformation
-            evicted += 1
         }
         cache[entry.versionID] = (entry.fingerprint, t, clock)
         created += 1
