@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         lsb_report_clear(&r);
-        lsb_input in = {ev, evlen, NULL, 0};
+        lsb_input in = {ev, evlen, NULL, 0, 1};
         lsb_call(S, "transformEvent", &in, 1, 0, &r);
         double t2 = now_us();
         if (r.status != LSB_OK) {

@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     free(cerr);
 
     if (valid && shape >= 1) {
-        lsb_input in = {json, size, NULL, 0};
+        lsb_input in = {json, size, NULL, 0, 0};
         lsb_report r;
         lsb_call(S, "transformEvent", &in, 1, 0, &r);
         check(r.status == LSB_OK || r.status == LSB_ERR_OUTPUT || r.status == LSB_ERR_INPUT || r.status == LSB_ERR_MEMORY,

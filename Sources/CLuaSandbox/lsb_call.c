@@ -161,6 +161,22 @@ static void finish_escaped(job *j) {
     S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
 }
 
+/* A coroutine that returned normally is empty and reusable: keep one for the next call. */
+static void keep_or_release_thread(lsb_state *S, int ref) {
+    lua_State *L = S->L;
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) return;
+    if (S->spare_ref == LUA_NOREF && lua_rawgeti(L, LUA_REGISTRYINDEX, ref) == LUA_TTHREAD) {
+        lua_State *co = lua_tothread(L, -1);
+        lua_Debug ar;
+        lua_pop(L, 1);
+        if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && !lua_getstack(co, 0, &ar)) {
+            S->spare_ref = ref;
+            return;
+        }
+    } else if (S->spare_ref == LUA_NOREF) lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
 void lsb_finish(job *j, int status) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
@@ -199,7 +215,7 @@ void lsb_finish(job *j, int status) {
     }
     lsb_hand_over_logs(S, out);
     out->peak_memory = S->peak;
-    if (j->inv && !S->poisoned) luaL_unref(L, LUA_REGISTRYINDEX, j->inv->thread_ref);
+    if (j->inv && !S->poisoned) keep_or_release_thread(S, j->inv->thread_ref);
     free_invocation(j);
     /* drop per-call references so the call's garbage can go */
     if (!S->poisoned) {

@@ -7,6 +7,7 @@
  * real global table is emptied so an unwrapped path could find nothing.
  */
 #include "lsb_internal.h"
+#include "lsb_lazy.h"
 #include <string.h>
 
 int lsb_pcall(lua_State *L);
@@ -17,6 +18,9 @@ int lsb_co_close(lua_State *L);
 int lsb_co_wrap(lua_State *L);
 int lsb_setmetatable(lua_State *L);
 int lsb_rawset(lua_State *L);
+int lsb_next(lua_State *L);
+int lsb_rawget(lua_State *L);
+int lsb_getmetatable(lua_State *L);
 int lsb_tostring(lua_State *L);
 int lsb_collectgarbage(lua_State *L);
 int lsb_metadata(lua_State *L);
@@ -99,6 +103,7 @@ static int open_lib(lua_State *L, const char *name, lua_CFunction f) {
 }
 
 int lsb_build_env(lua_State *L) {
+    lsb_lazy_init(L);
     new_weak_table(L, &LSB_KEY_FROZEN, "k");
     new_weak_table(L, &LSB_KEY_SNAPSHOTS, "k");
     new_weak_table(L, &LSB_KEY_ARRAYS, "k");
@@ -119,8 +124,8 @@ int lsb_build_env(lua_State *L) {
     int base = lua_gettop(L);
 
     /* base: plain functions that cannot escape or spin outside the hook */
-    static const char *const base_plain[] = {"assert", "error", "getmetatable", "ipairs", "next", "pairs",
-                                             "rawequal", "rawget", "rawlen", "select", "tonumber",
+    static const char *const base_plain[] = {"assert", "error", "ipairs", "pairs",
+                                             "rawequal", "rawlen", "select", "tonumber",
                                              "type", "_VERSION", NULL};
     copy_fields(L, g, base, base_plain);
 
@@ -128,6 +133,9 @@ int lsb_build_env(lua_State *L) {
     static const luaL_Reg base_wrapped[] = {
         {"setmetatable", lsb_setmetatable}, /* private snapshot, no __gc/__close */
         {"rawset", lsb_rawset},             /* refuses read-only proxies */
+        {"rawget", lsb_rawget},             /* these three see a lazy event as its decoding */
+        {"next", lsb_next},
+        {"getmetatable", lsb_getmetatable},
         {"tostring", lsb_tostring},         /* no addresses */
         {"collectgarbage", lsb_collectgarbage},
         {"pcall", lsb_pcall},               /* limit errors cannot be caught */

@@ -45,6 +45,7 @@ struct lsb_state {
     lsb_buf enc;               /* json.encode's output buffer */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
+    int spare_ref;             /* registry ref of a finished coroutine to reuse, or LUA_NOREF */
     int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */
@@ -108,6 +109,10 @@ int lsb_build_env(lua_State *L);
 
 /* Guards for C functions that can spin or allocate outside the hook. */
 void lsb_register_guards(lua_State *L, int string_idx, int table_idx);
+
+/* Pushes the read-only view of a context (metadata) JSON: a frozen table, or nil when it is
+ * not an object. Returns -1 with a message when the JSON is invalid. */
+int lsb_push_context(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 
 /* Read-only proxy of the table at idx; pushes the proxy. */
 void lsb_push_frozen(lua_State *L, int idx);

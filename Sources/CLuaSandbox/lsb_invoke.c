@@ -5,6 +5,7 @@
  * metadata and logs, swapped into the state while it runs.
  */
 #include "lsb_job.h"
+#include "lsb_lazy.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +30,20 @@ static void freeze_children(lua_State *L, int t) {
     }
 }
 
+int lsb_push_context(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
+    if (lsb_json_decode_push(L, json, len, err, errlen)) return -1;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        freeze_children(L, lua_gettop(L));
+        lsb_push_frozen(L, -1);
+    } else lua_pushnil(L);
+    lua_remove(L, -2);
+    return 0;
+}
+
 static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
     const lsb_input *in = &j->inputs[i];
-    if (lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
+    if (in->validated ? lsb_lazy_push(L, in->json, in->json_len, j->detail, sizeof j->detail)
+                      : lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
         j->kind = LSB_ERR_INPUT;
         luaL_error(L, "invalid input");
     }
@@ -49,15 +61,13 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         lua_rawset(L, originmap);
     }
     if (in->context) {
-        if (lsb_json_decode_push(L, in->context, in->context_len, j->detail, sizeof j->detail)) {
+        if (in->validated) {
+            /* decoded on the first metadata() call: most scripts never ask */
+            lua_pushlstring(L, in->context, in->context_len);
+        } else if (lsb_push_context(L, in->context, in->context_len, j->detail, sizeof j->detail)) {
             j->kind = LSB_ERR_INPUT;
             luaL_error(L, "invalid context");
         }
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            freeze_children(L, lua_gettop(L));
-            lsb_push_frozen(L, -1);
-        } else lua_pushnil(L);
-        lua_remove(L, -2);
         if (!j->batched) {
             lua_pushvalue(L, -1);
             luaL_unref(L, LUA_REGISTRYINDEX, j->S->ctx_ref);
@@ -135,6 +145,7 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
 static int is_sequence(lua_State *L, int idx) {
     lua_Unsigned n = lua_rawlen(L, idx);
     if (n == 0) return 0;
+    lsb_lazy_force(L, idx);   /* a lazy event with added 1..n keys: its members count too */
     lua_Unsigned count = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -164,7 +175,17 @@ static int start_body(lua_State *L) {
     int ctxmap = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
     int originmap = lua_gettop(L);
-    lua_State *co = lua_newthread(L);   /* inherits the count hook */
+    lua_State *co;
+    int fresh_thread = S->spare_ref == LUA_NOREF;
+    if (fresh_thread) {
+        co = lua_newthread(L);   /* inherits the count hook */
+    } else {                     /* the last call's coroutine, finished cleanly: reuse it */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, S->spare_ref);
+        co = lua_tothread(L, -1);
+        j->inv->thread_ref = S->spare_ref;
+        S->spare_ref = LUA_NOREF;
+        lsb_install_hook(co);
+    }
     int co_idx = lua_gettop(L);
     lua_pushvalue(L, fn);
     if (j->batched) {
@@ -187,8 +208,10 @@ static int start_body(lua_State *L) {
     lua_remove(L, -2);
     if (!lua_checkstack(co, 4)) return luaL_error(L, "cannot start the call");
     lua_xmove(L, co, 3);                 /* entry point, value(s), metadata */
-    lua_pushvalue(L, co_idx);
-    j->inv->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (fresh_thread) {
+        lua_pushvalue(L, co_idx);
+        j->inv->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     j->nargs = 2;
     return 0;
 }

@@ -16,4 +16,25 @@ int lsb_json_unescape(const char **p, const char *end, unsigned *cp);
 /* Whole-buffer UTF-8 validity. */
 int lsb_utf8_valid(const char *s, size_t n);
 
+/* Eight bytes at a time (SWAR): lsb_has_byte is non-zero when some byte of x equals the byte
+ * replicated in b (LSB_ONES * c). Both tests may report extra bytes, never miss one. */
+#include <stdint.h>
+#include <string.h>
+#define LSB_ONES 0x0101010101010101ULL
+#define LSB_HIGHS 0x8080808080808080ULL
+static inline uint64_t lsb_load8(const char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+static inline uint64_t lsb_has_byte(uint64_t x, uint64_t b) {
+    uint64_t y = x ^ b;
+    return (y - LSB_ONES) & ~y & LSB_HIGHS;
+}
+/* Any byte that ends a plain run of string text: '"', '\\', a control byte or non-ASCII. */
+static inline uint64_t lsb_string_stop8(uint64_t x) {
+    return lsb_has_byte(x, LSB_ONES * '"') | lsb_has_byte(x, LSB_ONES * '\\') |
+           ((x - LSB_ONES * 0x20) & ~x & LSB_HIGHS) | (x & LSB_HIGHS);
+}
+
 #endif

@@ -40,6 +40,8 @@ static int string(jd *d) {
     const char *s = d->p;
     /* fast path: no escapes */
     while (d->p < d->end) {
+        while (d->end - d->p >= 8 && !lsb_string_stop8(lsb_load8(d->p))) d->p += 8;
+        if (d->p >= d->end) break;
         unsigned char c = (unsigned char)*d->p;
         if (c == '"') {
             lua_pushlstring(d->L, s, (size_t)(d->p - s));

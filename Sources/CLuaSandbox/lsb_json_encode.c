@@ -10,6 +10,7 @@
  */
 #include "lsb_internal.h"
 #include "lsb_json.h"
+#include "lsb_lazy.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ typedef struct {
     lsb_buf *out;
     size_t max;
     int arrays;          /* stack index of the ARRAYS set */
+    int lazymap;         /* stack index of LAZYMAP */
     char *err;
     size_t errlen;
     jstep path[JE_MAX_PATH];
@@ -225,6 +227,167 @@ static int table(je *e, int idx, int depth) {
     return r ? r : put(e, "}", 1);
 }
 
+/* ---- lazy event objects (lsb_lazy.h): unchanged members are written as their input bytes ---- */
+
+/* Appends input bytes, dropping whitespace outside strings unless the source is compact. */
+static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n) {
+    if (z->compact) return put(e, s, n);
+    char small[256], *tmp = n <= sizeof small ? small : malloc(n);
+    if (!tmp) return efail(e, "%s", "out of host memory");
+    size_t m = lsb_lazy_compact_copy(tmp, s, n);
+    int r = put(e, tmp, m);
+    if (tmp != small) free(tmp);
+    return r;
+}
+
+/* Is the value at vidx still the one member m decoded to? (Conservative: "no" re-encodes.) */
+static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
+    switch (lua_type(L, vidx)) {
+    case LUA_TSTRING: {
+        size_t sl;
+        const char *sv = lua_tolstring(L, vidx, &sl);
+        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !memchr(tok + 1, '\\', sl);
+    }
+    case LUA_TBOOLEAN: return tok[0] == (lua_toboolean(L, vidx) ? 't' : 'f');
+    case LUA_TLIGHTUSERDATA: return lua_touserdata(L, vidx) == NULL && tok[0] == 'n';
+    case LUA_TNUMBER: {
+        if (!lua_isinteger(L, vidx) || n > 20) return 0;
+        lua_Integer v = lua_tointeger(L, vidx);
+        char b[24], *p = b + sizeof b;
+        lua_Unsigned u = v < 0 ? (lua_Unsigned)0 - (lua_Unsigned)v : (lua_Unsigned)v;
+        do *--p = (char)('0' + u % 10); while (u /= 10);
+        if (v < 0) *--p = '-';
+        return (size_t)(b + sizeof b - p) == n && memcmp(p, tok, n) == 0;
+    }
+    default: return 0;
+    }
+}
+
+/* Is the lazy table at idx exactly its input (every touched member present and unchanged, no
+ * added keys)? */
+static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
+    lua_State *L = e->L;
+    if (depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
+    int present = 0;
+    for (int i = 0; i < z->count; i++) {
+        if (!(z->touched >> i & 1)) continue;
+        const lsb_lazy_member *m = &z->m[i];
+        lua_pushlstring(L, z->base + m->koff, m->klen);
+        int t = lua_rawget(L, idx);
+        int ok = t != LUA_TNIL;
+        if (ok && t == LUA_TTABLE) {
+            const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazymap);
+            ok = c && c->base == z->base && c->off == m->voff && lazy_clean(e, lua_gettop(L), c, depth + 1);
+        } else if (ok) ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
+        lua_pop(L, 1);
+        if (!ok) return 0;
+        present++;
+    }
+    int keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        keys++;
+    }
+    return keys == present;
+}
+
+static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
+    lua_State *L = e->L;
+    if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
+    if (lazy_clean(e, idx, z, depth)) return put_raw(e, z, z->base + z->off, z->len);
+    /* added keys: strings are written after the members, sorted; any other key makes this
+     * the eager table's error (or, with no member left, the plain table it now is) */
+    size_t extra = 0;
+    int other = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) other = 1;
+        else {
+            size_t n;
+            const char *k = lua_tolstring(L, -1, &n);
+            if (lsb_lazy_find(z, k, n) < 0) extra++;
+        }
+    }
+    if (other) {
+        int members = 0;
+        for (int i = 0; i < z->count; i++) {
+            if (!(z->touched >> i & 1)) { members++; continue; }
+            lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
+            members += lua_rawget(L, idx) != LUA_TNIL;
+            lua_pop(L, 1);
+        }
+        if (members) return efail(e, "%s", "table mixes string keys with integer keys");
+        return table(e, idx, depth);
+    }
+    if (extra > 1000000 || !lua_checkstack(L, (int)(2 * extra) + 8)) return efail(e, "%s", "object has too many keys");
+    int base = lua_gettop(L);
+    keyref *keys = NULL;
+    if (extra) {
+        keys = malloc(extra * sizeof *keys);
+        if (!keys) return efail(e, "%s", "out of host memory");
+        size_t k = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            size_t n;
+            const char *s = lua_tolstring(L, -2, &n);
+            if (k < extra && lsb_lazy_find(z, s, n) < 0) {
+                lua_pushvalue(L, -2);   /* key, value, key */
+                keys[k].slot = lua_gettop(L) - 1;
+                keys[k].s = lua_tolstring(L, -3, &keys[k].n);
+                k++;
+            } else lua_pop(L, 1);
+        }
+        if (k != extra) {
+            free(keys);
+            lua_settop(L, base);
+            return efail(e, "%s", "table changed while it was being encoded (weak table?)");
+        }
+        qsort(keys, extra, sizeof *keys, keycmp);
+    }
+    int r = put(e, "{", 1), first = 1;
+    for (int i = 0; r == 0 && i < z->count; i++) {
+        const lsb_lazy_member *m = &z->m[i];
+        const char *k = z->base + m->koff;
+        if (!(z->touched >> i & 1)) {
+            if (!first && (r = put(e, ",", 1))) break;
+            first = 0;
+            if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
+            r = put_raw(e, z, z->base + m->voff, m->vlen);
+            continue;
+        }
+        lua_pushlstring(L, k, m->klen);
+        if (lua_rawget(L, idx) == LUA_TNIL) {   /* deleted */
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!first && (r = put(e, ",", 1))) break;
+        first = 0;
+        if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
+        if (lua_type(L, -1) != LUA_TTABLE && same_scalar(L, -1, z->base + m->voff, m->vlen)) {
+            r = put_raw(e, z, z->base + m->voff, m->vlen);
+        } else {
+            size_t old = path_push_key(e, k, m->klen);
+            r = value(e, lua_gettop(L), depth + 1);
+            path_pop(e, old);
+        }
+        lua_pop(L, 1);
+    }
+    for (size_t i = 0; r == 0 && i < extra; i++) {
+        if (!first && (r = put(e, ",", 1))) break;
+        first = 0;
+        if ((r = put_string(e, keys[i].s, keys[i].n))) break;
+        if ((r = put(e, ":", 1))) break;
+        size_t old = path_push_key(e, keys[i].s, keys[i].n);
+        r = value(e, keys[i].slot, depth + 1);
+        path_pop(e, old);
+    }
+    free(keys);
+    lua_settop(L, base);
+    return r ? r : put(e, "}", 1);
+}
+
 static int value(je *e, int idx, int depth) {
     lua_State *L = e->L;
     switch (lua_type(L, idx)) {
@@ -241,6 +404,10 @@ static int value(je *e, int idx, int depth) {
         return efail(e, "%s", "cannot encode a host value");
     case LUA_TTABLE:
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
+        {
+            lsb_lazy *z = lsb_lazy_of(L, idx, e->lazymap);
+            if (z) return lazy_object(e, idx, z, depth);
+        }
         return table(e, idx, depth);
     default:
         return efail(e, "cannot encode a %s as JSON", lua_typename(L, lua_type(L, idx)));
@@ -259,11 +426,13 @@ int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char 
     e.out = out;
     e.max = max_bytes ? max_bytes : (size_t)-1;
     e.arrays = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    e.lazymap = lua_gettop(L);
     e.err = err;
     e.errlen = errlen;
     e.depth = 0;
     int r = value(&e, idx, 0);
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     return r;
 }
 

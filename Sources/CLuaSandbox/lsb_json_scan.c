@@ -4,6 +4,7 @@
  */
 #include "lsb_internal.h"
 #include "lsb_json.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,8 @@ static void sws(sc *s) {
 static int sstring(sc *s) {
     s->p++;
     while (s->p < s->end) {
+        while (s->end - s->p >= 8 && !lsb_string_stop8(lsb_load8(s->p))) s->p += 8;
+        if (s->p >= s->end) break;
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') { s->p++; return 0; }
         if (c < 0x20) return sfail(s, "control character in string");
@@ -144,14 +147,27 @@ static int sdigits(sc *s) {
 }
 
 static int snumber(sc *s) {
+    const char *start = s->p;
     if (*s->p == '-') s->p++;
     if (s->p < s->end && *s->p == '0') s->p++;
     else if (sdigits(s)) return -1;
+    int may_overflow = s->p - start > 300;
     if (s->p < s->end && *s->p == '.') { s->p++; if (sdigits(s)) return -1; }
     if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
         s->p++;
         if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
         if (sdigits(s)) return -1;
+        may_overflow = 1;
+    }
+    if (may_overflow) {   /* the decoder refuses what overflows a double: so does validation */
+        size_t n = (size_t)(s->p - start);
+        char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
+        if (!buf) return sfail(s, "out of memory");
+        memcpy(buf, start, n);
+        buf[n] = 0;
+        double v = strtod(buf, NULL);
+        if (buf != small) free(buf);
+        if (isinf(v)) return sfail(s, "number out of range");
     }
     return 0;
 }

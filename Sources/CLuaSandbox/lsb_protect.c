@@ -3,6 +3,7 @@
  * globals, load bytecode or install __gc/__close handlers (which Lua runs with hooks off).
  */
 #include "lsb_internal.h"
+#include "lsb_lazy.h"
 #include <string.h>
 
 /* ---- pcall / xpcall: limit errors are re-raised, never returned ---- */
@@ -200,6 +201,7 @@ int lsb_setmetatable(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
     lua_settop(L, 2);
+    lsb_lazy_strip(L, 1);   /* a lazy event becomes the plain table it stands for */
     if (lua_getmetatable(L, 1)) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_SNAPSHOTS);
         lua_pushvalue(L, -2);
@@ -250,6 +252,7 @@ int lsb_rawset(lua_State *L) {
     lua_pushvalue(L, 1);
     if (lua_rawget(L, -2) != LUA_TNIL) return luaL_error(L, "rawset: table is read-only");
     lua_settop(L, 3);
+    lsb_lazy_touch(L, 1, 2);
     lua_rawset(L, 1);
     return 1;
 }
@@ -305,15 +308,46 @@ int lsb_collectgarbage(lua_State *L) {
 
 /* ---- metadata(value): read-only context of an input value ---- */
 
-int lsb_metadata(lua_State *L) {
-    if (lua_type(L, 1) == LUA_TTABLE) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
-        lua_pushvalue(L, 1);
-        if (lua_rawget(L, -2) != LUA_TNIL) return 1;
-    }
-    lsb_state *S = lsb_get(L);
+/* A context still held as its JSON text (see push_input) is decoded on first use; the view
+ * replaces the text wherever it was stored, so every call returns the same table. */
+static void decode_context(lua_State *L, lsb_state *S) {
+    if (lua_type(L, -1) != LUA_TSTRING) return;
+    int text = lua_gettop(L);
+    size_t n;
+    const char *s = lua_tolstring(L, text, &n);
+    char err[200];
+    if (lsb_push_context(L, s, n, err, sizeof err)) luaL_error(L, "metadata: %s", err);
     if (S->ctx_ref != LUA_NOREF && S->ctx_ref != LUA_REFNIL) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
+        int same = lua_rawequal(L, -1, text);
+        lua_pop(L, 1);
+        if (same) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, LUA_REGISTRYINDEX, S->ctx_ref);
+        }
+    }
+    lua_replace(L, text);
+}
+
+int lsb_metadata(lua_State *L) {
+    lsb_state *S = lsb_get(L);
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
+        int map = lua_gettop(L);
+        lua_pushvalue(L, 1);
+        if (lua_rawget(L, map) != LUA_TNIL) {
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                decode_context(L, S);
+                lua_pushvalue(L, 1);
+                lua_pushvalue(L, -2);
+                lua_rawset(L, map);
+            }
+            return 1;
+        }
+    }
+    if (S->ctx_ref != LUA_NOREF && S->ctx_ref != LUA_REFNIL) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
+        decode_context(L, S);
         return 1;
     }
     /* unknown: an empty read-only table, so metadata(e).field is simply nil */

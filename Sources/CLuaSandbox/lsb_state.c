@@ -169,7 +169,7 @@ lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen) {
         return NULL;
     }
     S->cfg = *cfg;
-    S->env_ref = S->loaded_ref = S->chunk_ref = LUA_NOREF;
+    S->env_ref = S->loaded_ref = S->chunk_ref = S->spare_ref = LUA_NOREF;
     S->L = lua_newstate(lsb_alloc, S);
     if (!S->L) {
         snprintf(err, errlen, "cannot create a Lua state");

@@ -195,9 +195,14 @@ public final class SandboxState: @unchecked Sendable {
 public struct SandboxInput: Sendable {
     public var json: [UInt8]
     public var context: [UInt8]?
-    public init(json: [UInt8], context: [UInt8]? = nil) {
+    /// The caller already validated `json` (`JSONBridge.validate`/`envelope`, or it is an
+    /// output of this bridge): an object is then decoded lazily, as the script reads it, and
+    /// written back from its input bytes where unchanged.
+    public var validated: Bool
+    public init(json: [UInt8], context: [UInt8]? = nil, validated: Bool = false) {
         self.json = json
         self.context = context
+        self.validated = validated
     }
 }
 
@@ -266,7 +271,8 @@ private func withInputs<R>(_ inputs: [SandboxInput], _ body: (UnsafeBufferPointe
     if inputs.count == 1 {   // the common case: no copies, the bytes are pinned for the call
         return withCBytes(inputs[0].json) { j, jn in
             withCBytes(inputs[0].context ?? []) { c, cn in
-                var item = lsb_input(json: j, json_len: jn, context: inputs[0].context == nil ? nil : c, context_len: cn)
+                var item = lsb_input(json: j, json_len: jn, context: inputs[0].context == nil ? nil : c, context_len: cn,
+                                     validated: inputs[0].validated ? 1 : 0)
                 return withUnsafePointer(to: &item) { body(UnsafeBufferPointer(start: $0, count: 1)) }
             }
         }
@@ -279,7 +285,8 @@ private func withInputs<R>(_ inputs: [SandboxInput], _ body: (UnsafeBufferPointe
     for input in inputs {
         let j = mallocCopy(input.json)
         pinned.append(j)
-        var item = lsb_input(json: j, json_len: input.json.count, context: nil, context_len: 0)
+        var item = lsb_input(json: j, json_len: input.json.count, context: nil, context_len: 0,
+                             validated: input.validated ? 1 : 0)
         if let c = input.context {
             let cp = mallocCopy(c)
             pinned.append(cp)

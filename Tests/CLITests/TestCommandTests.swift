@@ -30,7 +30,7 @@ final class TestCommandTests: XCTestCase {
             XCTAssertEqual(e["index"] as? Int, i)
         }
         XCTAssertEqual(entries.map { $0["status"] as? String }, ["kept", "dropped", "error", "error"])
-        XCTAssertTrue(r.stdout.contains(#"{"empty":{},"f":0.1,"id":1,"list":[],"n":42}"#), r.stdout)
+        XCTAssertTrue(r.stdout.contains(#"{"id":1,"list":[],"empty":{},"f":0.1,"n":42}"#), r.stdout)
         XCTAssertEqual(entries[0]["logs"] as? [String], [#"seen 1 {"k":null}"#])
         let err = entries[2]["error"] as? [String: Any]
         XCTAssertEqual(err?["kind"] as? String, "runtime")

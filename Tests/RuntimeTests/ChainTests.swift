@@ -111,7 +111,7 @@ final class ChainTests: XCTestCase {
             EventInput.parse(Array(#"{"message":{"type":"bad","messageId":"3"}}"#.utf8), index: 2),
         ])
         XCTAssertEqual(r[0].status, .kept)
-        XCTAssertEqual(r[0].eventTexts, [#"{"messageId":"1","sourceId":"s1","type":"track"}"#])
+        XCTAssertEqual(r[0].eventTexts, [#"{"type":"track","messageId":"1","sourceId":"s1"}"#])
         XCTAssertEqual(r[1].status, .error, "the non-table slot is attributed to slot 2's position")
         XCTAssertEqual(r[1].error?.kind, .invalidOutput)
         XCTAssertEqual(r[2].status, .dropped)
@@ -138,6 +138,25 @@ final class ChainTests: XCTestCase {
         let parts = try JSONBridge.splitArray(Array(expected.utf8))
         let entry = Array(Array(expected.utf8)[parts[0]])
         let transformed = Array(entry[JSONBridge.field("transformedEvent", in: entry)!])
-        XCTAssertEqual(r[2].events, [try JSONBridge.canonical(transformed)])
+        XCTAssertEqual(try r[2].events.map { try JSONBridge.canonical($0) }, [try JSONBridge.canonical(transformed)])
+        // like rudder-transformer's JavaScript, the event keeps its key order and the added key
+        // comes last: the output is rudder's own transformedEvent, byte for byte once compacted
+        XCTAssertEqual(r[2].events, [compact(transformed)])
     }
+}
+
+/// JSON text without the whitespace outside strings.
+private func compact(_ bytes: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    var inString = false, escaped = false
+    for b in bytes {
+        if inString {
+            out.append(b)
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+        } else if ![0x20, 0x0A, 0x0D, 0x09].contains(b) {
+            out.append(b)
+            if b == UInt8(ascii: "\"") { inString = true }
+        }
+    }
+    return out
 }

@@ -70,12 +70,16 @@ typedef struct {
 #define LSB_MAX_REQUEST_ARGS 6
 
 /* One input value for a call: JSON bytes, plus optional context JSON (returned by the
- * `metadata(value)` host function for that value). */
+ * `metadata(value)` host function for that value). When `validated` is set the caller has
+ * already checked `json` (lsb_json_validate / lsb_json_envelope, or it came from this bridge's
+ * encoder): an object is then handed to the script lazily, decoded as it is read and written
+ * back from its input bytes where unchanged. Otherwise it is validated and decoded eagerly. */
 typedef struct {
     const char *json;
     size_t json_len;
     const char *context;       /* may be NULL */
     size_t context_len;
+    int validated;
 } lsb_input;
 
 /* One returned element. `json` is NULL when `error` is set. */

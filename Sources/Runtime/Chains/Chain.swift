@@ -16,19 +16,19 @@ public struct Chain: Sendable {
             EventResult(index: input.index, status: .kept, events: [], error: nil, logs: [], duration: .zero,
                         peakMemory: 0, input: input.message)
         }
-        // live items: (position in results, event, metadata)
-        var live: [(Int, [UInt8], [UInt8]?)] = []
+        // live items: (position in results, event, metadata, validated JSON)
+        var live: [(Int, [UInt8], [UInt8]?, Bool)] = []
         for (i, input) in inputs.enumerated() {
             if let invalid = input.invalid {
                 results[i].status = .error
                 results[i].error = EventError(kind: .invalidInput, message: invalid)
             } else {
-                live.append((i, input.message, input.metadata))
+                live.append((i, input.message, input.metadata, input.validated))
             }
         }
         for step in steps where !live.isEmpty {
-            let outcomes = step.run(live.map { StepInput(event: $0.1, metadata: $0.2) })
-            var next: [(Int, [UInt8], [UInt8]?)] = []
+            let outcomes = step.run(live.map { StepInput(event: $0.1, metadata: $0.2, validated: $0.3) })
+            var next: [(Int, [UInt8], [UInt8]?, Bool)] = []
             for (item, r) in zip(live, outcomes) {
                 let i = item.0
                 if results[i].status == .error { continue }
@@ -46,7 +46,7 @@ public struct Chain: Sendable {
                 case .dropped:
                     break
                 case .kept(let events):
-                    next += events.map { (i, $0, item.2) }
+                    next += events.map { (i, $0, item.2, true) }   // the bridge's own output
                 }
             }
             // an event in error contributes no outputs, even from its other fan-out branches

@@ -7,12 +7,16 @@ public struct EventInput: Sendable {
     public var message: [UInt8]
     public var metadata: [UInt8]?
     public var invalid: String?
+    /// `message` is known to be valid JSON (it passed `JSONBridge` validation), so the sandbox
+    /// may decode it lazily. Unset, the sandbox validates it itself.
+    public var validated: Bool
 
-    public init(index: Int, message: [UInt8], metadata: [UInt8]? = nil, invalid: String? = nil) {
+    public init(index: Int, message: [UInt8], metadata: [UInt8]? = nil, invalid: String? = nil, validated: Bool = false) {
         self.index = index
         self.message = message
         self.metadata = metadata
         self.invalid = invalid
+        self.validated = validated
     }
 
     /// Reads one element: a bare event object, or a `{"message": {...}, "metadata": {...}}`
@@ -24,13 +28,13 @@ public struct EventInput: Sendable {
         case .success(.notAnObject):
             return EventInput(index: index, message: bytes, invalid: "event \(index): expected a JSON object")
         case .success(.object):
-            return EventInput(index: index, message: bytes)
+            return EventInput(index: index, message: bytes, validated: true)
         case .success(.envelope(let m, var md)):
             if let r = md, bytes[r.lowerBound] == UInt8(ascii: "n") { md = nil }   // "metadata": null
             if let md, bytes[md.lowerBound] != UInt8(ascii: "{") {
                 return EventInput(index: index, message: Array(bytes[m]), invalid: "event \(index): metadata must be an object")
             }
-            return EventInput(index: index, message: Array(bytes[m]), metadata: md.map { Array(bytes[$0]) })
+            return EventInput(index: index, message: Array(bytes[m]), metadata: md.map { Array(bytes[$0]) }, validated: true)
         }
     }
 

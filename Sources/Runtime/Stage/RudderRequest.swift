@@ -65,7 +65,7 @@ public enum RudderRequest {
         // (an event with its own `message` object field must reach the script unchanged).
         let message = Array(bytes[m])
         let invalid = JSONBridge.validate(message).map { "event \(index): \($0.message)" }
-        let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid)
+        let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid, validated: invalid == nil)
         return RudderRequestEvent(input: input, metadata: metadata, versions: versions(in: bytes), problem: nil)
     }
 

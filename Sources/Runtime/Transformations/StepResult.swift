@@ -4,9 +4,12 @@ import Sandbox
 public struct StepInput: Sendable {
     public var event: [UInt8]
     public var metadata: [UInt8]?
-    public init(event: [UInt8], metadata: [UInt8]?) {
+    /// `event` is known to be valid JSON (see `SandboxInput.validated`).
+    public var validated: Bool
+    public init(event: [UInt8], metadata: [UInt8]?, validated: Bool = false) {
         self.event = event
         self.metadata = metadata
+        self.validated = validated
     }
 }
 

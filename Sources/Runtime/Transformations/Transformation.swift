@@ -160,7 +160,7 @@ public final class Transformation: @unchecked Sendable {
     public func run(_ items: [StepInput]) -> [StepResult] {
         switch entryPoint {
         case .event:
-            return complete(items.map { [SandboxInput(json: $0.event, context: $0.metadata)] }, batched: false)
+            return complete(items.map { [SandboxInput(json: $0.event, context: $0.metadata, validated: $0.validated)] }, batched: false)
                 .map { result(of: $0.0, duration: $0.1) }
         case .batch:
             return runBatch(items)
@@ -204,7 +204,7 @@ public final class Transformation: @unchecked Sendable {
 
     private func runBatch(_ items: [StepInput]) -> [StepResult] {
         if items.isEmpty { return [] }
-        let (raw, duration) = complete([items.map { SandboxInput(json: $0.event, context: $0.metadata) }], batched: true)[0]
+        let (raw, duration) = complete([items.map { SandboxInput(json: $0.event, context: $0.metadata, validated: $0.validated) }], batched: true)[0]
         let outcome = redacted(raw)
         var results = items.indices.map { i in
             StepResult(outcome: .dropped, logs: i == 0 ? outcome.logs : [], logsDropped: i == 0 ? outcome.logsDropped : 0,

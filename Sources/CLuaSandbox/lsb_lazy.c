@@ -1,0 +1,393 @@
+/*
+ * Lazy event objects: see lsb_lazy.h for the contract. This file scans an object's members,
+ * builds the proxy tables and their metamethods, and materialises members on demand.
+ */
+#include "lsb_lazy.h"
+#include "lsb_json.h"
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+const char LSB_KEY_LAZYMAP = 0;
+static const char LSB_KEY_LAZYMETA = 0;
+
+static inline int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* p at '"': the byte after the closing quote, or NULL. *esc is set when a backslash occurs. */
+static const char *skip_string(const char *p, const char *end, int *esc) {
+    p++;
+    while (end - p >= 8) {
+        uint64_t x = lsb_load8(p);
+        if (lsb_has_byte(x, LSB_ONES * '"') | lsb_has_byte(x, LSB_ONES * '\\')) break;
+        p += 8;
+    }
+    while (p < end) {
+        char c = *p;
+        if (c == '"') return p + 1;
+        if (c == '\\') {
+            *esc = 1;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* p at a value's first byte: the byte after it, or NULL. *ws is set when whitespace occurs
+ * outside strings. */
+static const char *skip_value(const char *p, const char *end, int *ws) {
+    char c = *p;
+    int esc = 0;
+    if (c == '"') return skip_string(p, end, &esc);
+    if (c == '{' || c == '[') {
+        size_t depth = 0;
+        while (p < end) {
+            c = *p;
+            if (c == '"') {
+                p = skip_string(p, end, &esc);
+                if (!p) return NULL;
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            else if (c == '}' || c == ']') {
+                if (--depth == 0) return p + 1;
+            } else if (is_ws(c)) *ws = 1;
+            p++;
+        }
+        return NULL;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p)) p++;
+    return p;
+}
+
+static const char *skip_ws(const char *p, const char *end, int *ws) {
+    while (p < end && is_ws(*p)) {
+        *ws = 1;
+        p++;
+    }
+    return p;
+}
+
+/* Scans the object token base[off, off+len). Returns 0 with the members, 1 when the object must
+ * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
+static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member *m, int *count, int *ws) {
+    const char *p = base + off, *end = base + off + len;
+    if (p >= end || *p != '{') return -1;
+    p = skip_ws(p + 1, end, ws);
+    int n = 0;
+    if (p < end && *p == '}') {
+        *count = 0;
+        return 0;
+    }
+    for (;;) {
+        p = skip_ws(p, end, ws);
+        if (p >= end || *p != '"') return -1;
+        int esc = 0;
+        const char *k = p + 1;
+        const char *q = skip_string(p, end, &esc);
+        if (!q) return -1;
+        if (esc || n == LSB_LAZY_MAX_MEMBERS) return 1;
+        uint32_t klen = (uint32_t)(q - 1 - k);
+        for (int i = 0; i < n; i++)
+            if (m[i].klen == klen && memcmp(base + m[i].koff, k, klen) == 0) return 1;
+        p = skip_ws(q, end, ws);
+        if (p >= end || *p != ':') return -1;
+        p = skip_ws(p + 1, end, ws);
+        if (p >= end) return -1;
+        const char *v = p;
+        q = skip_value(p, end, ws);
+        if (!q || q == v) return -1;
+        m[n++] = (lsb_lazy_member){(uint32_t)(k - base), klen, (uint32_t)(v - base), (uint32_t)(q - v)};
+        p = skip_ws(q, end, ws);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}') {
+            *count = n;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static void eager(lua_State *L, const char *s, size_t n) {
+    char err[200];
+    if (lsb_json_decode_push(L, s, n, err, sizeof err)) luaL_error(L, "event JSON: %s", err);
+}
+
+/* Pushes the object base[off, off+len) as a lazy table (or eagerly decoded); `bytes` is the
+ * stack index of the string that holds base. */
+static void push_object(lua_State *L, const char *base, size_t off, size_t len, int compact, int bytes) {
+    lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
+    int count = 0, ws = 0;
+    int r = scan_object(base, off, len, m, &count, &ws);
+    if (r != 0) {
+        if (r < 0) luaL_error(L, "event JSON: malformed object at byte %d", (int)off);
+        eager(L, base + off, len);
+        return;
+    }
+    luaL_checkstack(L, 4, "event nested too deeply");
+    lua_createtable(L, 0, count < 4 ? count : 4);
+    lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
+    z->base = base;
+    z->off = (uint32_t)off;
+    z->len = (uint32_t)len;
+    z->touched = 0;
+    z->compact = compact && !ws;
+    z->count = count;
+    memcpy(z->m, m, (size_t)count * sizeof m[0]);
+    lua_pushvalue(L, bytes);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);   /* map, userdata */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
+    lua_setmetatable(L, -2);
+}
+
+int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
+    for (int i = 0; i < z->count; i++)
+        if (z->m[i].klen == n && memcmp(z->base + z->m[i].koff, k, n) == 0) return i;
+    return -1;
+}
+
+/* Pushes the record (userdata) of the table at idx and returns it, or pushes nil and
+ * returns NULL. */
+static lsb_lazy *push_record(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    return lua_touserdata(L, -1);
+}
+
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map) {
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
+    lua_pop(L, 1);
+    idx = lua_absindex(L, idx);
+    if (!map) {
+        lsb_lazy *z = push_record(L, idx);
+        lua_pop(L, 1);
+        return z;
+    }
+    lua_pushvalue(L, idx);
+    lua_rawget(L, map);
+    lsb_lazy *z = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return z;
+}
+
+/* Pushes member i's value (z is the record at stack index zidx). */
+static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
+    const char *v = z->base + z->m[i].voff;
+    size_t n = z->m[i].vlen;
+    switch (*v) {
+    case '{':
+        lua_getiuservalue(L, zidx, 1);
+        push_object(L, z->base, z->m[i].voff, n, z->compact, lua_gettop(L));
+        lua_remove(L, -2);
+        return;
+    case '"':
+        if (n >= 2 && !memchr(v + 1, '\\', n - 2)) lua_pushlstring(L, v + 1, n - 2);
+        else eager(L, v, n);
+        return;
+    case 't': lua_pushboolean(L, 1); return;
+    case 'f': lua_pushboolean(L, 0); return;
+    case 'n': lua_pushlightuserdata(L, NULL); return;
+    default:
+        if (n < 19) {   /* a short integer literal: no overflow possible */
+            size_t j = *v == '-';
+            lua_Integer x = 0;
+            for (; j < n && v[j] >= '0' && v[j] <= '9'; j++) x = x * 10 + (v[j] - '0');
+            if (j == n && n > (size_t)(*v == '-')) {
+                lua_pushinteger(L, *v == '-' ? -x : x);
+                return;
+            }
+        }
+        eager(L, v, n);   /* floats, big integers, arrays */
+    }
+}
+
+/* Materialises member i into the table at t; leaves the value on the stack. */
+static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i) {
+    push_member(L, z, zidx, i);
+    z->touched |= (uint64_t)1 << i;
+    lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, t);
+}
+
+static int lazy_index(lua_State *L) {
+    if (lua_type(L, 2) != LUA_TSTRING) return 0;
+    lsb_lazy *z = push_record(L, 1);
+    if (!z) return 0;
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    int i = lsb_lazy_find(z, k, n);
+    if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
+    materialize(L, 1, z, lua_gettop(L), i);
+    return 1;
+}
+
+static int lazy_newindex(lua_State *L) {
+    lua_settop(L, 3);
+    lsb_lazy_touch(L, 1, 2);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+static int lazy_next(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (lua_next(L, 1)) return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+static int lazy_pairs(lua_State *L) {
+    lsb_lazy_force(L, 1);
+    lua_pushcfunction(L, lazy_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+void lsb_lazy_touch(lua_State *L, int idx, int keyidx) {
+    if (lua_type(L, keyidx) != LUA_TSTRING) return;
+    keyidx = lua_absindex(L, keyidx);
+    lsb_lazy *z = push_record(L, idx);
+    if (z) {
+        size_t n;
+        const char *k = lua_tolstring(L, keyidx, &n);
+        int i = lsb_lazy_find(z, k, n);
+        if (i >= 0) z->touched |= (uint64_t)1 << i;
+    }
+    lua_pop(L, 1);
+}
+
+void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
+    idx = lua_absindex(L, idx);
+    keyidx = lua_absindex(L, keyidx);
+    lua_pushvalue(L, keyidx);
+    if (lua_rawget(L, idx) != LUA_TNIL || lua_type(L, keyidx) != LUA_TSTRING) return;
+    lua_pop(L, 1);
+    lsb_lazy *z = push_record(L, idx);
+    int zidx = lua_gettop(L);
+    size_t n;
+    const char *k = lua_tolstring(L, keyidx, &n);
+    int i = z ? lsb_lazy_find(z, k, n) : -1;
+    if (i < 0 || (z->touched >> i & 1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return;
+    }
+    materialize(L, idx, z, zidx, i);
+    lua_remove(L, zidx);
+}
+
+void lsb_lazy_force(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lsb_lazy *z = push_record(L, idx);
+    if (z) {
+        int zidx = lua_gettop(L);
+        luaL_checkstack(L, 4, "event nested too deeply");
+        for (int i = 0; i < z->count; i++)
+            if (!(z->touched >> i & 1)) {
+                materialize(L, idx, z, zidx, i);
+                lua_pop(L, 1);
+            }
+    }
+    lua_pop(L, 1);
+}
+
+void lsb_lazy_strip(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    if (!lsb_lazy_of(L, idx, 0)) return;
+    lsb_lazy_force(L, idx);
+    lua_pushnil(L);
+    lua_setmetatable(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_pushvalue(L, idx);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
+    size_t a = 0, b = len;
+    while (a < b && is_ws(json[a])) a++;
+    while (b > a && is_ws(json[b - 1])) b--;
+    if (a == b || json[a] != '{' || len > UINT32_MAX)
+        return lsb_json_decode_push(L, json, len, err, errlen);
+    luaL_checkstack(L, 6, "cannot push the event");
+    lua_pushlstring(L, json, len);
+    int bytes = lua_gettop(L);
+    push_object(L, lua_tostring(L, bytes), a, b - a, 1, bytes);
+    lua_remove(L, bytes);
+    return 0;
+}
+
+size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
+    size_t o = 0;
+    int in = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = src[i];
+        if (in) {
+            dst[o++] = c;
+            if (c == '\\' && i + 1 < n) dst[o++] = src[++i];
+            else if (c == '"') in = 0;
+        } else if (!is_ws(c)) {
+            dst[o++] = c;
+            if (c == '"') in = 1;
+        }
+    }
+    return o;
+}
+
+void lsb_lazy_init(lua_State *L) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, lazy_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, lazy_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, lazy_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
+}
+
+/* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */
+
+int lsb_next(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lsb_lazy_force(L, 1);
+    return lazy_next(L);
+}
+
+int lsb_rawget(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    lua_settop(L, 2);
+    lsb_lazy_rawget(L, 1, 2);
+    return 1;
+}
+
+int lsb_getmetatable(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (lsb_lazy_of(L, 1, 0) || !lua_getmetatable(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_getmetafield(L, 1, "__metatable");
+    return 1;
+}

@@ -1,0 +1,68 @@
+#ifndef LSB_LAZY_H
+#define LSB_LAZY_H
+/*
+ * Lazy event objects (lsb_lazy.c): a JSON object handed to a script as a table whose members
+ * are decoded on first access, so a filter that reads three fields never builds the other
+ * hundred, and an object whose fields are unchanged is written back as its input bytes.
+ *
+ * Invariants:
+ * - The script sees an ordinary table: reads decode the member into the table itself (so
+ *   identity is stable and later reads are plain table reads); writes are plain writes.
+ *   pairs/next, setmetatable and the sandbox's raw functions first materialise every member.
+ * - Each object remembers which members were handed out or assigned (`touched`). A touched
+ *   member absent from the table was deleted and never comes back from the bytes.
+ * - The encoder emits an untouched member, or a touched one whose value is still the one
+ *   decoded, as its input bytes; members keep their input order and keys the script added
+ *   follow, sorted.
+ * - The bytes live in a Lua string the object references, so a proxy never outlives them.
+ *   Input must already be valid JSON (the caller validated it); scanning stays in bounds
+ *   regardless.
+ * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
+ *   decoded eagerly (a plain table), which is always correct.
+ */
+#include "lsb_internal.h"
+
+#define LSB_LAZY_MAX_MEMBERS 64
+
+typedef struct {
+    uint32_t koff, klen;   /* key bytes (between the quotes), offsets into base */
+    uint32_t voff, vlen;   /* value token */
+} lsb_lazy_member;
+
+typedef struct {
+    const char *base;      /* the event's bytes (uservalue 1 keeps them alive) */
+    uint32_t off, len;     /* this object's token */
+    uint64_t touched;      /* bit i: member i was materialised or assigned */
+    int compact;           /* no whitespace outside strings in base */
+    int count;
+    lsb_lazy_member m[];
+} lsb_lazy;
+
+extern const char LSB_KEY_LAZYMAP;   /* registry: weak-keyed proxy table -> lsb_lazy userdata */
+
+/* Builds the registry entries (called while the state is built). */
+void lsb_lazy_init(lua_State *L);
+
+/* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an
+ * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
+int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
+
+/* The lazy record of the table at idx, or NULL. `map` is the stack index of LAZYMAP, or 0 to
+ * look it up. Pushes nothing. */
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map);
+
+/* Materialises every member of the lazy table at idx into it (no-op for other values). */
+void lsb_lazy_force(lua_State *L, int idx);
+/* lsb_lazy_force, then makes it a plain table (no metatable, no record). */
+void lsb_lazy_strip(lua_State *L, int idx);
+/* Marks member `key` of the lazy table at idx as assigned (before a raw write of it). */
+void lsb_lazy_touch(lua_State *L, int idx, int keyidx);
+/* rawget for a lazy table: materialises member key first. Pushes the value. */
+void lsb_lazy_rawget(lua_State *L, int idx, int keyidx);
+
+/* Member i's index in z for key k, or -1. */
+int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n);
+/* Copies JSON bytes, dropping whitespace outside strings when the source is not compact. */
+size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n);
+
+#endif
