@@ -37,4 +37,20 @@ static inline uint64_t lsb_string_stop8(uint64_t x) {
            ((x - LSB_ONES * 0x20) & ~x & LSB_HIGHS) | (x & LSB_HIGHS);
 }
 
+/* The first byte at or after p (before end) that is not plain string text: the lowest flagged
+ * byte of a SWAR test is always a real match. */
+static inline const char *lsb_skip_plain(const char *p, const char *end) {
+    while (end - p >= 8) {
+        uint64_t m = lsb_string_stop8(lsb_load8(p));
+        if (m) return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) return p;
+        p++;
+    }
+    return p;
+}
+
 #endif

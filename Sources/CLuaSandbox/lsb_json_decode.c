@@ -40,7 +40,7 @@ static int string(jd *d) {
     const char *s = d->p;
     /* fast path: no escapes */
     while (d->p < d->end) {
-        while (d->end - d->p >= 8 && !lsb_string_stop8(lsb_load8(d->p))) d->p += 8;
+        d->p = lsb_skip_plain(d->p, d->end);
         if (d->p >= d->end) break;
         unsigned char c = (unsigned char)*d->p;
         if (c == '"') {

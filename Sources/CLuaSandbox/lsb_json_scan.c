@@ -122,7 +122,7 @@ static void sws(sc *s) {
 static int sstring(sc *s) {
     s->p++;
     while (s->p < s->end) {
-        while (s->end - s->p >= 8 && !lsb_string_stop8(lsb_load8(s->p))) s->p += 8;
+        s->p = lsb_skip_plain(s->p, s->end);
         if (s->p >= s->end) break;
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') { s->p++; return 0; }

@@ -16,12 +16,17 @@ static inline int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c
 /* p at '"': the byte after the closing quote, or NULL. *esc is set when a backslash occurs. */
 static const char *skip_string(const char *p, const char *end, int *esc) {
     p++;
-    while (end - p >= 8) {
-        uint64_t x = lsb_load8(p);
-        if (lsb_has_byte(x, LSB_ONES * '"') | lsb_has_byte(x, LSB_ONES * '\\')) break;
-        p += 8;
-    }
     while (p < end) {
+        while (end - p >= 8) {
+            uint64_t x = lsb_load8(p);
+            uint64_t m = lsb_has_byte(x, LSB_ONES * '"') | lsb_has_byte(x, LSB_ONES * '\\');
+            if (m) {
+                p += __builtin_ctzll(m) >> 3;
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end) break;
         char c = *p;
         if (c == '"') return p + 1;
         if (c == '\\') {
