@@ -201,8 +201,8 @@ final class EnrichmentTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 2.5)
         let out = try results(r)
         XCTAssertEqual(out.map { $0["status"] as? String }, ["kept", "kept", "kept"], r.stdout + r.stderr)
-        XCTAssertEqual(((out[0]["events"] as? [[String: Any]])?[0])?["c"] as? String, "Fast", "a fast answer is not held up by a slow one")
-        XCTAssertTrue((((out[1]["events"] as? [[String: Any]])?[0])?["c"] as? String)?.hasSuffix("timed out") ?? false, "\(out[1])")
+        XCTAssertEqual(((out[0]["events"] as? [[String: Any]])?.first)?["c"] as? String, "Fast", "a fast answer is not held up by a slow one")
+        XCTAssertTrue((((out[1]["events"] as? [[String: Any]])?.first)?["c"] as? String)?.hasSuffix("timed out") ?? false, "\(out[1])")
         XCTAssertEqual(out[0]["logs"] as? [String], ["before fast.com"])
     }
 
