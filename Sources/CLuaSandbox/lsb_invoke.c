@@ -48,7 +48,9 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         luaL_error(L, "invalid input");
     }
     int v = lua_gettop(L);
-    if (lua_type(L, v) == LUA_TTABLE) {
+    /* A batch's outputs are attributed to their inputs; one event's outputs are all its own,
+     * and its context is the call's default (S->ctx_ref), so it needs no map entries. */
+    if (j->batched && lua_type(L, v) == LUA_TTABLE) {
         lua_getfield(L, v, "messageId");
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t n;
@@ -73,7 +75,7 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
             luaL_unref(L, LUA_REGISTRYINDEX, j->S->ctx_ref);
             j->S->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
-        if (lua_type(L, v) == LUA_TTABLE) {
+        if (j->batched && lua_type(L, v) == LUA_TTABLE) {
             lua_pushvalue(L, v);
             lua_insert(L, -2);
             lua_rawset(L, ctxmap);
@@ -117,7 +119,7 @@ static void add_output(job *j, lsb_output o) {
 static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_slot) {
     lsb_state *S = j->S;
     lsb_output o = {0};
-    o.origin = lua_type(L, idx) == LUA_TTABLE ? origin_of(L, j, idx, originmap) : -1;
+    o.origin = j->batched && lua_type(L, idx) == LUA_TTABLE ? origin_of(L, j, idx, originmap) : -1;
     char err[700];
     S->enc.len = 0;
     if (lsb_json_encode(L, idx, &S->enc, S->cfg.max_output_bytes, err, sizeof err)) {
