@@ -107,7 +107,7 @@ int lsb_json_unescape(const char **pp, const char *end, unsigned *cp) {
 typedef struct {
     const char *start, *p, *end;
     char msg[160];
-    int lenient_utf8;   /* structure only: UTF-8 is left to a per-element check */
+    int lenient_utf8;   /* structure only: UTF-8 and number range are left to a per-element check */
 } sc;
 
 static int sfail(sc *s, const char *what) {
@@ -159,7 +159,7 @@ static int snumber(sc *s) {
         if (sdigits(s)) return -1;
         may_overflow = 1;
     }
-    if (may_overflow) {   /* the decoder refuses what overflows a double: so does validation */
+    if (may_overflow && !s->lenient_utf8) {   /* what overflows a double is refused, as the decoder does */
         size_t n = (size_t)(s->p - start);
         char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
         if (!buf) return sfail(s, "out of memory");
