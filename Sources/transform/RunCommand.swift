@@ -85,16 +85,27 @@ struct RunCommand: ParsableCommand {
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
-        while true {
+        func readBatch() -> [EventInput] {
             var batch: [EventInput] = []
             while batch.count < batchSize, let line = reader.next() {
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
                 batch.append(EventInput.parse(line, index: index))
                 index += 1
             }
-            if batch.isEmpty { break }
-            guard case .results(let results) = await stage.process(batch, versions: versions) else { break }
-            for (input, r) in zip(batch, results) {
+            return batch
+        }
+        func launch(_ batch: [EventInput]) -> (batch: [EventInput], outcome: Task<Stage.BatchOutcome, Never>) {
+            (batch, Task { await stage.process(batch, versions: versions) })
+        }
+        // A pipeline: while the workers run one batch, this task writes the previous batch's
+        // answers and reads and validates the next one. Answers keep input order.
+        var running = Optional(readBatch()).flatMap { $0.isEmpty ? nil : launch($0) }
+        var next = running == nil ? [] : readBatch()
+        while let current = running {
+            let outcome = await current.outcome.value
+            running = next.isEmpty ? nil : launch(next)
+            guard case .results(let results) = outcome else { break }
+            for (input, r) in zip(current.batch, results) {
                 for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
                     out.append(entry)
                     out.append([0x0A])
@@ -108,6 +119,7 @@ struct RunCommand: ParsableCommand {
                 }
             }
             out.flush()
+            next = running == nil ? [] : readBatch()
         }
         out.flush()
         if stats {
