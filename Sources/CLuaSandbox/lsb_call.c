@@ -102,8 +102,7 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
     lua_pushvalue(L, env);
     S->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
-    lua_newtable(L);
-    S->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    S->loaded_ref = LUA_NOREF;   /* made by the first require */
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->chunk_ref);
     lua_pushvalue(L, env);
     lua_call(L, 1, 0);

@@ -268,28 +268,33 @@ static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
 static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
+    /* one pass over what the table holds: every key a touched member, every value unchanged,
+     * and every touched member still there */
     int present = 0;
-    for (int i = 0; i < z->count; i++) {
-        if (!(z->touched >> i & 1)) continue;
-        const lsb_lazy_member *m = &z->m[i];
-        lua_pushlstring(L, z->base + m->koff, m->klen);
-        int t = lua_rawget(L, idx);
-        int ok = t != LUA_TNIL;
-        if (ok && t == LUA_TTABLE) {
-            const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazymap);
-            ok = c && c->base == z->base && c->off == m->voff && lazy_clean(e, lua_gettop(L), c, depth + 1);
-        } else if (ok) ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
-        lua_pop(L, 1);
-        if (!ok) return 0;
-        present++;
-    }
-    int keys = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
+        int i = -1;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t n;
+            const char *k = lua_tolstring(L, -2, &n);
+            i = lsb_lazy_find(z, k, n);
+        }
+        int ok = i >= 0 && (z->touched >> i & 1);
+        if (ok) {
+            const lsb_lazy_member *m = &z->m[i];
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazymap);
+                ok = c && c->base == z->base && c->off == m->voff && lazy_clean(e, lua_gettop(L), c, depth + 1);
+            } else ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
+        }
         lua_pop(L, 1);
-        keys++;
+        if (!ok) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        present++;
     }
-    return keys == present;
+    return present == __builtin_popcountll(z->touched);
 }
 
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {

@@ -155,8 +155,13 @@ static void push_object(lua_State *L, const char *base, size_t off, size_t len, 
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
-    for (int i = 0; i < z->count; i++)
-        if (z->m[i].klen == n && memcmp(z->base + z->m[i].koff, k, n) == 0) return i;
+    for (int i = 0; i < z->count; i++) {
+        if (z->m[i].klen != n) continue;
+        const char *c = z->base + z->m[i].koff;
+        size_t j = 0;
+        while (j < n && c[j] == k[j]) j++;
+        if (j == n) return i;
+    }
     return -1;
 }
 
@@ -218,11 +223,13 @@ static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
     }
 }
 
-/* Materialises member i into the table at t; leaves the value on the stack. */
-static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i) {
+/* Materialises member i into the table at t; leaves the value on the stack. `key` is the
+ * stack index of the member's key string, or 0 to make it. */
+static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i, int key) {
     push_member(L, z, zidx, i);
     z->touched |= (uint64_t)1 << i;
-    lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
+    if (key) lua_pushvalue(L, key);
+    else lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
     lua_pushvalue(L, -2);
     lua_rawset(L, t);
 }
@@ -235,7 +242,7 @@ static int lazy_index(lua_State *L) {
     const char *k = lua_tolstring(L, 2, &n);
     int i = lsb_lazy_find(z, k, n);
     if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
-    materialize(L, 1, z, lua_gettop(L), i);
+    materialize(L, 1, z, lua_gettop(L), i, 2);
     return 1;
 }
 
@@ -291,7 +298,7 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
         lua_pushnil(L);
         return;
     }
-    materialize(L, idx, z, zidx, i);
+    materialize(L, idx, z, zidx, i, keyidx);
     lua_remove(L, zidx);
 }
 
@@ -303,7 +310,7 @@ void lsb_lazy_force(lua_State *L, int idx) {
         luaL_checkstack(L, 4, "event nested too deeply");
         for (int i = 0; i < z->count; i++)
             if (!(z->touched >> i & 1)) {
-                materialize(L, idx, z, zidx, i);
+                materialize(L, idx, z, zidx, i, 0);
                 lua_pop(L, 1);
             }
     }

@@ -90,6 +90,10 @@ int lsb_require(lua_State *L) {
         return luaL_error(L, "require: invalid library name '%s' (use letters, digits, '_' or '-'; "
                              "library NAME is loaded from libraries/NAME.lua)", name);
     lua_settop(L, 1);
+    if (S->loaded_ref == LUA_NOREF) {
+        lua_newtable(L);
+        S->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->loaded_ref);   /* 2: this call's loaded table */
     int t = lua_getfield(L, 2, name);
     if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &LSB_LOADING) {
