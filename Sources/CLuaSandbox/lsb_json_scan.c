@@ -326,9 +326,17 @@ bad:
 }
 
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
+    const char *keys[1] = {key};
+    size_t l = 0;
+    int r = lsb_json_object_fields(json, len, keys, 1, start, &l);
+    if (r < 0) return -1;
+    *vlen = l;
+    return l > 0;
+}
+
+int lsb_json_object_fields(const char *json, size_t len, const char *const *keys, int nkeys, size_t *starts, size_t *lens) {
     sc s = {json, json, json + len, {0}, 1};   /* structure only: UTF-8 is checked where values are used */
-    size_t klen = strlen(key);
-    int found = 0;
+    for (int i = 0; i < nkeys; i++) lens[i] = 0;
     sws(&s);
     if (s.p >= s.end || *s.p != '{') return -1;
     s.p++;
@@ -346,14 +354,14 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
         sws(&s);
         const char *v = s.p;
         if (svalue_flat(&s)) return -1;
-        if (kl == klen && memcmp(k, key, klen) == 0) {   /* keys with escapes never match */
-            *start = (size_t)(v - json);                  /* the last duplicate wins, as in the decoder */
-            *vlen = (size_t)(s.p - v);
-            found = 1;
-        }
+        for (int i = 0; i < nkeys; i++)
+            if (strlen(keys[i]) == kl && memcmp(k, keys[i], kl) == 0) {   /* keys with escapes never match */
+                starts[i] = (size_t)(v - json);                            /* the last duplicate wins, as in the decoder */
+                lens[i] = (size_t)(s.p - v);
+            }
         sws(&s);
         if (s.p < s.end && *s.p == ',') { s.p++; continue; }
-        if (s.p < s.end && *s.p == '}') return found;
+        if (s.p < s.end && *s.p == '}') return 0;
         return -1;
     }
 }

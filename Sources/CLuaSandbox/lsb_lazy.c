@@ -345,20 +345,23 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
 }
 
 size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
-    size_t o = 0;
-    int in = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = src[i];
-        if (in) {
-            dst[o++] = c;
-            if (c == '\\' && i + 1 < n) dst[o++] = src[++i];
-            else if (c == '"') in = 0;
-        } else if (!is_ws(c)) {
-            dst[o++] = c;
-            if (c == '"') in = 1;
+    const char *p = src, *end = src + n;
+    char *o = dst;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {   /* a whole string at once */
+            int esc = 0;
+            const char *q = skip_string(p, end, &esc);
+            if (!q || q > end) q = end;
+            memcpy(o, p, (size_t)(q - p));
+            o += q - p;
+            p = q;
+            continue;
         }
+        if (!is_ws(c)) *o++ = c;
+        p++;
     }
-    return o;
+    return (size_t)(o - dst);
 }
 
 void lsb_lazy_init(lua_State *L) {

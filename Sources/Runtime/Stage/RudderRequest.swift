@@ -45,8 +45,9 @@ public enum RudderRequest {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
                                       problem: "event \(index): expected an object with message, metadata and destination")
         }
+        let found = JSONBridge.fields(["message", "metadata", "destination"], in: bytes)   // one pass
         var metadata = empty
-        if let m = JSONBridge.field("metadata", in: bytes) {
+        if let m = found[1] {
             let md = Array(bytes[m])
             if md.first == UInt8(ascii: "{") {
                 // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
@@ -57,7 +58,7 @@ public enum RudderRequest {
                 metadata = md
             }
         }
-        guard let m = JSONBridge.field("message", in: bytes), bytes[m.lowerBound] == UInt8(ascii: "{") else {
+        guard let m = found[0], bytes[m.lowerBound] == UInt8(ascii: "{") else {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: metadata, versions: nil,
                                       problem: "event \(index): 'message' is missing or not an object")
         }
@@ -66,13 +67,20 @@ public enum RudderRequest {
         let message = Array(bytes[m])
         let invalid = JSONBridge.validate(message).map { "event \(index): \($0.message)" }
         let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid, validated: invalid == nil)
-        return RudderRequestEvent(input: input, metadata: metadata, versions: versions(in: bytes), problem: nil)
+        return RudderRequestEvent(input: input, metadata: metadata, versions: versions(destination: found[2].map { Array(bytes[$0]) }),
+                                  problem: nil)
     }
 
-    /// `destination.Transformations[].VersionID`, or nil when absent or empty.
+    /// `destination.Transformations[].VersionID` of an element, or nil when absent or empty.
     public static func versions(in bytes: [UInt8]) -> [String]? {
-        guard let d = JSONBridge.field("destination", in: bytes), let dest = JSONValue.parse(Array(bytes[d])),
-              case .array(let list)? = dest["Transformations"] else { return nil }
+        versions(destination: JSONBridge.field("destination", in: bytes).map { Array(bytes[$0]) })
+    }
+
+    /// `Transformations[].VersionID` of a destination object, or nil when absent or empty. Only
+    /// `Transformations` is parsed: a destination's config can be large.
+    static func versions(destination: [UInt8]?) -> [String]? {
+        guard let destination, let t = JSONBridge.field("Transformations", in: destination),
+              case .array(let list)? = JSONValue.parse(Array(destination[t])) else { return nil }
         let ids = list.compactMap { t -> String? in
             switch t["VersionID"] {
             case .string(let s)?: return s.isEmpty ? nil : s
