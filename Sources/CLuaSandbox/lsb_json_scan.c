@@ -278,13 +278,51 @@ out:
     return rc;
 }
 
+/* The fields loop of one object at s->p (after its '{' and whitespace): records keys[i]'s value
+ * range in f[2i], f[2i+1] (left as is when absent). Structure only. */
+static int sobject_fields(sc *s, const char *base, const char *const *keys, const size_t *klens, int nkeys, size_t *f) {
+    if (s->p < s->end && *s->p == '}') { s->p++; return 0; }
+    for (;;) {
+        sws(s);
+        if (s->p >= s->end || *s->p != '"') return sfail(s, "expected a string key");
+        const char *k = s->p + 1;
+        if (sstring(s)) return -1;
+        size_t kl = (size_t)(s->p - 1 - k);
+        sws(s);
+        if (s->p >= s->end || *s->p != ':') return sfail(s, "expected ':'");
+        s->p++;
+        sws(s);
+        const char *v = s->p;
+        if (svalue_flat(s)) return -1;
+        for (int i = 0; i < nkeys; i++)
+            if (klens[i] == kl && memcmp(k, keys[i], kl) == 0) {   /* keys with escapes never match */
+                f[2 * i] = (size_t)(v - base);                       /* the last duplicate wins, as in the decoder */
+                f[2 * i + 1] = (size_t)(s->p - v);
+            }
+        sws(s);
+        if (s->p < s->end && *s->p == ',') { s->p++; continue; }
+        if (s->p < s->end && *s->p == '}') { s->p++; return 0; }
+        return sfail(s, "expected ',' or '}'");
+    }
+}
+
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err) {
+    return lsb_json_split_array_fields(json, len, NULL, 0, starts, lens, NULL, err);
+}
+
+long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
+                                 size_t **starts, size_t **lens, size_t **fields, char **err) {
     sc s = {json, json, json + len, {0}, 1};
     size_t cap = 16, n = 0;
+    size_t klens[8];
+    if (nkeys > 8) nkeys = 8;
+    for (int i = 0; i < nkeys; i++) klens[i] = strlen(keys[i]);
     size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
+    size_t *fl = nkeys ? malloc(cap * 2 * (size_t)nkeys * sizeof *fl) : NULL;
     *starts = NULL;
     *lens = NULL;
-    if (!st || !ln) goto oom;
+    if (fields) *fields = NULL;
+    if (!st || !ln || (nkeys && !fl)) goto oom;
     sws(&s);
     if (s.p >= s.end || *s.p != '[') { sfail(&s, "expected a JSON array"); goto bad; }
     s.p++;
@@ -293,14 +331,24 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
     for (;;) {
         sws(&s);
         const char *b = s.p;
-        if (svalue_flat(&s)) goto bad;
         if (n == cap) {
             cap *= 2;
             size_t *a = realloc(st, cap * sizeof *st), *c = a ? realloc(ln, cap * sizeof *ln) : NULL;
             if (a) st = a;
+            if (c) ln = c;
             if (!a || !c) goto oom;
-            ln = c;
+            if (nkeys) {
+                size_t *g = realloc(fl, cap * 2 * (size_t)nkeys * sizeof *fl);
+                if (!g) goto oom;
+                fl = g;
+            }
         }
+        if (nkeys) memset(fl + n * 2 * (size_t)nkeys, 0, 2 * (size_t)nkeys * sizeof *fl);
+        if (nkeys && s.p < s.end && *s.p == '{') {   /* an object: find its fields on the way */
+            s.p++;
+            sws(&s);
+            if (sobject_fields(&s, b, keys, klens, nkeys, fl + n * 2 * (size_t)nkeys)) goto bad;
+        } else if (svalue_flat(&s)) goto bad;
         st[n] = (size_t)(b - json);
         ln[n] = (size_t)(s.p - b);
         n++;
@@ -315,12 +363,15 @@ done:
     if (s.p != s.end) { sfail(&s, "trailing characters after the array"); goto bad; }
     *starts = st;
     *lens = ln;
+    if (fields) *fields = fl;
+    else free(fl);
     return (long)n;
 oom:
     snprintf(s.msg, sizeof s.msg, "out of memory");
 bad:
     free(st);
     free(ln);
+    free(fl);
     *err = lsb_strndup(s.msg, strlen(s.msg));
     return -1;
 }

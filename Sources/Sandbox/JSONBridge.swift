@@ -32,6 +32,32 @@ public enum JSONBridge {
         return (0..<n).map { i in starts![i]..<(starts![i] + lens![i]) }
     }
 
+    /// `splitArray`, also finding the top-level `keys` (at most 8) of every element that is an
+    /// object, in the same pass: each element's range, and its fields' ranges relative to the
+    /// element (nil when absent or when the element is not an object).
+    public static func splitArray(_ bytes: [UInt8], fields keys: [String]) throws(Failure) -> [(element: Range<Int>, fields: [Range<Int>?])] {
+        precondition(keys.count <= 8)
+        var starts: UnsafeMutablePointer<Int>?
+        var lens: UnsafeMutablePointer<Int>?
+        var found: UnsafeMutablePointer<Int>?
+        var err: UnsafeMutablePointer<CChar>?
+        let dup = keys.map { UnsafePointer(strdup($0)) }
+        defer { dup.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
+        let n = dup.withUnsafeBufferPointer { names in
+            withCBytes(bytes) { lsb_json_split_array_fields($0, $1, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &err) }
+        }
+        defer { free(starts); free(lens); free(found); free(err) }
+        if n < 0 { throw Failure(message: err.map { String(cString: $0) } ?? "invalid JSON") }
+        let k = keys.count
+        return (0..<n).map { e in
+            (starts![e]..<(starts![e] + lens![e]),
+             (0..<k).map { i in
+                 let s = found![(e * k + i) * 2], l = found![(e * k + i) * 2 + 1]
+                 return l > 0 ? s..<(s + l) : nil
+             })
+        }
+    }
+
     /// What one event's bytes hold, from a single validating pass.
     public enum Envelope: Sendable, Equatable {
         case notAnObject

@@ -176,6 +176,13 @@ char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **e
  * malloc'd message in *err. *starts and *lens are malloc'd arrays owned by the caller. */
 long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t **lens, char **err);
 
+/* lsb_json_split_array that also finds, in the same pass, the top-level fields keys[0..nkeys)
+ * (at most 8) of every element that is an object: (*fields)[(e * nkeys + i) * 2] and [.. + 1] are
+ * the start (relative to the element) and length of element e's keys[i] value, length 0 when
+ * absent. *fields is malloc'd like *starts. */
+long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
+                                 size_t **starts, size_t **lens, size_t **fields, char **err);
+
 /* Validates one JSON value (grammar, UTF-8, depth). Returns NULL, or a malloc'd message. */
 char *lsb_json_validate(const char *json, size_t len);
 

@@ -30,22 +30,41 @@ public enum RudderRequest {
     /// Splits the body into events, one per array element. Throws only when the body is not a
     /// JSON array; an unusable element gets a `problem` instead.
     public static func parse(_ body: [UInt8]) throws(Invalid) -> [RudderRequestEvent] {
-        let ranges: [Range<Int>]
+        let elements: [(element: Range<Int>, fields: [Range<Int>?])]
         do {
-            ranges = try JSONBridge.splitArray(body)
+            elements = try JSONBridge.splitArray(body, fields: fieldNames)   // one pass over the body
         } catch {
             throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
         }
-        return ranges.enumerated().map { i, r in element(Array(body[r]), index: i) }
+        var lastDestination: ([UInt8], [String]?)? = nil   // a batch's events usually share theirs
+        return elements.enumerated().map { i, e in
+            let bytes = Array(body[e.element])
+            let destination = e.fields[2].map { Array(bytes[$0]) }
+            let versions: [String]?
+            if let destination, let last = lastDestination, last.0 == destination {
+                versions = last.1
+            } else {
+                versions = Self.versions(destination: destination)
+                if let destination { lastDestination = (destination, versions) }
+            }
+            return element(bytes, index: i, found: e.fields, versions: versions)
+        }
     }
 
+    private static let fieldNames = ["message", "metadata", "destination"]
+
     public static func element(_ bytes: [UInt8], index: Int) -> RudderRequestEvent {
+        let found = JSONBridge.fields(fieldNames, in: bytes)
+        return element(bytes, index: index, found: found, versions: versions(destination: found[2].map { Array(bytes[$0]) }))
+    }
+
+    /// One element, given the ranges of its message, metadata and destination.
+    static func element(_ bytes: [UInt8], index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
         guard bytes.first == UInt8(ascii: "{") else {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
                                       problem: "event \(index): expected an object with message, metadata and destination")
         }
-        let found = JSONBridge.fields(["message", "metadata", "destination"], in: bytes)   // one pass
         var metadata = empty
         if let m = found[1] {
             let md = Array(bytes[m])
@@ -67,8 +86,7 @@ public enum RudderRequest {
         let message = Array(bytes[m])
         let invalid = JSONBridge.validate(message).map { "event \(index): \($0.message)" }
         let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid, validated: invalid == nil)
-        return RudderRequestEvent(input: input, metadata: metadata, versions: versions(destination: found[2].map { Array(bytes[$0]) }),
-                                  problem: nil)
+        return RudderRequestEvent(input: input, metadata: metadata, versions: versions, problem: nil)
     }
 
     /// `destination.Transformations[].VersionID` of an element, or nil when absent or empty.
