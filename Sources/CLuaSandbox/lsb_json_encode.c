@@ -229,6 +229,25 @@ static int table(je *e, int idx, int depth) {
 
 /* ---- lazy event objects (lsb_lazy.h): unchanged members are written as their input bytes ---- */
 
+static int too_deep(je *e) {
+    char d[16];
+    snprintf(d, sizeof d, "%d", LSB_JSON_MAX_OUT_DEPTH);
+    return efail(e, "nested deeper than %s levels (is the table cyclic?)", d);
+}
+
+/* Would input bytes of nesting `height`, written at `depth`, hold a table deeper than the encoder
+ * allows? (The same limit as for tables the script builds.) */
+static int raw_too_deep(int depth, uint32_t height) {
+    return height && (uint64_t)depth + height - 1 > LSB_JSON_MAX_OUT_DEPTH;
+}
+
+/* A member's input value written at `depth`: its exact nesting is measured only when the
+ * object's own nesting says it could matter. */
+static int member_too_deep(const lsb_lazy *z, const lsb_lazy_member *m, int depth) {
+    if (!raw_too_deep(depth, z->height - 1)) return 0;
+    return raw_too_deep(depth, lsb_lazy_height(z->base + m->voff, m->vlen));
+}
+
 /* Appends input bytes, dropping whitespace outside strings unless the source is compact. */
 static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n) {
     if (z->compact) return put(e, s, n);
@@ -300,7 +319,7 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
-    if (lazy_clean(e, idx, z, depth)) return put_raw(e, z, z->base + z->off, z->len);
+    if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) return put_raw(e, z, z->base + z->off, z->len);
     /* added keys: strings are written after the members, sorted; any other key makes this
      * the eager table's error (or, with no member left, the plain table it now is) */
     size_t extra = 0;
@@ -359,6 +378,12 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
             if (!first && (r = put(e, ",", 1))) break;
             first = 0;
             if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
+            if (member_too_deep(z, m, depth + 1)) {
+                size_t old = path_push_key(e, k, m->klen);
+                r = too_deep(e);
+                path_pop(e, old);
+                break;
+            }
             r = put_raw(e, z, z->base + m->voff, m->vlen);
             continue;
         }

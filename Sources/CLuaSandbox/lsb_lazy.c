@@ -40,13 +40,14 @@ static const char *skip_string(const char *p, const char *end, int *esc) {
 }
 
 /* p at a value's first byte: the byte after it, or NULL. *ws is set when whitespace occurs
- * outside strings. */
-static const char *skip_value(const char *p, const char *end, int *ws) {
+ * outside strings; *height is the value's nesting (0 for a scalar, 1 for a flat container). */
+static const char *skip_value(const char *p, const char *end, int *ws, uint32_t *height) {
     char c = *p;
     int esc = 0;
+    *height = 0;
     if (c == '"') return skip_string(p, end, &esc);
     if (c == '{' || c == '[') {
-        size_t depth = 0;
+        uint32_t depth = 0, maxd = 0;
         while (p < end) {
             c = *p;
             if (c == '"') {
@@ -54,9 +55,13 @@ static const char *skip_value(const char *p, const char *end, int *ws) {
                 if (!p) return NULL;
                 continue;
             }
-            if (c == '{' || c == '[') depth++;
-            else if (c == '}' || c == ']') {
-                if (--depth == 0) return p + 1;
+            if (c == '{' || c == '[') {
+                if (++depth > maxd) maxd = depth;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0) {
+                    *height = maxd;
+                    return p + 1;
+                }
             } else if (is_ws(c)) *ws = 1;
             p++;
         }
@@ -76,7 +81,10 @@ static const char *skip_ws(const char *p, const char *end, int *ws) {
 
 /* Scans the object token base[off, off+len). Returns 0 with the members, 1 when the object must
  * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
-static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member *m, int *count, int *ws) {
+static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member *m, int *count, int *ws,
+                       uint32_t *height) {
+    uint32_t h = 0;
+    *height = 1;
     const char *p = base + off, *end = base + off + len;
     if (p >= end || *p != '{') return -1;
     p = skip_ws(p + 1, end, ws);
@@ -101,8 +109,9 @@ static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member
         p = skip_ws(p + 1, end, ws);
         if (p >= end) return -1;
         const char *v = p;
-        q = skip_value(p, end, ws);
+        q = skip_value(p, end, ws, &h);
         if (!q || q == v) return -1;
+        if (h + 1 > *height) *height = h + 1;
         m[n++] = (lsb_lazy_member){(uint32_t)(k - base), klen, (uint32_t)(v - base), (uint32_t)(q - v)};
         p = skip_ws(q, end, ws);
         if (p < end && *p == ',') {
@@ -127,7 +136,8 @@ static void eager(lua_State *L, const char *s, size_t n) {
 static void push_object(lua_State *L, const char *base, size_t off, size_t len, int compact, int bytes) {
     lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
     int count = 0, ws = 0;
-    int r = scan_object(base, off, len, m, &count, &ws);
+    uint32_t height = 1;
+    int r = scan_object(base, off, len, m, &count, &ws, &height);
     if (r != 0) {
         if (r < 0) luaL_error(L, "event JSON: malformed object at byte %d", (int)off);
         eager(L, base + off, len);
@@ -142,6 +152,7 @@ static void push_object(lua_State *L, const char *base, size_t off, size_t len, 
     z->touched = 0;
     z->compact = compact && !ws;
     z->count = count;
+    z->height = height;
     memcpy(z->m, m, (size_t)count * sizeof m[0]);
     lua_pushvalue(L, bytes);
     lua_setiuservalue(L, -2, 1);
@@ -342,6 +353,12 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     push_object(L, lua_tostring(L, bytes), a, b - a, 1, bytes);
     lua_remove(L, bytes);
     return 0;
+}
+
+uint32_t lsb_lazy_height(const char *json, size_t len) {
+    int ws = 0;
+    uint32_t h = 0;
+    return len && skip_value(json, json + len, &ws, &h) ? h : 0;
 }
 
 size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {

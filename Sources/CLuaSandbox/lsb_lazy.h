@@ -34,6 +34,7 @@ typedef struct {
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
     int compact;           /* no whitespace outside strings in base */
+    uint32_t height;       /* nesting of this object's token: 1 when no member is a container */
     int count;
     lsb_lazy_member m[];
 } lsb_lazy;
@@ -62,6 +63,8 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx);
 
 /* Member i's index in z for key k, or -1. */
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n);
+/* Nesting of the JSON value json[0..len) (0 for a scalar). */
+uint32_t lsb_lazy_height(const char *json, size_t len);
 /* Copies JSON bytes, dropping whitespace outside strings when the source is not compact. */
 size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n);
 
