@@ -92,7 +92,9 @@ static long origin_of(lua_State *L, job *j, int idx, int originmap) {
     }
     lua_pop(L, 1);
     lua_pushliteral(L, "messageId");
-    if (lua_rawget(L, idx) == LUA_TSTRING) {
+    lsb_lazy_rawget(L, idx, -1);   /* a raw read that also sees a lazy table's unread member */
+    lua_remove(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING) {
         const char *m = lua_tostring(L, -1);
         for (size_t i = 0; i < j->inv->count; i++)
             if (j->inv->message_ids[i] && strcmp(j->inv->message_ids[i], m) == 0) {

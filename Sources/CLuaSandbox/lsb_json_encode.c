@@ -229,12 +229,6 @@ static int table(je *e, int idx, int depth) {
 
 /* ---- lazy event objects (lsb_lazy.h): unchanged members are written as their input bytes ---- */
 
-static int too_deep(je *e) {
-    char d[16];
-    snprintf(d, sizeof d, "%d", LSB_JSON_MAX_OUT_DEPTH);
-    return efail(e, "nested deeper than %s levels (is the table cyclic?)", d);
-}
-
 /* Would input bytes of nesting `height`, written at `depth`, hold a table deeper than the encoder
  * allows? (The same limit as for tables the script builds.) */
 static int raw_too_deep(int depth, uint32_t height) {
@@ -303,7 +297,13 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
             const lsb_lazy_member *m = &z->m[i];
             if (lua_type(L, -1) == LUA_TTABLE) {
                 const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazymap);
-                ok = c && c->base == z->base && c->off == m->voff && lazy_clean(e, lua_gettop(L), c, depth + 1);
+                ok = c && c->base == z->base && c->off == m->voff;
+                if (ok) {   /* json.array() marks can change how an empty child is written */
+                    lua_pushvalue(L, -1);
+                    ok = lua_rawget(L, e->arrays) == LUA_TNIL;
+                    lua_pop(L, 1);
+                }
+                ok = ok && lazy_clean(e, lua_gettop(L), c, depth + 1);
             } else ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
         }
         lua_pop(L, 1);
@@ -319,16 +319,35 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
+    lua_pushvalue(L, idx);
+    int marked = lua_rawget(L, e->arrays) != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
+        int empty = 1;
+        for (int i = 0; i < z->count && empty; i++) empty = (z->touched >> i & 1) != 0;
+        if (empty) {
+            lua_pushnil(L);
+            if (lua_next(L, idx)) {
+                lua_pop(L, 2);
+                empty = 0;
+            }
+        }
+        if (empty) return put(e, "[]", 2);
+    }
     if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) return put_raw(e, z, z->base + z->off, z->len);
     /* added keys: strings are written after the members, sorted; any other key makes this
      * the eager table's error (or, with no member left, the plain table it now is) */
-    size_t extra = 0;
+    size_t extra = 0, raw = 0;
     int other = 0;
+    const char *badtype = NULL;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) other = 1;
-        else {
+        raw++;
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            other = 1;
+            if (!badtype && !lua_isinteger(L, -1)) badtype = lua_typename(L, lua_type(L, -1));
+        } else {
             size_t n;
             const char *k = lua_tolstring(L, -1, &n);
             if (lsb_lazy_find(z, k, n) < 0) extra++;
@@ -342,9 +361,12 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
             members += lua_rawget(L, idx) != LUA_TNIL;
             lua_pop(L, 1);
         }
+        /* the eager table's verdict: a bad key type first, then the mix */
+        if (members && badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
         if (members) return efail(e, "%s", "table mixes string keys with integer keys");
         return table(e, idx, depth);
     }
+    (void)raw;
     if (extra > 1000000 || !lua_checkstack(L, (int)(2 * extra) + 8)) return efail(e, "%s", "object has too many keys");
     int base = lua_gettop(L);
     keyref *keys = NULL;
@@ -378,10 +400,16 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
             if (!first && (r = put(e, ",", 1))) break;
             first = 0;
             if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
-            if (member_too_deep(z, m, depth + 1)) {
+            if (member_too_deep(z, m, depth + 1)) {   /* the eager table's error, path and all */
+                char derr[200];
+                if (lsb_json_decode_push(L, z->base + m->voff, m->vlen, derr, sizeof derr)) {
+                    r = efail(e, "%s", derr);
+                    break;
+                }
                 size_t old = path_push_key(e, k, m->klen);
-                r = too_deep(e);
+                r = value(e, lua_gettop(L), depth + 1);
                 path_pop(e, old);
+                lua_pop(L, 1);
                 break;
             }
             r = put_raw(e, z, z->base + m->voff, m->vlen);

@@ -202,6 +202,7 @@ int lsb_setmetatable(lua_State *L) {
     luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
     lua_settop(L, 2);
     lsb_lazy_strip(L, 1);   /* a lazy event becomes the plain table it stands for */
+    lsb_lazy_force(L, 2);   /* and a lazy metatable shows all its members to the snapshot */
     if (lua_getmetatable(L, 1)) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_SNAPSHOTS);
         lua_pushvalue(L, -2);
@@ -342,13 +343,15 @@ int lsb_metadata(lua_State *L) {
                 lua_pushvalue(L, -2);
                 lua_rawset(L, map);
             }
-            return 1;
+            if (!lua_isnil(L, -1)) return 1;
         }
+        lua_settop(L, 1);
     }
     if (S->ctx_ref != LUA_NOREF && S->ctx_ref != LUA_REFNIL) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
         decode_context(L, S);
-        return 1;
+        if (!lua_isnil(L, -1)) return 1;
+        lua_pop(L, 1);   /* a context that is not an object: as when there is none */
     }
     /* unknown: an empty read-only table, so metadata(e).field is simply nil */
     lua_newtable(L);
