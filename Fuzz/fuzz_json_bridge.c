@@ -4,6 +4,15 @@
  * in one long-lived sandbox state, as the runtime uses them. Checks invariants, not just
  * crashes: valid input round-trips to canonical JSON that is valid and stable.
  *
+ * Lazy events: a valid object (also: the first object elements of a valid array, an envelope's
+ * message with its metadata as context, any other valid value wrapped as {"a":VALUE,"b":1}) is
+ * run through small scripts twice, once with `validated = 1` (a lazy table, written back from
+ * its input bytes where unchanged) and once with `validated = 0` (decoded eagerly). The
+ * outcomes must agree (status, message up to the error path, shape) and the lazy output's
+ * canonical form must equal the eager output, which the encoder already writes canonically.
+ * An invalid object is also run lazily, breaking the "validated" promise: it must stay memory
+ * safe. A run prints its counts on exit ("lazy/eager differential: ...").
+ *
  *   scripts/fuzz-json [SECONDS]
  */
 #include "lsb.h"
@@ -12,12 +21,155 @@
 #include <string.h>
 
 static lsb_state *S;
+static lsb_state *LZ, *EG;   /* the lazy-vs-eager check: one state per mode */
 
 static void check(int ok, const char *what) {
     if (!ok) {
         fprintf(stderr, "invariant broken: %s\n", what);
         abort();
     }
+}
+
+/* ---- lazy vs eager ---- */
+
+static const char diff_src[] =
+    "function identity(e) return e end\n"
+    /* reads a few fields (and into nested objects), deletes one, writes one */
+    "function touch(e)\n"
+    "  local t, c = e.type, e.context\n"
+    "  if type(c) == 'table' then local _ = c.traits; c.ip = nil end\n"
+    "  for _, k in ipairs({'event', 'properties', 'message', 'a', 'b', '', '1'}) do\n"
+    "    local v = e[k]\n"
+    "    if type(v) == 'table' then local _ = v[1], v.name, v.a end\n"
+    "  end\n"
+    "  e.userId = e.userId\n"
+    "  e.fuzzTouched = t == nil\n"
+    "  return e\n"
+    "end\n"
+    /* the runtime's envelope: message as the event, metadata as its context */
+    "function withMetadata(e, md)\n"
+    "  local m = md(e)\n"
+    "  if type(m) == 'table' and type(m.sourceId) ~= 'table' then e.fuzzSource = m.sourceId end\n"
+    "  return e\n"
+    "end\n";
+static const char *const diff_entries[] = {"identity", "touch", "withMetadata"};
+
+static lsb_state *diff_state(void) {
+    lsb_config cfg = {0};
+    cfg.memory_limit = 32 << 20;
+    cfg.time_limit_ns = 500000000ull;
+    cfg.max_log_lines = 10;
+    cfg.max_log_bytes = 1024;
+    cfg.max_output_bytes = 1 << 20;
+    char err[200];
+    lsb_state *st = lsb_new(&cfg, err, sizeof err);
+    check(st != NULL, "lsb_new (differential state)");
+    lsb_report r;
+    lsb_load(st, diff_src, sizeof diff_src - 1, "@fuzz_diff.lua", diff_entries, 3, &r);
+    check(r.status == LSB_OK && r.entry_mask == 7, "load (differential state)");
+    lsb_report_clear(&r);
+    return st;
+}
+
+/* Message without the " at $path" of an output error (where the encoder first meets a bad
+ * value depends on key order, which lazy output keeps from the input). */
+static size_t msg_len(const char *m) {
+    if (!m) return 0;
+    const char *at = strstr(m, " at $");
+    return at ? (size_t)(at - m) : strlen(m);
+}
+
+static int same_msg(const char *a, const char *b) {
+    if (!a || !b) return a == b;
+    size_t n = msg_len(a);
+    return n == msg_len(b) && memcmp(a, b, n) == 0;
+}
+
+static void mismatch(const char *what, const char *entry, const char *json, size_t size, const lsb_report *lz,
+                     const lsb_report *eg) {
+    fprintf(stderr, "lazy/eager mismatch in %s (entry %s)\n", what, entry);
+    fprintf(stderr, "input (%zu bytes): %.*s\n", size, (int)(size > 2000 ? 2000 : size), json);
+    fprintf(stderr, "lazy:  status %d shape %d msg %s outputs %zu first %.*s\n", lz->status, lz->shape,
+            lz->message ? lz->message : "-", lz->output_count,
+            lz->output_count && lz->outputs[0].json ? (int)(lz->outputs[0].json_len > 2000 ? 2000 : lz->outputs[0].json_len) : 1,
+            lz->output_count && lz->outputs[0].json ? lz->outputs[0].json : "-");
+    fprintf(stderr, "eager: status %d shape %d msg %s outputs %zu first %.*s\n", eg->status, eg->shape,
+            eg->message ? eg->message : "-", eg->output_count,
+            eg->output_count && eg->outputs[0].json ? (int)(eg->outputs[0].json_len > 2000 ? 2000 : eg->outputs[0].json_len) : 1,
+            eg->output_count && eg->outputs[0].json ? eg->outputs[0].json : "-");
+    check(0, what);
+}
+
+static unsigned long diff_runs, diff_agreed_ok, diff_agreed_error, diff_limits, diff_unvalidated;
+
+/* One entry over `json` (an object, already validated) with optional context, lazily and
+ * eagerly; aborts when they disagree. */
+static void differential(const char *entry, const char *json, size_t size, const char *ctx, size_t ctxlen) {
+    if (!LZ) LZ = diff_state();
+    if (!EG) EG = diff_state();
+    lsb_input lin = {json, size, ctx, ctxlen, 1}, ein = {json, size, ctx, ctxlen, 0};
+    lsb_report lz, eg;
+    lsb_call(LZ, entry, &lin, 1, 0, &lz);
+    lsb_call(EG, entry, &ein, 1, 0, &eg);
+    diff_runs++;
+    int limits = lz.status == LSB_ERR_MEMORY || lz.status == LSB_ERR_TIMEOUT || eg.status == LSB_ERR_MEMORY ||
+                 eg.status == LSB_ERR_TIMEOUT;
+    if (lsb_is_poisoned(LZ)) { lsb_free(LZ); LZ = NULL; }
+    if (lsb_is_poisoned(EG)) { lsb_free(EG); EG = NULL; }
+    if (limits) {   /* a resource limit, not a semantic difference: each mode uses its own memory */
+        diff_limits++;
+        goto done;
+    }
+    if (lz.status == LSB_ERR_INTERNAL || eg.status == LSB_ERR_INTERNAL) mismatch("internal error", entry, json, size, &lz, &eg);
+    if (lz.status != eg.status) mismatch("status", entry, json, size, &lz, &eg);
+    if (!same_msg(lz.message, eg.message)) mismatch("message", entry, json, size, &lz, &eg);
+    if (lz.status != LSB_OK) {
+        diff_agreed_error++;
+        goto done;
+    }
+    if (lz.shape != eg.shape || lz.output_count != eg.output_count) mismatch("shape", entry, json, size, &lz, &eg);
+    for (size_t i = 0; i < lz.output_count; i++) {
+        const lsb_output *a = &lz.outputs[i], *b = &eg.outputs[i];
+        if ((a->json == NULL) != (b->json == NULL) || !same_msg(a->error, b->error))
+            mismatch("output slot", entry, json, size, &lz, &eg);
+        if (!a->json) continue;
+        char *v = lsb_json_validate(a->json, a->json_len);
+        if (v) {
+            fprintf(stderr, "lazy output invalid: %s\n", v);
+            mismatch("lazy output is valid JSON", entry, json, size, &lz, &eg);
+        }
+        size_t clen = 0;
+        char *cerr = NULL;
+        char *canon = lsb_json_canonical(a->json, a->json_len, &clen, &cerr);
+        if (!canon) {
+            fprintf(stderr, "canonical: %s\n", cerr ? cerr : "?");
+            mismatch("lazy output canonicalises", entry, json, size, &lz, &eg);
+        }
+        if (clen != b->json_len || memcmp(canon, b->json, clen) != 0) {
+            /* the eager output is the encoder's canonical form; make sure before reporting */
+            size_t elen = 0;
+            char *eerr = NULL;
+            char *ecanon = lsb_json_canonical(b->json, b->json_len, &elen, &eerr);
+            int same = ecanon && elen == clen && memcmp(ecanon, canon, clen) == 0;
+            if (!same) fprintf(stderr, "lazy canonical: %.*s\n", (int)(clen > 2000 ? 2000 : clen), canon);
+            free(ecanon);
+            free(eerr);
+            if (!same) mismatch("canonical output", entry, json, size, &lz, &eg);
+        }
+        free(canon);
+        free(cerr);
+    }
+    diff_agreed_ok++;
+done:
+    lsb_report_clear(&lz);
+    lsb_report_clear(&eg);
+}
+
+static void report_counts(void) {
+    fprintf(stderr,
+            "lazy/eager differential: %lu call pairs: %lu equal outputs, %lu same error, %lu skipped at a resource "
+            "limit; %lu invalid objects run lazily\n",
+            diff_runs, diff_agreed_ok, diff_agreed_error, diff_limits, diff_unvalidated);
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
@@ -46,6 +198,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     char *serr = NULL;
     long n = lsb_json_split_array(json, size, &st, &ln, &serr);
     for (long i = 0; i < n; i++) check(st[i] + ln[i] <= size, "split range");
+    if (valid) {   /* a valid array's object elements are events too (the seeds are event arrays) */
+        for (long i = 0, objects = 0; i < n && objects < 4; i++) {
+            if (json[st[i]] != '{') continue;
+            objects++;
+            differential("identity", json + st[i], ln[i], NULL, 0);
+            differential("touch", json + st[i], ln[i], NULL, 0);
+        }
+    }
     free(st);
     free(ln);
     free(serr);
@@ -91,6 +251,54 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
             lsb_free(S);
             S = NULL;
         }
+        differential("identity", json, size, NULL, 0);
+        differential("touch", json, size, NULL, 0);
+        if (shape == 2) {   /* as the runtime calls an envelope: the message, its metadata as context */
+            differential("withMetadata", json + ms, ml, dl ? json + ds : NULL, dl);
+            differential("touch", json + ms, ml, NULL, 0);
+        }
+    } else if (valid && size < 65536) {
+        /* any other valid value, as a member of an object: {"a":VALUE,"b":1} */
+        char *w = malloc(size + 16);
+        check(w != NULL, "malloc");
+        memcpy(w, "{\"a\":", 5);
+        memcpy(w + 5, json, size);
+        memcpy(w + 5 + size, ",\"b\":1}", 7);
+        char *werr = lsb_json_validate(w, size + 12);   /* one level deeper: may pass the depth limit */
+        if (!werr) {
+            differential("identity", w, size + 12, NULL, 0);
+            differential("touch", w, size + 12, NULL, 0);
+        }
+        free(werr);
+        free(w);
+    } else if (!valid) {
+        /* "validated" is the caller's promise; when it is broken the lazy scanner must still stay
+         * in bounds (ASan/UBSan watch), whatever the outcome */
+        size_t a = 0;
+        while (a < size && (json[a] == ' ' || json[a] == '\n' || json[a] == '\r' || json[a] == '\t')) a++;
+        if (a < size && json[a] == '{') {
+            /* a state of its own, freed before returning: a failed call leaves garbage in the
+             * Lua heap, and libFuzzer runs a (slow) leak check after every input that ends with
+             * more mallocs than frees */
+            lsb_state *st = diff_state();
+            lsb_input in = {json, size, NULL, 0, 1};
+            const char *entries[] = {"identity", "touch"};
+            for (int k = 0; k < 2 && !lsb_is_poisoned(st); k++) {
+                lsb_report r;
+                lsb_call(st, entries[k], &in, 1, 0, &r);
+                check(r.status != LSB_ERR_INTERNAL, "lazy call on unvalidated input: no internal error");
+                lsb_report_clear(&r);
+            }
+            lsb_free(st);
+            diff_unvalidated++;
+        }
     }
+    return 0;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    atexit(report_counts);
     return 0;
 }
