@@ -85,27 +85,30 @@ struct RunCommand: ParsableCommand {
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
-        func readBatch() -> [EventInput] {
-            var batch: [EventInput] = []
-            while batch.count < batchSize, let line = reader.next() {
+        // Lines only: the workers validate them (Stage.process(lines:)), in parallel.
+        func readBatch() -> (first: Int, lines: [[UInt8]]) {
+            var lines: [[UInt8]] = []
+            let first = index
+            while lines.count < batchSize, let line = reader.next() {
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-                batch.append(EventInput.parse(line, index: index))
+                lines.append(line)
                 index += 1
             }
-            return batch
+            return (first, lines)
         }
-        func launch(_ batch: [EventInput]) -> (batch: [EventInput], outcome: Task<Stage.BatchOutcome, Never>) {
-            (batch, Task { await stage.process(batch, versions: versions) })
+        func launch(_ batch: (first: Int, lines: [[UInt8]])) -> Task<(inputs: [EventInput], outcome: Stage.BatchOutcome), Never> {
+            Task { await stage.process(lines: batch.lines, firstIndex: batch.first, versions: versions) }
         }
         // A pipeline: while the workers run one batch, this task writes the previous batch's
-        // answers and reads and validates the next one. Answers keep input order.
-        var running = Optional(readBatch()).flatMap { $0.isEmpty ? nil : launch($0) }
-        var next = running == nil ? [] : readBatch()
+        // answers and reads the next one. Answers keep input order.
+        var next = readBatch()
+        var running = next.lines.isEmpty ? nil : launch(next)
+        next = running == nil ? (index, []) : readBatch()
         while let current = running {
-            let outcome = await current.outcome.value
-            running = next.isEmpty ? nil : launch(next)
+            let (inputs, outcome) = await current.value
+            running = next.lines.isEmpty ? nil : launch(next)
             guard case .results(let results) = outcome else { break }
-            for (input, r) in zip(current.batch, results) {
+            for (input, r) in zip(inputs, results) {
                 for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
                     out.append(entry)
                     out.append([0x0A])
@@ -119,7 +122,7 @@ struct RunCommand: ParsableCommand {
                 }
             }
             out.flush()
-            next = running == nil ? [] : readBatch()
+            next = running == nil ? (index, []) : readBatch()
         }
         out.flush()
         if stats {

@@ -40,36 +40,51 @@ public final class Stage: @unchecked Sendable {
 
     /// Runs `inputs` through the chain `versions` (in order). An empty chain keeps events.
     public func process(_ inputs: [EventInput], versions: [String]) async -> BatchOutcome {
+        await process(count: inputs.count, versions: versions) { range in Array(inputs[range]) }.outcome
+    }
+
+    /// `process` for raw NDJSON lines: each worker reads and validates its share of `lines`
+    /// (`EventInput.parse`, numbered from `firstIndex`) before running it, so validation is
+    /// spread over the workers too. Returns the inputs beside the outcome, in line order.
+    public func process(lines: [[UInt8]], firstIndex: Int, versions: [String]) async -> (inputs: [EventInput], outcome: BatchOutcome) {
+        await process(count: lines.count, versions: versions) { range in
+            range.map { EventInput.parse(lines[$0], index: firstIndex + $0) }
+        }
+    }
+
+    private func process(count: Int, versions: [String],
+                         inputs make: @escaping @Sendable (Range<Int>) -> [EventInput]) async -> (inputs: [EventInput], outcome: BatchOutcome) {
         let catalog = currentCatalog
         var found: [CatalogEntry] = []
         for v in versions {
-            guard let e = catalog.entries[v] else { return .unknownVersion(v) }
+            guard let e = catalog.entries[v] else { return (make(0..<count), .unknownVersion(v)) }
             found.append(e)
         }
         let entries = found
-        if inputs.isEmpty { return .results([]) }
+        if count == 0 { return ([], .results([])) }
         let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? min(pool.count, max(1, inputs.count / minimumChunk)) : 1
+        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
         let base = pool.leastLoaded()
         let libraries = catalog.libraryLoader
         let enrichment = catalog.enrichment
-        let size = (inputs.count + chunks - 1) / chunks
-        let ranges = stride(from: 0, to: inputs.count, by: size).map { $0..<min($0 + size, inputs.count) }
+        let size = (count + chunks - 1) / chunks
+        let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
         let name = versions.joined(separator: ",")
-        var parts = [[EventResult]](repeating: [], count: ranges.count)
-        await withTaskGroup(of: (Int, [EventResult]).self) { group in
+        var parts = [([EventInput], [EventResult])](repeating: ([], []), count: ranges.count)
+        await withTaskGroup(of: (Int, [EventInput], [EventResult]).self) { group in
             for (i, range) in ranges.enumerated() {
-                let slice = Array(inputs[range])
                 group.addTask {
-                    let r = await self.pool.run(on: base + i) { states in
-                        Stage.runChain(name: name, entries: entries, libraries: libraries, enrichment: enrichment, inputs: slice, states: states)
+                    let (slice, r) = await self.pool.run(on: base + i) { states in
+                        let slice = make(range)
+                        return (slice, Stage.runChain(name: name, entries: entries, libraries: libraries, enrichment: enrichment,
+                                                      inputs: slice, states: states))
                     }
-                    return (i, r)
+                    return (i, slice, r)
                 }
             }
-            for await (i, r) in group { parts[i] = r }
+            for await (i, slice, r) in group { parts[i] = (slice, r) }
         }
-        return .results(parts.flatMap { $0 })
+        return (parts.flatMap { $0.0 }, .results(parts.flatMap { $0.1 }))
     }
 
     private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, enrichment: EnrichmentSetup?,
