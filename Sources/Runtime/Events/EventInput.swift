@@ -19,6 +19,20 @@ public struct EventInput: Sendable {
         self.validated = validated
     }
 
+    /// This input with `message` checked, when nobody has yet: valid JSON makes it `validated`,
+    /// anything else makes it `invalid` (answered invalid-input, never reaching Lua). The stage
+    /// calls it on the worker that runs the event, so validation runs in parallel.
+    public func validating() -> EventInput {
+        if validated || invalid != nil { return self }
+        var v = self
+        if let failure = JSONBridge.validate(message) {
+            v.invalid = "event \(index): \(failure.message)"
+        } else {
+            v.validated = true
+        }
+        return v
+    }
+
     /// Reads one element: a bare event object, or a `{"message": {...}, "metadata": {...}}`
     /// envelope as in rudder's requests.
     public static func parse(_ bytes: [UInt8], index: Int) -> EventInput {

@@ -83,9 +83,8 @@ public enum RudderRequest {
         }
         // `message` is the event itself, whatever its fields: not an envelope to unwrap again
         // (an event with its own `message` object field must reach the script unchanged).
-        let message = Array(bytes[m])
-        let invalid = JSONBridge.validate(message).map { "event \(index): \($0.message)" }
-        let input = EventInput(index: index, message: message, metadata: metadata, invalid: invalid, validated: invalid == nil)
+        // validated by the worker that runs it (Stage), so a batch's events are checked in parallel
+        let input = EventInput(index: index, message: Array(bytes[m]), metadata: metadata)
         return RudderRequestEvent(input: input, metadata: metadata, versions: versions, problem: nil)
     }
 

@@ -88,7 +88,8 @@ public final class Stage: @unchecked Sendable {
     }
 
     private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, enrichment: EnrichmentSetup?,
-                                 inputs: [EventInput], states: WorkerStates) -> [EventResult] {
+                                 inputs unchecked: [EventInput], states: WorkerStates) -> [EventResult] {
+        let inputs = unchecked.map { $0.validating() }   // here, on the worker
         var steps: [Transformation] = []
         for e in entries {
             do {
