@@ -38,16 +38,17 @@ public enum RudderRequest {
         }
         var lastDestination: ([UInt8], [String]?)? = nil   // a batch's events usually share theirs
         return elements.enumerated().map { i, e in
-            let bytes = Array(body[e.element])
-            let destination = e.fields[2].map { Array(bytes[$0]) }
+            // field ranges in body's indices: the element is never copied whole
+            let found = e.fields.map { $0.map { ($0.lowerBound + e.element.lowerBound)..<($0.upperBound + e.element.lowerBound) } }
             let versions: [String]?
-            if let destination, let last = lastDestination, last.0 == destination {
+            if let d = found[2], let last = lastDestination, body[d].elementsEqual(last.0) {
                 versions = last.1
             } else {
+                let destination = found[2].map { Array(body[$0]) }
                 versions = Self.versions(destination: destination)
                 if let destination { lastDestination = (destination, versions) }
             }
-            return element(bytes, index: i, found: e.fields, versions: versions)
+            return element(body[e.element], index: i, found: found, versions: versions)
         }
     }
 
@@ -55,11 +56,11 @@ public enum RudderRequest {
 
     public static func element(_ bytes: [UInt8], index: Int) -> RudderRequestEvent {
         let found = JSONBridge.fields(fieldNames, in: bytes)
-        return element(bytes, index: index, found: found, versions: versions(destination: found[2].map { Array(bytes[$0]) }))
+        return element(bytes[...], index: index, found: found, versions: versions(destination: found[2].map { Array(bytes[$0]) }))
     }
 
-    /// One element, given the ranges of its message, metadata and destination.
-    static func element(_ bytes: [UInt8], index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
+    /// One element, given the ranges (in `bytes`' indices) of its message, metadata and destination.
+    static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
         guard bytes.first == UInt8(ascii: "{") else {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
