@@ -90,10 +90,12 @@ struct RunCommand: ParsableCommand {
         typealias Batch = (first: Int, bytes: [UInt8], lines: [Range<Int>])
         func readBatch() -> Batch {
             var batch: Batch = (index, [], [])
-            while batch.lines.count < batchSize, let line = reader.next() {
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-                batch.lines.append(batch.bytes.count..<(batch.bytes.count + line.count))
-                batch.bytes += line
+            while batch.lines.count < batchSize, let line = reader.next(into: &batch.bytes) {
+                if batch.bytes[line].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                    batch.bytes.removeSubrange(line)
+                    continue
+                }
+                batch.lines.append(line)
                 index += 1
             }
             return batch
@@ -165,32 +167,40 @@ final class LineReader {
         }
     }
 
-    func next() -> [UInt8]? {
+    /// The next line appended to `out`: its range there, or nil at the end.
+    func next(into out: inout [UInt8]) -> Range<Int>? {
         while true {
             if let nl = newline() {
-                let line = Array(buffer[start..<nl])
+                let at = out.count
+                out += buffer[start..<nl]
                 start = nl + 1
-                return line
+                return at..<out.count
             }
             if eof {
                 if start < buffer.count {
-                    let line = Array(buffer[start...])
+                    let at = out.count
+                    out += buffer[start...]
                     start = buffer.count
-                    return line
+                    return at..<out.count
                 }
                 return nil
             }
-            buffer.removeFirst(start)
-            start = 0
-            var chunk = [UInt8](repeating: 0, count: 1 << 16)
-            let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-            if n > 0 {
-                buffer += chunk[0..<n]
-            } else {
-                if fds[0] != STDIN_FILENO { close(fds[0]) }
-                fds.removeFirst()
-                if fds.isEmpty { eof = true }
-            }
+            refill()
+        }
+    }
+
+    /// Reads the next chunk (or moves to the next file).
+    private func refill() {
+        buffer.removeFirst(start)
+        start = 0
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+        if n > 0 {
+            buffer += chunk[0..<n]
+        } else {
+            if fds[0] != STDIN_FILENO { close(fds[0]) }
+            fds.removeFirst()
+            if fds.isEmpty { eof = true }
         }
     }
 }
