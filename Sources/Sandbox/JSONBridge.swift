@@ -67,11 +67,6 @@ public enum JSONBridge {
     }
 
     public static func envelope(_ bytes: [UInt8]) -> Result<Envelope, Failure> {
-        envelope(bytes[...])
-    }
-
-    /// `envelope` of a slice; the ranges are in the slice's indices.
-    public static func envelope(_ bytes: ArraySlice<UInt8>) -> Result<Envelope, Failure> {
         var shape: Int32 = 0
         var ms = 0, ml = 0, ds = 0, dl = 0
         let err = withCBytes(bytes) { lsb_json_envelope($0, $1, &shape, &ms, &ml, &ds, &dl) }
@@ -79,8 +74,6 @@ public enum JSONBridge {
             defer { free(err) }
             return .failure(Failure(message: String(cString: err)))
         }
-        ms += bytes.startIndex
-        ds += bytes.startIndex
         switch shape {
         case 2: return .success(.envelope(message: ms..<(ms + ml), metadata: dl > 0 ? ds..<(ds + dl) : nil))
         case 1: return .success(.object)
@@ -88,6 +81,7 @@ public enum JSONBridge {
         }
     }
 
+    /// Byte range of the value of top-level field `key`; nil if absent or not an object.
     /// `field` for several keys, in one pass over the object: nil for an absent key (all nil
     /// when `bytes` is not an object).
     public static func fields(_ keys: [String], in bytes: [UInt8]) -> [Range<Int>?] {
@@ -101,7 +95,6 @@ public enum JSONBridge {
         return zip(starts, lens).map { $1 > 0 ? $0..<($0 + $1) : nil }
     }
 
-    /// Byte range of the value of top-level field `key`; nil if absent or not an object.
     public static func field(_ key: String, in bytes: [UInt8]) -> Range<Int>? {
         var start = 0, len = 0
         let r = withCBytes(bytes) { lsb_json_object_field($0, $1, key, &start, &len) }

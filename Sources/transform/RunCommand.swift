@@ -90,12 +90,10 @@ struct RunCommand: ParsableCommand {
         typealias Batch = (first: Int, bytes: [UInt8], lines: [Range<Int>])
         func readBatch() -> Batch {
             var batch: Batch = (index, [], [])
-            while batch.lines.count < batchSize, let line = reader.next(into: &batch.bytes) {
-                if batch.bytes[line].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
-                    batch.bytes.removeSubrange(line)
-                    continue
-                }
-                batch.lines.append(line)
+            while batch.lines.count < batchSize, let line = reader.next() {
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+                batch.lines.append(batch.bytes.count..<(batch.bytes.count + line.count))
+                batch.bytes += line
                 index += 1
             }
             return batch
@@ -167,40 +165,32 @@ final class LineReader {
         }
     }
 
-    /// The next line appended to `out`: its range there, or nil at the end.
-    func next(into out: inout [UInt8]) -> Range<Int>? {
+    func next() -> [UInt8]? {
         while true {
             if let nl = newline() {
-                let at = out.count
-                out += buffer[start..<nl]
+                let line = Array(buffer[start..<nl])
                 start = nl + 1
-                return at..<out.count
+                return line
             }
             if eof {
                 if start < buffer.count {
-                    let at = out.count
-                    out += buffer[start...]
+                    let line = Array(buffer[start...])
                     start = buffer.count
-                    return at..<out.count
+                    return line
                 }
                 return nil
             }
-            refill()
-        }
-    }
-
-    /// Reads the next chunk (or moves to the next file).
-    private func refill() {
-        buffer.removeFirst(start)
-        start = 0
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-        if n > 0 {
-            buffer += chunk[0..<n]
-        } else {
-            if fds[0] != STDIN_FILENO { close(fds[0]) }
-            fds.removeFirst()
-            if fds.isEmpty { eof = true }
+            buffer.removeFirst(start)
+            start = 0
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n > 0 {
+                buffer += chunk[0..<n]
+            } else {
+                if fds[0] != STDIN_FILENO { close(fds[0]) }
+                fds.removeFirst()
+                if fds.isEmpty { eof = true }
+            }
         }
     }
 }

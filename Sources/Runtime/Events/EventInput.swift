@@ -36,18 +36,13 @@ public struct EventInput: Sendable {
     /// Reads one element: a bare event object, or a `{"message": {...}, "metadata": {...}}`
     /// envelope as in rudder's requests.
     public static func parse(_ bytes: [UInt8], index: Int) -> EventInput {
-        parse(bytes[...], index: index)
-    }
-
-    /// `parse` of a slice of a larger buffer (a line of a batch), copying only what it keeps.
-    public static func parse(_ bytes: ArraySlice<UInt8>, index: Int) -> EventInput {
         switch JSONBridge.envelope(bytes) {
         case .failure(let failure):
-            return EventInput(index: index, message: Array(bytes), invalid: "event \(index): \(failure.message)")
+            return EventInput(index: index, message: bytes, invalid: "event \(index): \(failure.message)")
         case .success(.notAnObject):
-            return EventInput(index: index, message: Array(bytes), invalid: "event \(index): expected a JSON object")
+            return EventInput(index: index, message: bytes, invalid: "event \(index): expected a JSON object")
         case .success(.object):
-            return EventInput(index: index, message: Array(bytes), validated: true)
+            return EventInput(index: index, message: bytes, validated: true)
         case .success(.envelope(let m, var md)):
             if let r = md, bytes[r.lowerBound] == UInt8(ascii: "n") { md = nil }   // "metadata": null
             if let md, bytes[md.lowerBound] != UInt8(ascii: "{") {

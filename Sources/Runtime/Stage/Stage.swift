@@ -90,7 +90,7 @@ public final class Stage: @unchecked Sendable {
             for (i, range) in ranges.enumerated() {
                 group.addTask {
                     let part = await self.pool.run(on: base + i) { states in
-                        let inputs = range.map { EventInput.parse(buffer[lines[$0]], index: firstIndex + $0) }
+                        let inputs = range.map { EventInput.parse(Array(buffer[lines[$0]]), index: firstIndex + $0) }
                         let results = Stage.runChain(name: name, entries: chain, libraries: libraries, enrichment: enrichment,
                                                      inputs: inputs, states: states)
                         var out = RenderedBatch()
