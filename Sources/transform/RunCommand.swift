@@ -85,46 +85,44 @@ struct RunCommand: ParsableCommand {
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
-        // One buffer per batch: the workers validate and run its lines and render the answers
-        // (Stage.render), so only a batch's buffer and each share's answers cross threads.
-        typealias Batch = (first: Int, bytes: [UInt8], lines: [Range<Int>])
-        func readBatch() -> Batch {
-            var batch: Batch = (index, [], [])
-            while batch.lines.count < batchSize, let line = reader.next() {
+        // Lines only: the workers validate them (Stage.process(lines:)), in parallel.
+        func readBatch() -> (first: Int, lines: [[UInt8]]) {
+            var lines: [[UInt8]] = []
+            let first = index
+            while lines.count < batchSize, let line = reader.next() {
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-                batch.lines.append(batch.bytes.count..<(batch.bytes.count + line.count))
-                batch.bytes += line
+                lines.append(line)
                 index += 1
             }
-            return batch
+            return (first, lines)
         }
-        func launch(_ batch: Batch) -> Task<Stage.RenderedBatch?, Never> {
-            Task {
-                await stage.render(buffer: batch.bytes, lines: batch.lines, firstIndex: batch.first, versions: versions) { input, r, out in
-                    for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
-                        out += entry
-                        out.append(0x0A)
-                    }
-                }
-            }
+        func launch(_ batch: (first: Int, lines: [[UInt8]])) -> Task<(inputs: [EventInput], outcome: Stage.BatchOutcome), Never> {
+            Task { await stage.process(lines: batch.lines, firstIndex: batch.first, versions: versions) }
         }
         // A pipeline: while the workers run one batch, this task writes the previous batch's
         // answers and reads the next one. Answers keep input order.
         var next = readBatch()
         var running = next.lines.isEmpty ? nil : launch(next)
-        next = running == nil ? (index, [], []) : readBatch()
+        next = running == nil ? (index, []) : readBatch()
         while let current = running {
-            let rendered = await current.value
+            let (inputs, outcome) = await current.value
             running = next.lines.isEmpty ? nil : launch(next)
-            guard let rendered else { break }
-            out.append(rendered.bytes)
-            counts.events += rendered.events
-            counts.kept += rendered.kept
-            counts.dropped += rendered.dropped
-            counts.errors += rendered.errors
-            counts.outputs += rendered.outputs
+            guard case .results(let results) = outcome else { break }
+            for (input, r) in zip(inputs, results) {
+                for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
+                    out.append(entry)
+                    out.append([0x0A])
+                }
+                counts.events += 1
+                counts.outputs += r.events.count
+                switch r.status {
+                case .kept: counts.kept += 1
+                case .dropped: counts.dropped += 1
+                case .error: counts.errors += 1
+                }
+            }
             out.flush()
-            next = running == nil ? (index, [], []) : readBatch()
+            next = running == nil ? (index, []) : readBatch()
         }
         out.flush()
         if stats {

@@ -52,80 +52,6 @@ public final class Stage: @unchecked Sendable {
         }
     }
 
-    /// A batch's answers rendered by the workers (`render`): the bytes in input order, and counts.
-    public struct RenderedBatch: Sendable {
-        public var bytes: [UInt8] = []
-        public var events = 0, kept = 0, dropped = 0, errors = 0, outputs = 0
-
-        mutating func add(_ other: RenderedBatch) {
-            bytes += other.bytes
-            events += other.events
-            kept += other.kept
-            dropped += other.dropped
-            errors += other.errors
-            outputs += other.outputs
-        }
-    }
-
-    /// `process(lines:)` for a stream: the lines are ranges of one `buffer`, and each worker
-    /// also renders its share's answers with `answer` (input, result, output), so one buffer per
-    /// share crosses threads instead of every event's arrays. nil when a VersionID is unknown.
-    public func render(buffer: [UInt8], lines: [Range<Int>], firstIndex: Int, versions: [String],
-                       answer: @escaping @Sendable (EventInput, EventResult, inout [UInt8]) -> Void) async -> RenderedBatch? {
-        let catalog = currentCatalog
-        var entries: [CatalogEntry] = []
-        for v in versions {
-            guard let e = catalog.entries[v] else { return nil }
-            entries.append(e)
-        }
-        if lines.isEmpty { return RenderedBatch() }
-        let ranges = shares(count: lines.count, entries: entries)
-        let base = pool.leastLoaded()
-        let libraries = catalog.libraryLoader
-        let enrichment = catalog.enrichment
-        let name = versions.joined(separator: ",")
-        let chain = entries
-        var parts = [RenderedBatch](repeating: RenderedBatch(), count: ranges.count)
-        await withTaskGroup(of: (Int, RenderedBatch).self) { group in
-            for (i, range) in ranges.enumerated() {
-                group.addTask {
-                    let part = await self.pool.run(on: base + i) { states in
-                        let inputs = range.map { EventInput.parse(Array(buffer[lines[$0]]), index: firstIndex + $0) }
-                        let results = Stage.runChain(name: name, entries: chain, libraries: libraries, enrichment: enrichment,
-                                                     inputs: inputs, states: states)
-                        var out = RenderedBatch()
-                        out.bytes.reserveCapacity(range.reduce(0) { $0 + lines[$1].count } + 64 * range.count)
-                        for (input, r) in zip(inputs, results) {
-                            answer(input, r, &out.bytes)
-                            out.events += 1
-                            out.outputs += r.events.count
-                            switch r.status {
-                            case .kept: out.kept += 1
-                            case .dropped: out.dropped += 1
-                            case .error: out.errors += 1
-                            }
-                        }
-                        return out
-                    }
-                    return (i, part)
-                }
-            }
-            for await (i, part) in group { parts[i] = part }
-        }
-        var all = RenderedBatch()
-        for p in parts { all.add(p) }
-        return all
-    }
-
-    /// How a batch of `count` events is split over the workers: `transformEvent` chains are split
-    /// into up to one share per worker (at least `minimumChunk` events each); batches stay whole.
-    private func shares(count: Int, entries: [CatalogEntry]) -> [Range<Int>] {
-        let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
-        let size = (count + chunks - 1) / chunks
-        return stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
-    }
-
     private func process(count: Int, versions: [String],
                          inputs make: @escaping @Sendable (Range<Int>) -> [EventInput]) async -> (inputs: [EventInput], outcome: BatchOutcome) {
         let catalog = currentCatalog
@@ -136,10 +62,13 @@ public final class Stage: @unchecked Sendable {
         }
         let entries = found
         if count == 0 { return ([], .results([])) }
-        let ranges = shares(count: count, entries: entries)
+        let splittable = entries.allSatisfy { $0.entryPoint == .event }
+        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
         let base = pool.leastLoaded()
         let libraries = catalog.libraryLoader
         let enrichment = catalog.enrichment
+        let size = (count + chunks - 1) / chunks
+        let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
         let name = versions.joined(separator: ",")
         var parts = [([EventInput], [EventResult])](repeating: ([], []), count: ranges.count)
         await withTaskGroup(of: (Int, [EventInput], [EventResult]).self) { group in
