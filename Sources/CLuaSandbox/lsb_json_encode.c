@@ -337,13 +337,12 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) return put_raw(e, z, z->base + z->off, z->len);
     /* added keys: strings are written after the members, sorted; any other key makes this
      * the eager table's error (or, with no member left, the plain table it now is) */
-    size_t extra = 0, raw = 0;
+    size_t extra = 0;
     int other = 0;
     const char *badtype = NULL;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        raw++;
         if (lua_type(L, -1) != LUA_TSTRING) {
             other = 1;
             if (!badtype && !lua_isinteger(L, -1)) badtype = lua_typename(L, lua_type(L, -1));
@@ -366,7 +365,6 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         if (members) return efail(e, "%s", "table mixes string keys with integer keys");
         return table(e, idx, depth);
     }
-    (void)raw;
     if (extra > 1000000 || !lua_checkstack(L, (int)(2 * extra) + 8)) return efail(e, "%s", "object has too many keys");
     int base = lua_gettop(L);
     keyref *keys = NULL;
