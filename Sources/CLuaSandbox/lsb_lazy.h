@@ -8,7 +8,9 @@
  * Invariants:
  * - The script sees an ordinary table: reads decode the member into the table itself (so
  *   identity is stable and later reads are plain table reads); writes are plain writes.
- *   pairs/next, setmetatable and the sandbox's raw functions first materialise every member.
+ *   pairs/next and setmetatable first materialise every member; the sandbox's rawget and
+ *   rawset see unread members too (lsb_lazy_rawget, lsb_lazy_touch), and the output nesting
+ *   limit applies to untouched bytes as to tables.
  * - Each object remembers which members were handed out or assigned (`touched`). A touched
  *   member absent from the table was deleted and never comes back from the bytes.
  * - The encoder emits an untouched member, or a touched one whose value is still the one
