@@ -19,34 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(b);
-        return NULL;
-    }
-    fclose(f);
-    b[n] = 0;
-    *len = (size_t)n;
-    return b;
-}
-
-static int load_library(void *ctx, const char *name, char **src, size_t *len, char **chunkname) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.lua", (const char *)ctx, name);
-    *src = slurp(path, len);
-    if (!*src) return 1;
-    size_t n = strlen(path) + 2;
-    *chunkname = malloc(n);
-    snprintf(*chunkname, n, "@%s", path);
-    return 0;
-}
+#include "harness.h"
 
 static double now_us(void) {
     struct timespec ts;

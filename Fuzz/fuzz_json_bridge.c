@@ -54,13 +54,19 @@ static const char diff_src[] =
     "end\n";
 static const char *const diff_entries[] = {"identity", "touch", "withMetadata"};
 
-static lsb_state *diff_state(void) {
+/* The limits every state of this target runs under. */
+static lsb_config fuzz_config(void) {
     lsb_config cfg = {0};
     cfg.memory_limit = 32 << 20;
     cfg.time_limit_ns = 500000000ull;
     cfg.max_log_lines = 10;
     cfg.max_log_bytes = 1024;
     cfg.max_output_bytes = 1 << 20;
+    return cfg;
+}
+
+static lsb_state *diff_state(void) {
+    lsb_config cfg = fuzz_config();
     char err[200];
     lsb_state *st = lsb_new(&cfg, err, sizeof err);
     check(st != NULL, "lsb_new (differential state)");
@@ -175,12 +181,7 @@ static void report_counts(void) {
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     const char *json = (const char *)data;
     if (!S) {
-        lsb_config cfg = {0};
-        cfg.memory_limit = 32 << 20;
-        cfg.time_limit_ns = 500000000ull;
-        cfg.max_log_lines = 10;
-        cfg.max_log_bytes = 1024;
-        cfg.max_output_bytes = 1 << 20;
+        lsb_config cfg = fuzz_config();
         char err[200];
         S = lsb_new(&cfg, err, sizeof err);
         check(S != NULL, "lsb_new");

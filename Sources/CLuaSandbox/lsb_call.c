@@ -164,15 +164,16 @@ static void finish_escaped(job *j) {
 static void keep_or_release_thread(lsb_state *S, int ref) {
     lua_State *L = S->L;
     if (ref == LUA_NOREF || ref == LUA_REFNIL) return;
-    if (S->spare_ref == LUA_NOREF && lua_rawgeti(L, LUA_REGISTRYINDEX, ref) == LUA_TTHREAD) {
-        lua_State *co = lua_tothread(L, -1);
-        lua_Debug ar;
+    if (S->spare_ref == LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_State *co = lua_tothread(L, -1);   /* NULL if it is not a thread */
         lua_pop(L, 1);
-        if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && !lua_getstack(co, 0, &ar)) {
+        lua_Debug ar;
+        if (co && lua_status(co) == LUA_OK && lua_gettop(co) == 0 && !lua_getstack(co, 0, &ar)) {
             S->spare_ref = ref;
             return;
         }
-    } else if (S->spare_ref == LUA_NOREF) lua_pop(L, 1);
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 

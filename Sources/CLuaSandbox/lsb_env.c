@@ -104,6 +104,7 @@ static int open_lib(lua_State *L, const char *name, lua_CFunction f) {
 
 int lsb_build_env(lua_State *L) {
     lsb_lazy_init(L);
+    new_weak_table(L, &LSB_KEY_LAZYMAP, "k");
     new_weak_table(L, &LSB_KEY_FROZEN, "k");
     new_weak_table(L, &LSB_KEY_SNAPSHOTS, "k");
     new_weak_table(L, &LSB_KEY_ARRAYS, "k");

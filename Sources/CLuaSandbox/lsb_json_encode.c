@@ -142,6 +142,15 @@ static int keycmp(const void *a, const void *b) {
 
 static int value(je *e, int idx, int depth);
 
+/* `"key":value` for the value at stack index slot (the key escaped as needed). */
+static int put_member(je *e, const char *k, size_t n, int slot, int depth) {
+    if (put_string(e, k, n) || put(e, ":", 1)) return -1;
+    size_t old = path_push_key(e, k, n);
+    int r = value(e, slot, depth);
+    path_pop(e, old);
+    return r;
+}
+
 static int table(je *e, int idx, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) {
@@ -216,11 +225,7 @@ static int table(je *e, int idx, int depth) {
     int r = put(e, "{", 1);
     for (size_t i = 0; r == 0 && i < count; i++) {
         if (i > 0 && (r = put(e, ",", 1))) break;
-        if ((r = put_string(e, keys[i].s, keys[i].n))) break;
-        if ((r = put(e, ":", 1))) break;
-        size_t old = path_push_key(e, keys[i].s, keys[i].n);
-        r = value(e, keys[i].slot, depth + 1);
-        path_pop(e, old);
+        r = put_member(e, keys[i].s, keys[i].n, keys[i].slot, depth + 1);
     }
     free(keys);
     lua_settop(L, base);
@@ -433,11 +438,7 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     for (size_t i = 0; r == 0 && i < extra; i++) {
         if (!first && (r = put(e, ",", 1))) break;
         first = 0;
-        if ((r = put_string(e, keys[i].s, keys[i].n))) break;
-        if ((r = put(e, ":", 1))) break;
-        size_t old = path_push_key(e, keys[i].s, keys[i].n);
-        r = value(e, keys[i].slot, depth + 1);
-        path_pop(e, old);
+        r = put_member(e, keys[i].s, keys[i].n, keys[i].slot, depth + 1);
     }
     free(keys);
     lua_settop(L, base);

@@ -377,44 +377,16 @@ bad:
 }
 
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
-    const char *keys[1] = {key};
-    size_t l = 0;
-    int r = lsb_json_object_fields(json, len, keys, 1, start, &l);
-    if (r < 0) return -1;
-    *vlen = l;
-    return l > 0;
-}
-
-int lsb_json_object_fields(const char *json, size_t len, const char *const *keys, int nkeys, size_t *starts, size_t *lens) {
     sc s = {json, json, json + len, {0}, 1};   /* structure only: UTF-8 is checked where values are used */
-    for (int i = 0; i < nkeys; i++) lens[i] = 0;
+    size_t klen = strlen(key), f[2] = {0, 0};
     sws(&s);
     if (s.p >= s.end || *s.p != '{') return -1;
     s.p++;
     sws(&s);
-    if (s.p < s.end && *s.p == '}') return 0;
-    for (;;) {
-        sws(&s);
-        if (s.p >= s.end || *s.p != '"') return -1;
-        const char *k = s.p + 1;
-        if (sstring(&s)) return -1;
-        size_t kl = (size_t)(s.p - 1 - k);
-        sws(&s);
-        if (s.p >= s.end || *s.p != ':') return -1;
-        s.p++;
-        sws(&s);
-        const char *v = s.p;
-        if (svalue_flat(&s)) return -1;
-        for (int i = 0; i < nkeys; i++)
-            if (strlen(keys[i]) == kl && memcmp(k, keys[i], kl) == 0) {   /* keys with escapes never match */
-                starts[i] = (size_t)(v - json);                            /* the last duplicate wins, as in the decoder */
-                lens[i] = (size_t)(s.p - v);
-            }
-        sws(&s);
-        if (s.p < s.end && *s.p == ',') { s.p++; continue; }
-        if (s.p < s.end && *s.p == '}') return 0;
-        return -1;
-    }
+    if (sobject_fields(&s, json, &key, &klen, 1, f)) return -1;
+    *start = f[0];
+    *vlen = f[1];
+    return f[1] > 0;
 }
 
 char *lsb_json_validate(const char *json, size_t len) {

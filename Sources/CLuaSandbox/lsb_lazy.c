@@ -382,12 +382,6 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
     lua_createtable(L, 0, 3);
     lua_pushcfunction(L, lazy_index);
     lua_setfield(L, -2, "__index");

@@ -43,7 +43,8 @@ typedef struct {
 
 extern const char LSB_KEY_LAZYMAP;   /* registry: weak-keyed proxy table -> lsb_lazy userdata */
 
-/* Builds the registry entries (called while the state is built). */
+/* Builds the lazy tables' shared metatable (called while the state is built; LAZYMAP is one of
+ * the weak registry tables lsb_build_env makes). */
 void lsb_lazy_init(lua_State *L);
 
 /* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an

@@ -82,19 +82,6 @@ public enum JSONBridge {
     }
 
     /// Byte range of the value of top-level field `key`; nil if absent or not an object.
-    /// `field` for several keys, in one pass over the object: nil for an absent key (all nil
-    /// when `bytes` is not an object).
-    public static func fields(_ keys: [String], in bytes: [UInt8]) -> [Range<Int>?] {
-        var starts = [Int](repeating: 0, count: keys.count), lens = [Int](repeating: 0, count: keys.count)
-        let dup = keys.map { UnsafePointer(strdup($0)) }
-        defer { dup.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
-        let r = dup.withUnsafeBufferPointer { names in
-            withCBytes(bytes) { lsb_json_object_fields($0, $1, names.baseAddress, Int32(keys.count), &starts, &lens) }
-        }
-        if r != 0 { return keys.map { _ in nil } }
-        return zip(starts, lens).map { $1 > 0 ? $0..<($0 + $1) : nil }
-    }
-
     public static func field(_ key: String, in bytes: [UInt8]) -> Range<Int>? {
         var start = 0, len = 0
         let r = withCBytes(bytes) { lsb_json_object_field($0, $1, key, &start, &len) }

@@ -198,10 +198,6 @@ char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_st
  * `json` is not an object. */
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen);
 
-/* lsb_json_object_field for several keys in one pass: lens[i] is 0 when keys[i] is absent.
- * Returns 0, or -1 when `json` is not an object. */
-int lsb_json_object_fields(const char *json, size_t len, const char *const *keys, int nkeys, size_t *starts, size_t *lens);
-
 #ifdef __cplusplus
 }
 #endif

@@ -54,11 +54,6 @@ public enum RudderRequest {
 
     private static let fieldNames = ["message", "metadata", "destination"]
 
-    public static func element(_ bytes: [UInt8], index: Int) -> RudderRequestEvent {
-        let found = JSONBridge.fields(fieldNames, in: bytes)
-        return element(bytes[...], index: index, found: found, versions: versions(destination: found[2].map { Array(bytes[$0]) }))
-    }
-
     /// One element, given the ranges (in `bytes`' indices) of its message, metadata and destination.
     static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
@@ -87,11 +82,6 @@ public enum RudderRequest {
         // validated by the worker that runs it (Stage), so a batch's events are checked in parallel
         let input = EventInput(index: index, message: Array(bytes[m]), metadata: metadata)
         return RudderRequestEvent(input: input, metadata: metadata, versions: versions, problem: nil)
-    }
-
-    /// `destination.Transformations[].VersionID` of an element, or nil when absent or empty.
-    public static func versions(in bytes: [UInt8]) -> [String]? {
-        versions(destination: JSONBridge.field("destination", in: bytes).map { Array(bytes[$0]) })
     }
 
     /// `Transformations[].VersionID` of a destination object, or nil when absent or empty. Only
