@@ -15,11 +15,11 @@ import Darwin
 /// handed between threads). After a `.timeout`, `.memory` or `.internal` failure the state is
 /// poisoned and refuses further calls; build a new one.
 public final class SandboxState: @unchecked Sendable {
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     private let loaderBox: LoaderBox?
     private let secretBox: SecretBox?
     public let limits: SandboxLimits
-    public private(set) var isPoisoned = false
+    public internal(set) var isPoisoned = false
 
     public init(limits: SandboxLimits = SandboxLimits(), libraries: LibraryLoader? = nil,
                 secrets: SecretSource? = nil) throws(SandboxFailure) {
@@ -128,7 +128,7 @@ public final class SandboxState: @unchecked Sendable {
         CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "state was discarded after a limit error")))
     }
 
-    private func step(_ inv: OpaquePointer?, _ report: inout lsb_report) -> InvocationStep {
+    func step(_ inv: OpaquePointer?, _ report: inout lsb_report) -> InvocationStep {
         defer { lsb_report_clear(&report) }
         if let inv, report.status == LSB_PENDING {
             var args: [String] = []
@@ -146,6 +146,11 @@ public final class SandboxState: @unchecked Sendable {
             let op = args.isEmpty ? "" : args.removeFirst()
             return .pending(HostRequest(op: op, args: args), Invocation(handle: inv, state: self))
         }
+        return .finished(outcome(of: report))
+    }
+
+    /// The outcome a finished call's report describes (the report stays the caller's).
+    func outcome(of report: lsb_report) -> CallOutcome {
         let logs = (0..<report.log_count).map { String(cString: report.logs[$0]!) }
         let result: Result<ReturnedShape, SandboxFailure>
         if let failure = failure(from: report) {
@@ -153,7 +158,7 @@ public final class SandboxState: @unchecked Sendable {
         } else {
             result = .success(shape(of: report))
         }
-        return .finished(CallOutcome(result: result, logs: logs, logsDropped: report.logs_dropped, peakMemory: report.peak_memory))
+        return CallOutcome(result: result, logs: logs, logsDropped: report.logs_dropped, peakMemory: report.peak_memory)
     }
 
     private func failure(from r: lsb_report) -> SandboxFailure? {

@@ -38,49 +38,56 @@ struct CustomTransformRoute {
             if groups[v] == nil { order.append(v) }
             groups[v, default: []].append(i)
         }
-        var answers = [[[UInt8]]](repeating: [], count: events.count)
+        // each event's answer entries, already joined by commas
+        var answers = [ArraySlice<UInt8>](repeating: [], count: events.count)
         var dropped = [Bool](repeating: false, count: events.count)
         for (i, e) in events.enumerated() {
             if let problem = e.problem {
-                answers[i] = [RudderAnswers.error(problem, e.metadata, status: 400)]
+                answers[i] = RudderAnswers.error(problem, e.metadata, status: 400)[...]
             } else if e.versions == nil {
-                answers[i] = [RudderAnswers.error("Transformation VersionID not found", e.metadata, status: 400)]
+                answers[i] = RudderAnswers.error("Transformation VersionID not found", e.metadata, status: 400)[...]
             }
         }
-        await withTaskGroup(of: ([Int], [String], Stage.BatchOutcome).self) { group in
+        await withTaskGroup(of: ([Int], [String], Stage.AnswerOutcome).self) { group in
             for versions in order {
                 let positions = groups[versions]!
                 let inputs = positions.map { events[$0].input }
-                group.addTask { (positions, versions, await stage.process(inputs, versions: versions)) }
+                group.addTask { (positions, versions, await stage.answer(inputs, versions: versions, separator: .comma)) }
             }
             for await (positions, versions, outcome) in group {
                 let label = versions.joined(separator: ",")
                 switch outcome {
                 case .unknownVersion(let v):
                     for p in positions {
-                        answers[p] = [RudderAnswers.error("transformation version \(v) not found", events[p].metadata, status: 404)]
+                        answers[p] = RudderAnswers.error("transformation version \(v) not found", events[p].metadata, status: 404)[...]
                     }
                     metrics.unknownVersion(label, count: positions.count)
-                case .results(let results):
-                    for (p, r) in zip(positions, results) {
-                        answers[p] = RudderAnswers.entries(for: r, metadata: events[p].metadata)
-                        dropped[p] = r.status == .dropped
+                case .answered(let parts):
+                    var k = 0
+                    for part in parts {
+                        for a in part.answers {
+                            answers[positions[k]] = part.bytes[a.range]
+                            dropped[positions[k]] = a.status == .dropped
+                            k += 1
+                        }
+                        metrics.batch(label, answers: part.answers)
                     }
-                    metrics.batch(label, results: results)
                 }
             }
         }
         var out: [UInt8] = [UInt8(ascii: "[")]
+        out.reserveCapacity(answers.reduce(2) { $0 + $1.count + 1 })
         var first = true
-        func emit(_ entry: [UInt8]) {
+        func emit(_ entry: ArraySlice<UInt8>) {
+            if entry.isEmpty { return }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             out += entry
         }
         if filterCode {
-            for i in answers.indices where dropped[i] { answers[i].forEach(emit) }
+            for i in answers.indices where dropped[i] { emit(answers[i]) }
         }
-        for i in answers.indices where !dropped[i] { answers[i].forEach(emit) }
+        for i in answers.indices where !dropped[i] { emit(answers[i]) }
         out.append(UInt8(ascii: "]"))
         let elapsed = ContinuousClock.now - started
         metrics.request(duration: elapsed, events: events.count)

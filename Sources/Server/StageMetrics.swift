@@ -21,19 +21,20 @@ final class StageMetrics: Sendable {
         self.registry = registry
     }
 
-    func batch(_ chain: String, results: [EventResult]) {
+    func batch(_ chain: String, answers: [InputAnswer]) {
         let dims = [("transformation", chain)]
-        Counter(label: "luaform_events_in_total", dimensions: dims).increment(by: results.count)
+        Counter(label: "luaform_events_in_total", dimensions: dims).increment(by: answers.count)
         var out = 0, dropped = 0
-        for r in results {
-            switch r.status {
-            case .kept: out += r.events.count
+        let timer = Timer(label: "luaform_event_duration_seconds", dimensions: dims)
+        for a in answers {
+            switch a.status {
+            case .kept: out += a.outputs
             case .dropped: dropped += 1
             case .error:
                 Counter(label: "luaform_events_errored_total",
-                        dimensions: dims + [("kind", r.error?.kind.rawValue ?? "runtime")]).increment()
+                        dimensions: dims + [("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
             }
-            Timer(label: "luaform_event_duration_seconds", dimensions: dims).recordNanoseconds(nanoseconds(r.duration))
+            timer.recordNanoseconds(nanoseconds(a.duration))
         }
         Counter(label: "luaform_events_out_total", dimensions: dims).increment(by: out)
         Counter(label: "luaform_events_dropped_total", dimensions: dims).increment(by: dropped)

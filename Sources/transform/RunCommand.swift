@@ -85,44 +85,48 @@ struct RunCommand: ParsableCommand {
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
-        // Lines only: the workers validate them (Stage.process(lines:)), in parallel.
-        func readBatch() -> (first: Int, lines: [[UInt8]]) {
-            var lines: [[UInt8]] = []
+        // Lines only: the workers split, validate, run and answer them (Stage.answer(lines:)).
+        typealias Batch = (first: Int, bytes: [UInt8], ranges: [Range<Int>])
+        func readBatch() -> Batch {
+            var bytes: [UInt8] = []
+            var ranges: [Range<Int>] = []
             let first = index
-            while lines.count < batchSize, let line = reader.next() {
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-                lines.append(line)
+            while ranges.count < batchSize, let line = reader.nextLine(appendingTo: &bytes) {
+                if bytes[line].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                    bytes.removeSubrange(line)
+                    continue
+                }
+                ranges.append(line)
                 index += 1
             }
-            return (first, lines)
+            return (first, bytes, ranges)
         }
-        func launch(_ batch: (first: Int, lines: [[UInt8]])) -> Task<(inputs: [EventInput], outcome: Stage.BatchOutcome), Never> {
-            Task { await stage.process(lines: batch.lines, firstIndex: batch.first, versions: versions) }
+        func launch(_ batch: Batch) -> Task<Stage.AnswerOutcome, Never> {
+            Task { await stage.answer(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first, versions: versions, separator: .newline) }
         }
         // A pipeline: while the workers run one batch, this task writes the previous batch's
         // answers and reads the next one. Answers keep input order.
         var next = readBatch()
-        var running = next.lines.isEmpty ? nil : launch(next)
-        next = running == nil ? (index, []) : readBatch()
+        var running = next.ranges.isEmpty ? nil : launch(next)
+        next = running == nil ? (index, [], []) : readBatch()
         while let current = running {
-            let (inputs, outcome) = await current.value
-            running = next.lines.isEmpty ? nil : launch(next)
-            guard case .results(let results) = outcome else { break }
-            for (input, r) in zip(inputs, results) {
-                for entry in RudderAnswers.entries(for: r, metadata: input.metadata) {
-                    out.append(entry)
-                    out.append([0x0A])
-                }
-                counts.events += 1
-                counts.outputs += r.events.count
-                switch r.status {
-                case .kept: counts.kept += 1
-                case .dropped: counts.dropped += 1
-                case .error: counts.errors += 1
+            let outcome = await current.value
+            running = next.ranges.isEmpty ? nil : launch(next)
+            guard case .answered(let parts) = outcome else { break }
+            for part in parts {
+                out.append(part.bytes)
+                for a in part.answers {
+                    counts.events += 1
+                    counts.outputs += a.outputs
+                    switch a.status {
+                    case .kept: counts.kept += 1
+                    case .dropped: counts.dropped += 1
+                    case .error: counts.errors += 1
+                    }
                 }
             }
             out.flush()
-            next = running == nil ? (index, []) : readBatch()
+            next = running == nil ? (index, [], []) : readBatch()
         }
         out.flush()
         if stats {
@@ -163,18 +167,21 @@ final class LineReader {
         }
     }
 
-    func next() -> [UInt8]? {
+    /// Appends the next line (without its newline) to `bytes` and returns where it is there.
+    func nextLine(appendingTo bytes: inout [UInt8]) -> Range<Int>? {
         while true {
             if let nl = newline() {
-                let line = Array(buffer[start..<nl])
+                let at = bytes.count
+                bytes += buffer[start..<nl]
                 start = nl + 1
-                return line
+                return at..<bytes.count
             }
             if eof {
                 if start < buffer.count {
-                    let line = Array(buffer[start...])
+                    let at = bytes.count
+                    bytes += buffer[start...]
                     start = buffer.count
-                    return line
+                    return at..<bytes.count
                 }
                 return nil
             }

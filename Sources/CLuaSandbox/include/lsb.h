@@ -167,6 +167,65 @@ size_t lsb_watchdog_abandoned_bytes(void);
  * line to stderr and exits with status 70 for its supervisor to replace it. */
 void lsb_watchdog_set_max_abandoned(size_t bytes);
 
+/* ---- a share of a batch in one call (lsb_share.c) ---- */
+
+/* One item of a share: a whole input line ({"message", "metadata"} envelope or a bare event
+ * object), or an event with its context (metadata, may be NULL). Neither is validated yet. */
+typedef struct {
+    const char *json;
+    size_t json_len;
+    const char *context;
+    size_t context_len;
+} lsb_item;
+
+/* How common answers are written (the caller's wire format; every string NUL-terminated):
+ * kept:    kept_open EVENT kept_mid METADATA kept_close, per output event, joined by separator;
+ * dropped: dropped_open METADATA-with-dropped_member-added dropped_close.
+ * METADATA is the item's metadata bytes as given, or no_metadata. */
+typedef struct {
+    const char *kept_open, *kept_mid, *kept_close;
+    const char *dropped_open, *dropped_member, *dropped_close;
+    const char *no_metadata;
+    const char *separator;
+} lsb_answer_format;
+
+typedef enum {
+    LSB_ANSWER_KEPT = 0,     /* bytes[start, start+len) holds `outputs` answers */
+    LSB_ANSWER_DROPPED = 1,  /* bytes[start, start+len) holds the dropped answer */
+    LSB_ANSWER_INVALID = 2,  /* not valid input: never reached Lua; the caller says why */
+    LSB_ANSWER_REPORT = 3,   /* anything else: `report` is the call's full report */
+    LSB_ANSWER_PENDING = 4   /* suspended on a host request: `report` holds the request and
+                              * `invocation` goes to lsb_continue or lsb_abandon */
+} lsb_answer_kind;
+
+typedef struct {
+    lsb_answer_kind kind;
+    size_t start, len;         /* KEPT, DROPPED: the answer(s) in the share's bytes */
+    size_t outputs;            /* KEPT: output events */
+    uint64_t started_ns;       /* when the call began (the clock of the time limits) */
+    uint64_t duration_ns;      /* the call, up to its answer or its first host request */
+    size_t peak_memory;
+    lsb_report report;         /* REPORT, PENDING: owned by the caller (lsb_report_clear) */
+    lsb_invocation *invocation;/* PENDING */
+} lsb_answer;
+
+/* A growable malloc'd buffer the caller frees. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} lsb_bytes;
+
+/* Now, on the clock of the time limits (and of lsb_answer.started_ns). */
+uint64_t lsb_clock_ns(void);
+
+/* Runs items[0..count) one by one through global `entry` (one event per call, not batched), as
+ * lsb_begin would, filling answers[i] and appending each kept or dropped item's answers,
+ * followed by fmt->separator, to *bytes. `lines`: items are whole lines (split with
+ * lsb_json_envelope) rather than events. Stops after a call that leaves the state poisoned
+ * (a limit fired): returns how many items were answered; rebuild the state for the rest. */
+size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
+                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes);
+
 /* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
 char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);

@@ -58,4 +58,28 @@ public struct Chain: Sendable {
         }
         return results
     }
+
+    /// The answer to an input that never reached Lua (`input.invalid` is set).
+    static func invalid(_ input: EventInput) -> EventResult {
+        EventResult(index: input.index, status: .error, events: [],
+                    error: EventError(kind: .invalidInput, message: input.invalid ?? "event \(input.index): invalid input"),
+                    logs: [], duration: .zero, peakMemory: 0, input: input.message)
+    }
+
+    /// The result of a one-step chain whose step did `step` with `input`: as `run` gives it.
+    static func result(of step: StepResult, for input: EventInput) -> EventResult {
+        var r = EventResult(index: input.index, status: .kept, events: [], error: nil, logs: step.logs, duration: step.duration,
+                            peakMemory: step.peakMemory, input: input.message)
+        switch step.outcome {
+        case .failed(let e):
+            r.status = .error
+            r.error = e
+        case .dropped:
+            r.status = .dropped
+        case .kept(let events):
+            r.events = events
+            r.status = events.isEmpty ? .dropped : .kept
+        }
+        return r
+    }
 }

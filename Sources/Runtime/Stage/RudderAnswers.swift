@@ -6,6 +6,34 @@ import Sandbox
 /// `{"error": ..., "metadata": md, "statusCode": 404}` for an unknown VersionID.
 /// `md` is the input's metadata echoed byte for byte (`{}` when it had none).
 public enum RudderAnswers {
+    /// What follows each input's answers: a newline (NDJSON) or a comma (a JSON array's elements).
+    public enum Separator: Sendable {
+        case newline, comma
+        var bytes: [UInt8] { self == .newline ? [0x0A] : [UInt8(ascii: ",")] }
+    }
+
+    /// These answers' format for the C path (`lsb_answer_format`): kept and dropped answers
+    /// written there are byte for byte those of `output` and `dropped`.
+    static func format(_ separator: Separator) -> AnswerFormat { separator == .newline ? newlineFormat : commaFormat }
+
+    private static func makeFormat(_ separator: String) -> AnswerFormat {
+        AnswerFormat(keptOpen: #"{"output":"#, keptMid: #","metadata":"#, keptClose: #","statusCode":200}"#,
+                     droppedOpen: #"{"metadata":"#, droppedMember: #""messageIds":null"#, droppedClose: #","statusCode":298}"#,
+                     noMetadata: "{}", separator: separator)
+    }
+    private static let newlineFormat = makeFormat("\n")
+    private static let commaFormat = makeFormat(",")
+
+    /// `entries(for:metadata:)` joined by `separator` (none after the last).
+    static func joined(_ r: EventResult, metadata: [UInt8]?, separator: Separator) -> [UInt8] {
+        var out: [UInt8] = []
+        for (i, e) in entries(for: r, metadata: metadata).enumerated() {
+            if i > 0 { out += separator.bytes }
+            out += e
+        }
+        return out
+    }
+
     public static func entries(for r: EventResult, metadata: [UInt8]?) -> [[UInt8]] {
         let md = metadata ?? Array("{}".utf8)
         switch r.status {

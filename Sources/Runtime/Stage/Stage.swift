@@ -87,7 +87,7 @@ public final class Stage: @unchecked Sendable {
         return (parts.flatMap { $0.0 }, .results(parts.flatMap { $0.1 }))
     }
 
-    private static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, enrichment: EnrichmentSetup?,
+    static func runChain(name: String, entries: [CatalogEntry], libraries: LibraryLoader, enrichment: EnrichmentSetup?,
                                  inputs unchecked: [EventInput], states: WorkerStates) -> [EventResult] {
         let inputs = unchecked.map { $0.validating() }   // here, on the worker
         var steps: [Transformation] = []

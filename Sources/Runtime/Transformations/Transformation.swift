@@ -88,12 +88,19 @@ public final class Transformation: @unchecked Sendable {
     /// of all the calls overlap and a slow one holds up nobody else. A call whose state was
     /// discarded by another call's limit error is started again once (its earlier requests
     /// are made again).
+    /// `begun`: calls already started (on the current state) and suspended, with their start.
     private func complete(_ inputs: [[SandboxInput]], batched: Bool) -> [(CallOutcome, Duration)] {
-        var outcomes = [CallOutcome?](repeating: nil, count: inputs.count)
-        var durations = [Duration](repeating: .zero, count: inputs.count)
+        complete(count: inputs.count, batched: batched) { inputs[$0] }
+    }
+
+    private func complete(count: Int, batched: Bool, begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [:],
+                          inputs input: (Int) -> [SandboxInput]) -> [(CallOutcome, Duration)] {
+        let first = begun
+        var outcomes = [CallOutcome?](repeating: nil, count: count)
+        var durations = [Duration](repeating: .zero, count: count)
         var restarted = Set<Int>()
         let budget = HostServices.Budget()
-        var starts = [ContinuousClock.Instant](repeating: ContinuousClock.now, count: inputs.count)
+        var starts = [ContinuousClock.Instant](repeating: ContinuousClock.now, count: count)
         let replies = ReplyQueue()
         var generation = 0
         // answer a little before the call's deadline, so a slow lookup reaches the script as
@@ -135,8 +142,13 @@ public final class Transformation: @unchecked Sendable {
             for i in open {
                 if state.isPoisoned { break }   // the rest start on a rebuilt state
                 begun.insert(i)
-                starts[i] = ContinuousClock.now
-                settle(i, state.begin(entry: entryPoint.rawValue, inputs: inputs[i], batched: batched))
+                if gen == 1, let (step, start) = first[i] {
+                    starts[i] = start
+                    settle(i, step)
+                } else {
+                    starts[i] = ContinuousClock.now
+                    settle(i, state.begin(entry: entryPoint.rawValue, inputs: input(i), batched: batched))
+                }
             }
             while !waiting.isEmpty && !state.isPoisoned {
                 let (g, i, reply) = replies.pop()
@@ -165,6 +177,83 @@ public final class Transformation: @unchecked Sendable {
         case .batch:
             return runBatch(items)
         }
+    }
+
+    /// Whether `runShare` may run this transformation: one event per call.
+    public var runsShares: Bool { entryPoint == .event }
+
+    /// How `runShare` answered one item.
+    public enum ShareOutcome: Sendable {
+        /// Answered in C: `out[range]`, `outputs` output events (0: dropped).
+        case written(Range<Int>, outputs: Int, duration: Duration)
+        /// Not valid input; never reached Lua.
+        case invalid
+        /// Any other outcome (an error, a fan-out with a bad element, ...), as `run` reports it.
+        case step(StepResult)
+    }
+
+    /// `run` for a whole share in one C call per state (see `SandboxState.runShare`): one
+    /// outcome per item, in order; kept and dropped answers are written to `out` in `format`.
+    /// Requires `runsShares`. A limit error rebuilds the state for the items after it.
+    public func runShare(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
+                         into out: inout [UInt8]) -> [ShareOutcome] {
+        precondition(runsShares, "runShare needs transformEvent")
+        var outcomes: [ShareOutcome] = []
+        outcomes.reserveCapacity(items.count)
+        // calls suspended on a host request, finished below with the others' lookups overlapping;
+        // those whose state a later call's limit error discarded start again there
+        var suspended: [Int: (InvocationStep, ContinuousClock.Instant)] = [:]
+        var again: [Int] = []
+        while outcomes.count < items.count {
+            let state: SandboxState
+            switch readyState() {
+            case .failure(let f):
+                let r = result(of: CallOutcome(result: .failure(f)), duration: .zero)
+                while outcomes.count < items.count { outcomes.append(.step(r)) }
+                return outcomes
+            case .success(let s): state = s
+            }
+            let answered = state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: items[outcomes.count...],
+                                          lines: lines, format: format, into: &out)
+            for a in answered {
+                switch a {
+                case .written(let range, let outputs, let duration): outcomes.append(.written(range, outputs: outputs, duration: duration))
+                case .invalid: outcomes.append(.invalid)
+                case .called(let o, let duration): outcomes.append(.step(result(of: o, duration: duration)))
+                case .pending(let request, let inv, let started):
+                    suspended[outcomes.count] = (.pending(request, inv), started)
+                    outcomes.append(.invalid)   // replaced below
+                }
+            }
+            if state.isPoisoned {
+                again += suspended.keys
+                suspended = [:]
+            }
+            if answered.isEmpty && !state.isPoisoned {   // cannot happen; never spin
+                let r = result(of: CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "the state answered nothing"))), duration: .zero)
+                while outcomes.count < items.count { outcomes.append(.step(r)) }
+            }
+        }
+        let waiting = suspended.keys.sorted() + again.sorted()
+        if !waiting.isEmpty {
+            var begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [:]
+            for (k, i) in waiting.enumerated() { if let s = suspended[i] { begun[k] = s } }
+            suspended = [:]
+            let done = complete(count: waiting.count, batched: false, begun: begun) { k in
+                [Self.sandboxInput(bytes: bytes, item: items[waiting[k]], lines: lines)]
+            }
+            for (k, (o, duration)) in done.enumerated() { outcomes[waiting[k]] = .step(result(of: o, duration: duration)) }
+        }
+        return outcomes
+    }
+
+    /// A share item as the suspending path's input.
+    private static func sandboxInput(bytes: [UInt8], item: ShareItem, lines: Bool) -> SandboxInput {
+        if lines {
+            let e = EventInput.parse(Array(bytes[item.json]), index: 0)
+            return SandboxInput(json: e.message, context: e.metadata, validated: e.validated)
+        }
+        return SandboxInput(json: Array(bytes[item.json]), context: item.context.map { Array(bytes[$0]) }, validated: true)   // it passed lsb_run_share's check
     }
 
     private func redacted(_ outcome: CallOutcome) -> CallOutcome {

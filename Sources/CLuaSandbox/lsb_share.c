@@ -1,0 +1,152 @@
+/*
+ * A share of a batch in one C call (lsb_run_share): for each item, split and validate it, call
+ * the entry point on it (one event each), and write the common answers (kept, dropped) straight
+ * into one host buffer in the caller's format. Everything else (invalid input, errors, fan-out
+ * with bad elements, other return types) is handed back as a full report for the caller to
+ * answer, so the caller's rules for those stay in one place; a call suspended on a host request
+ * is handed back as its invocation. No Swift frame runs per event.
+ */
+#include "lsb_internal.h"
+#include <stdlib.h>
+#include <string.h>
+
+static int put(lsb_bytes *b, const char *s, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int puts_(lsb_bytes *b, const char *s) { return put(b, s, strlen(s)); }
+
+static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* The metadata object with fmt->dropped_member added as its last member. */
+static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const char *member) {
+    size_t close = n;
+    while (close > 0 && md[close - 1] != '}') close--;
+    if (close == 0) return put(b, md, n);   /* not an object: echoed as is */
+    close--;
+    size_t open = 0;
+    while (open < close && md[open] != '{') open++;
+    int empty = 1;
+    for (size_t i = open + 1; i < close; i++)
+        if (!is_ws(md[i])) { empty = 0; break; }
+    if (put(b, md, close) || (!empty && put(b, ",", 1)) || puts_(b, member)) return -1;
+    return put(b, "}", 1);
+}
+
+/* Writes the answers of a finished call that are common (kept, dropped); returns 0, or 1 when
+ * the caller must answer from the report. */
+static int answer_from(const lsb_report *r, const lsb_answer_format *f, const char *md, size_t mdn, lsb_bytes *b,
+                       lsb_answer *a) {
+    if (r->status != LSB_OK) return 1;
+    size_t count = 0;
+    switch (r->shape) {
+    case LSB_SHAPE_NIL: break;
+    case LSB_SHAPE_OBJECT:
+        if (r->output_count != 1 || !r->outputs[0].json) return 1;
+        if (r->outputs[0].json_len && r->outputs[0].json[0] != '[') count = 1;   /* an empty json.array() drops */
+        break;
+    case LSB_SHAPE_SEQUENCE:
+        for (size_t i = 0; i < r->output_count; i++)
+            if (!r->outputs[i].json) return 1;   /* an element that is not an event: an error */
+        count = r->output_count;
+        break;
+    default: return 1;
+    }
+    a->start = b->len;
+    if (count == 0) {
+        a->kind = LSB_ANSWER_DROPPED;
+        if (puts_(b, f->dropped_open) || put_dropped_metadata(b, md, mdn, f->dropped_member) || puts_(b, f->dropped_close))
+            return -1;
+    } else {
+        a->kind = LSB_ANSWER_KEPT;
+        for (size_t i = 0; i < count; i++) {
+            if (i > 0 && puts_(b, f->separator)) return -1;
+            if (puts_(b, f->kept_open) || put(b, r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
+                put(b, md, mdn) || puts_(b, f->kept_close))
+                return -1;
+        }
+    }
+    a->outputs = count;
+    a->len = b->len - a->start;
+    return puts_(b, f->separator);
+}
+
+/* Finds the event and its metadata in an item; returns 0, or 1 when it is not usable input. */
+static int split_item(const lsb_item *it, int lines, lsb_input *in) {
+    memset(in, 0, sizeof *in);
+    in->validated = 1;
+    if (!lines) {
+        char *err = lsb_json_validate(it->json, it->json_len);
+        if (err) { free(err); return 1; }
+        in->json = it->json;
+        in->json_len = it->json_len;
+        in->context = it->context;
+        in->context_len = it->context_len;
+        return 0;
+    }
+    int shape;
+    size_t ms = 0, ml = 0, ds = 0, dl = 0;
+    char *err = lsb_json_envelope(it->json, it->json_len, &shape, &ms, &ml, &ds, &dl);
+    if (err) { free(err); return 1; }
+    if (shape == 0) return 1;
+    if (shape == 1) {
+        in->json = it->json;
+        in->json_len = it->json_len;
+        return 0;
+    }
+    in->json = it->json + ms;
+    in->json_len = ml;
+    if (dl && it->json[ds] != 'n') {   /* "metadata": null is no metadata */
+        if (it->json[ds] != '{') return 1;
+        in->context = it->json + ds;
+        in->context_len = dl;
+    }
+    return 0;
+}
+
+uint64_t lsb_clock_ns(void) { return lsb_now_ns(); }
+
+size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
+                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes) {
+    size_t i = 0;
+    for (; i < count; i++) {
+        if (lsb_is_poisoned(S)) break;
+        lsb_answer *a = &answers[i];
+        memset(a, 0, sizeof *a);
+        lsb_input in;
+        if (split_item(&items[i], lines, &in)) {
+            a->kind = LSB_ANSWER_INVALID;
+            continue;
+        }
+        uint64_t t0 = a->started_ns = lsb_now_ns();
+        a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
+        a->duration_ns = lsb_now_ns() - t0;
+        if (a->invocation) {   /* suspended on a host request: the caller answers it */
+            a->kind = LSB_ANSWER_PENDING;
+            continue;
+        }
+        a->peak_memory = a->report.peak_memory;
+        const char *md = in.context ? in.context : fmt->no_metadata;
+        size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
+        size_t mark = bytes->len;
+        int r = answer_from(&a->report, fmt, md, mdn, bytes, a);
+        if (r == 0) {
+            lsb_report_clear(&a->report);
+        } else {
+            bytes->len = mark;   /* a partial answer (host memory ran out) is dropped */
+            a->kind = LSB_ANSWER_REPORT;
+            a->start = a->len = a->outputs = 0;
+        }
+    }
+    return i;
+}

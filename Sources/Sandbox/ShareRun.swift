@@ -1,0 +1,108 @@
+import CLuaSandbox
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The wire format in which `SandboxState.runShare` writes the common answers (see
+/// `lsb_answer_format`): kept = `keptOpen EVENT keptMid METADATA keptClose` per output event,
+/// dropped = `droppedOpen METADATA+droppedMember droppedClose`, answers ended by `separator`.
+/// Immutable; build one and reuse it.
+public final class AnswerFormat: @unchecked Sendable {
+    private let strings: [UnsafeMutablePointer<CChar>]
+    let raw: lsb_answer_format
+    public let separator: [UInt8]
+
+    public init(keptOpen: String, keptMid: String, keptClose: String, droppedOpen: String, droppedMember: String,
+                droppedClose: String, noMetadata: String, separator: String) {
+        let s = [keptOpen, keptMid, keptClose, droppedOpen, droppedMember, droppedClose, noMetadata, separator].map { (text: String) -> UnsafeMutablePointer<CChar> in strdup(text) }
+        strings = s
+        let c = s.map { UnsafePointer($0) }
+        raw = lsb_answer_format(kept_open: c[0], kept_mid: c[1], kept_close: c[2], dropped_open: c[3], dropped_member: c[4],
+                                dropped_close: c[5], no_metadata: c[6], separator: c[7])
+        self.separator = Array(separator.utf8)
+    }
+
+    deinit { strings.forEach { free($0) } }
+}
+
+/// One item of a share, as byte ranges of the share's buffer: a whole input line, or an event
+/// and its context (metadata).
+public struct ShareItem: Sendable {
+    public var json: Range<Int>
+    public var context: Range<Int>?
+    public init(json: Range<Int>, context: Range<Int>? = nil) {
+        self.json = json
+        self.context = context
+    }
+}
+
+/// How `runShare` answered one item.
+public enum ShareAnswer: Sendable {
+    /// Its answers are `out[range]`, `outputs` output events (0: dropped).
+    case written(Range<Int>, outputs: Int, duration: Duration)
+    /// Not valid input: never reached Lua (the caller knows the rules for why).
+    case invalid
+    /// Any other outcome of the call, for the caller to answer.
+    case called(CallOutcome, duration: Duration)
+    /// The call is suspended on a host request: continue it with `resume` (its time limit
+    /// started `started`).
+    case pending(HostRequest, Invocation, started: ContinuousClock.Instant)
+}
+
+extension SandboxState {
+    /// Runs `items` (ranges of `bytes`) one by one through global `entry`, one event per call,
+    /// entirely in C (`lsb_run_share`): kept and dropped answers are appended to `out` in
+    /// `format`, each followed by its separator. `lines`: items are whole input lines (a
+    /// `{message, metadata}` envelope or a bare event), else events with their context. A call
+    /// that makes a host request comes back suspended. Returns one answer per item answered:
+    /// fewer than `items` when a call left the state poisoned (rebuild it and run the rest).
+    public func runShare(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
+                         into out: inout [UInt8]) -> [ShareAnswer] {
+        if items.isEmpty { return [] }
+        let count = items.count
+        var answers = [lsb_answer](repeating: lsb_answer(), count: count)
+        var buffer = lsb_bytes()
+        defer { free(buffer.data) }
+        let done: Int = withCBytes(bytes) { base, _ in
+            let raw = items.map { it in
+                lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
+                         context: it.context.map { base + $0.lowerBound }, context_len: it.context?.count ?? 0)
+            }
+            return withUnsafePointer(to: format.raw) { fmt in
+                Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer))
+            }
+        }
+        if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
+        let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
+        let offset = out.count
+        if buffer.len > 0 {
+            out.append(contentsOf: UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
+        }
+        var result: [ShareAnswer] = []
+        result.reserveCapacity(done)
+        for i in 0..<done {
+            let a = answers[i]
+            let duration = Duration.nanoseconds(Int64(a.duration_ns))
+            switch a.kind {
+            case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
+                result.append(.written(offset + a.start..<offset + a.start + a.len, outputs: a.outputs, duration: duration))
+            case LSB_ANSWER_INVALID:
+                result.append(.invalid)
+            case LSB_ANSWER_PENDING:
+                if case .pending(let request, let inv) = step(a.invocation, &answers[i].report) {
+                    result.append(.pending(request, inv, started: swiftNow - .nanoseconds(Int64(cNow &- a.started_ns))))
+                } else {
+                    result.append(.called(CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "a suspended call lost its request"))),
+                                          duration: duration))
+                }
+            default:
+                result.append(.called(outcome(of: a.report), duration: duration))
+                lsb_report_clear(&answers[i].report)
+            }
+        }
+        return result
+    }
+}
