@@ -87,9 +87,12 @@ struct RunCommand: ParsableCommand {
         var index = 0
         // Lines only: the workers split, validate, run and answer them (Stage.answer(lines:)).
         typealias Batch = (first: Int, bytes: [UInt8], ranges: [Range<Int>])
+        var batchBytes = 1 << 16   // the last batch's size: the next one is usually alike
         func readBatch() -> Batch {
             var bytes: [UInt8] = []
+            bytes.reserveCapacity(batchBytes + batchBytes / 4)
             var ranges: [Range<Int>] = []
+            ranges.reserveCapacity(batchSize)
             let first = index
             while ranges.count < batchSize, let line = reader.nextLine(appendingTo: &bytes) {
                 if bytes[line].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
@@ -99,6 +102,7 @@ struct RunCommand: ParsableCommand {
                 ranges.append(line)
                 index += 1
             }
+            batchBytes = max(batchBytes, bytes.count)
             return (first, bytes, ranges)
         }
         func launch(_ batch: Batch) -> Task<Stage.AnswerOutcome, Never> {
@@ -145,6 +149,7 @@ final class LineReader {
     private var buffer: [UInt8] = []
     private var start = 0
     private var eof = false
+    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
 
     init(paths: [String]) throws {
         if paths.isEmpty {
@@ -155,6 +160,13 @@ final class LineReader {
                 if fd < 0 { throw CLIError.usage("\(p): cannot open") }
                 return fd
             }
+        }
+    }
+
+    /// Appends buffer[range] with one memcpy (a slice append is generic and byte by byte).
+    private func copy(_ range: Range<Int>, to bytes: inout [UInt8]) {
+        buffer.withUnsafeBufferPointer { p in
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: p[range]))
         }
     }
 
@@ -172,14 +184,14 @@ final class LineReader {
         while true {
             if let nl = newline() {
                 let at = bytes.count
-                bytes += buffer[start..<nl]
+                copy(start..<nl, to: &bytes)
                 start = nl + 1
                 return at..<bytes.count
             }
             if eof {
                 if start < buffer.count {
                     let at = bytes.count
-                    bytes += buffer[start...]
+                    copy(start..<buffer.count, to: &bytes)
                     start = buffer.count
                     return at..<bytes.count
                 }
@@ -187,10 +199,9 @@ final class LineReader {
             }
             buffer.removeFirst(start)
             start = 0
-            var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
             if n > 0 {
-                buffer += chunk[0..<n]
+                chunk.withUnsafeBufferPointer { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[0..<n])) }
             } else {
                 if fds[0] != STDIN_FILENO { close(fds[0]) }
                 fds.removeFirst()
