@@ -96,7 +96,7 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
 }
 
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
-    lsb_push_fresh_env(L);
+    lsb_push_fresh_env(L, S->env_slots);
     int env = lua_gettop(L);
     luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
     lua_pushvalue(L, env);
@@ -285,6 +285,12 @@ static int load_body(lua_State *L) {
     S->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lsb_run_chunk_fresh(L, S);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    S->env_slots = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (S->env_slots < 1024) S->env_slots++;
+    }
     for (int i = 0; i < j->entry_count; i++) {
         lua_getfield(L, -1, j->entries[i]);   /* env has no __index on user globals beyond BASE */
         if (lua_type(L, -1) == LUA_TFUNCTION) j->out->entry_mask |= 1u << i;

@@ -161,10 +161,11 @@ int lsb_compile(lua_State *L, const char *src, size_t len, const char *chunkname
     return st;
 }
 
-void lsb_push_fresh_env(lua_State *L) {
-    lua_newtable(L);
+void lsb_push_fresh_env(lua_State *L, int slots) {
+    lua_createtable(L, 0, slots > 1 ? slots : 1);   /* sized once: no rehash as the chunk defines its globals */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
     lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "_G");
+    lua_pushliteral(L, "_G");
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -3);   /* ENVMETA has no __newindex: the same as a plain assignment */
 }

@@ -45,6 +45,7 @@ struct lsb_state {
     lsb_buf enc;               /* json.encode's output buffer */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
+    int env_slots;             /* globals the main chunk's top level left (sizes fresh envs) */
     int spare_ref;             /* registry ref of a finished coroutine to reuse, or LUA_NOREF */
     int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
     int host_calls;            /* host requests made by the current call */
@@ -135,7 +136,8 @@ int lsb_require(lua_State *L);
  * (lsb_chunk.c). Same contract as lua_load. */
 int lsb_compile(lua_State *L, const char *src, size_t len, const char *chunkname);
 /* Pushes a new environment table: __index = BASE, _G = itself. */
-void lsb_push_fresh_env(lua_State *L);
+/* A fresh environment with room for `slots` globals (_G included). */
+void lsb_push_fresh_env(lua_State *L, int slots);
 
 /* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);

@@ -112,7 +112,7 @@ int lsb_require(lua_State *L) {
 
     int depth = S->loading_depth++;
     lua_pushvalue(L, 3);
-    lsb_push_fresh_env(L);                               /* the library's own environment */
+    lsb_push_fresh_env(L, 4);                            /* the library's own environment */
     lua_pushvalue(L, 1);
     int st = lua_pcall(L, 2, 1, 0);
     S->loading_depth = depth;
