@@ -108,14 +108,22 @@ struct RunCommand: ParsableCommand {
         func launch(_ batch: Batch) -> Task<Stage.AnswerOutcome, Never> {
             Task { await stage.answer(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first, versions: versions, separator: .newline) }
         }
-        // A pipeline: while the workers run one batch, this task writes the previous batch's
-        // answers and reads the next one. Answers keep input order.
-        var next = readBatch()
-        var running = next.ranges.isEmpty ? nil : launch(next)
-        next = running == nil ? (index, [], []) : readBatch()
-        while let current = running {
-            let outcome = await current.value
-            running = next.ranges.isEmpty ? nil : launch(next)
+        // A pipeline: up to `window` batches are in flight (each split over the workers, whose
+        // queues then never run dry between batches) while this task reads ahead and writes
+        // the answers of the oldest batch. Answers keep input order.
+        let window = max(2, 2 * workers)
+        var inFlight: [Task<Stage.AnswerOutcome, Never>] = []
+        var exhausted = false
+        func fill() {
+            while !exhausted && inFlight.count < window {
+                let batch = readBatch()
+                if batch.ranges.isEmpty { exhausted = true } else { inFlight.append(launch(batch)) }
+            }
+        }
+        fill()
+        while !inFlight.isEmpty {
+            let outcome = await inFlight.removeFirst().value
+            fill()
             guard case .answered(let parts) = outcome else { break }
             for part in parts {
                 out.append(part.bytes)
@@ -130,7 +138,6 @@ struct RunCommand: ParsableCommand {
                 }
             }
             out.flush()
-            next = running == nil ? (index, [], []) : readBatch()
         }
         out.flush()
         if stats {
