@@ -1,4 +1,9 @@
 import Sandbox
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One element of a `/customTransform` request, as rudder-server sends it:
 /// `{message, metadata, destination: {Transformations: [{VersionID}]}, libraries?, credentials?}`.
@@ -41,7 +46,7 @@ public enum RudderRequest {
             // field ranges in body's indices: the element is never copied whole
             let found = e.fields.map { $0.map { ($0.lowerBound + e.element.lowerBound)..<($0.upperBound + e.element.lowerBound) } }
             let versions: [String]?
-            if let d = found[2], let last = lastDestination, body[d].elementsEqual(last.0) {
+            if let d = found[2], let last = lastDestination, same(body[d], last.0) {
                 versions = last.1
             } else {
                 let destination = found[2].map { Array(body[$0]) }
@@ -53,6 +58,13 @@ public enum RudderRequest {
     }
 
     private static let fieldNames = ["message", "metadata", "destination"]
+
+    /// Byte equality with one memcmp (a generic `elementsEqual` goes byte by byte).
+    private static func same(_ a: ArraySlice<UInt8>, _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        if b.isEmpty { return true }
+        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, b.count) == 0 } }
+    }
 
     /// One element, given the ranges (in `bytes`' indices) of its message, metadata and destination.
     static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
