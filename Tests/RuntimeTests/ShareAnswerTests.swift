@@ -1,0 +1,148 @@
+import Runtime
+import Sandbox
+import XCTest
+
+/// The share path (`Stage.answer`, one C call per worker share) must answer exactly as the
+/// general path (`Stage.process` + `RudderAnswers.entries`): every outcome a call can have,
+/// invalid lines, metadata forms, a limit error in the middle of a share (the state is rebuilt
+/// for the rest), and calls that wait on a host request.
+final class ShareAnswerTests: XCTestCase {
+    static let code = """
+    function transformEvent(e, md)
+      local k = e.kind
+      if k == "drop" then return nil end
+      if k == "empty" then return json.array() end
+      if k == "fanout" then return { {a = 1, id = e.id}, {b = 2} } end
+      if k == "badfan" then return { {a = 1}, 5 } end
+      if k == "error" then error("boom " .. tostring(e.id)) end
+      if k == "string" then return "x" end
+      if k == "spin" then while true do end end
+      if k == "memory" then local s, t = ("x"):rep(1 << 20), {} for i = 1, 100 do t[i] = s .. i end end
+      if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
+      if k == "meta" then local m = metadata(e) e.md = m and m.messageId return e end
+      if k == "log" then log("hello", e.id) end
+      if k == "change" then e.context.traits.email = "changed@x.com" end
+      return e
+    end
+    """
+
+    static let lines = makeLines(["keep", "drop", "empty", "fanout", "badfan", "error", "string", "enrich", "meta", "log", "change",
+                                  "spin", "keep", "keep", "drop"])
+
+    static func makeLines(_ kinds: [String]) -> [String] {
+        var l: [String] = []
+        for (i, k) in kinds.enumerated() {
+            let event = #"{"kind":"\#(k)","id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com"}},"messageId":"m\#(i)"}"#
+            switch i % 4 {
+            case 0: l.append(#"{"message":\#(event),"metadata":{"messageId":"m\#(i)","jobId":\#(i)}}"#)
+            case 1: l.append(event)   // a bare event
+            case 2: l.append(#"{"message": \#(event), "metadata": null}"#)
+            default: l.append(#"  {"metadata":{"jobId":\#(i)} , "message":\#(event)}  "#)
+            }
+        }
+        l += ["not json", "[1,2]", #"{"message":{"kind":"keep"},"metadata":[1]}"#, #"{"message":{"kind":"keep","bad":"\u{1}"}}"#,
+              #"{"kind":"keep","n":1.50,"big":12345678901234567890123,"s":"\u00e9\n"}"#, "{}", #"{"message":{}}"#]
+        return l
+    }
+
+    func stage(workers: Int) -> Stage {
+        let entry = CatalogEntry(versionID: "t", source: TransformationSource(name: "t", path: "transformations/t.lua", bytes: Array(Self.code.utf8)),
+                                 limits: SandboxLimits(memoryBytes: 8 << 20, time: .milliseconds(100)), entryPoint: .event, fingerprint: 1)
+        let s = Stage(catalog: Catalog(generation: 1, entries: ["t": entry], libraries: [:], loadErrors: [:]), pool: WorkerPool(workers: workers))
+        s.minimumChunk = 2
+        return s
+    }
+
+    /// The general path's answers, rendered as `answer` renders them.
+    func reference(_ inputs: [EventInput], _ outcome: Stage.BatchOutcome, separator: String) -> [String] {
+        guard case .results(let results) = outcome else { XCTFail("unknown version"); return [] }
+        return zip(inputs, results).map { input, r in
+            RudderAnswers.entries(for: r, metadata: input.metadata).map { String(decoding: $0, as: UTF8.self) }.joined(separator: separator)
+        }
+    }
+
+    func answers(_ outcome: Stage.AnswerOutcome, separator: String) -> [String] {
+        guard case .answered(let parts) = outcome else { XCTFail("unknown version"); return [] }
+        var out: [String] = []
+        for part in parts {
+            var end = 0
+            for a in part.answers {
+                XCTAssertEqual(a.range.lowerBound, end, "answers are contiguous, each followed by the separator")
+                out.append(String(decoding: part.bytes[a.range], as: UTF8.self))
+                XCTAssertEqual(String(decoding: part.bytes[a.range.upperBound..<a.range.upperBound + separator.utf8.count], as: UTF8.self), separator)
+                end = a.range.upperBound + separator.utf8.count
+            }
+            XCTAssertEqual(end, part.bytes.count)
+        }
+        return out
+    }
+
+    func testLinesAreAnsweredAsTheGeneralPathAnswersThem() async throws {
+        for workers in [1, 2] {
+            let stage = stage(workers: workers)
+            var bytes: [UInt8] = []
+            var ranges: [Range<Int>] = []
+            for l in Self.lines {
+                let at = bytes.count
+                bytes += Array(l.utf8)
+                ranges.append(at..<bytes.count)
+            }
+            let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 7, versions: ["t"], separator: .newline), separator: "\n")
+            let (inputs, outcome) = await stage.process(lines: Self.lines.map { Array($0.utf8) }, firstIndex: 7, versions: ["t"])
+            let want = reference(inputs, outcome, separator: "\n")
+            XCTAssertEqual(got.count, Self.lines.count)
+            for (i, (g, w)) in zip(got, want).enumerated() {
+                XCTAssertEqual(g, w, "line \(i) (\(workers) workers): \(Self.lines[i])")
+            }
+            // the outcomes are all there: kept, dropped, fan-out, errors of each kind
+            let joined = got.joined(separator: "\n")
+            for needle in [#""statusCode":200"#, #""statusCode":298"#, "boom", "time limit", "enrichment is not configured",
+                           "element 2", "returned a string", "invalid JSON", "expected a JSON object", "metadata must be an object",
+                           #""md":"m8""#, "changed@x.com", #""n":1.50"#] {
+                XCTAssertTrue(joined.contains(needle), "\(needle) in \(joined)")
+            }
+        }
+    }
+
+    func testRequestElementsAreAnsweredAsTheGeneralPathAnswersThem() async throws {
+        let stage = stage(workers: 2)
+        // as RudderRequest makes them: the message and metadata split, not yet validated
+        let inputs = Self.lines.enumerated().map { i, l -> EventInput in
+            let e = EventInput.parse(Array(l.utf8), index: i)
+            return EventInput(index: i, message: e.invalid == nil ? e.message : Array(l.utf8), metadata: e.metadata ?? Array("{}".utf8))
+        }
+        let got = answers(await stage.answer(inputs, versions: ["t"], separator: .comma), separator: ",")
+        let want = reference(inputs, await stage.process(inputs, versions: ["t"]), separator: ",")
+        XCTAssertEqual(got, want)
+    }
+
+    /// One difference, on purpose: the general path starts a call that waits on a lookup again
+    /// each time another call's limit error discards the state, and fails it the second time;
+    /// the share path starts it again once, after its share, so other events' limit errors
+    /// never fail it.
+    func testAWaitingCallOutlivesOtherEventsLimitErrors() async throws {
+        let stage = stage(workers: 1)
+        let lines = Self.makeLines(["enrich", "spin", "memory", "keep"]).prefix(4).map { $0 }
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for l in lines {
+            let at = bytes.count
+            bytes += Array(l.utf8)
+            ranges.append(at..<bytes.count)
+        }
+        let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t"], separator: .newline), separator: "\n")
+        XCTAssertEqual(got.count, 4)
+        XCTAssertTrue(got[0].contains("enrichment is not configured for this run") && got[0].contains(#""statusCode":200"#), got[0])
+        XCTAssertTrue(got[1].contains("time limit"), got[1])
+        XCTAssertTrue(got[2].contains("memory limit"), got[2])
+        XCTAssertTrue(got[3].contains(#""statusCode":200"#), got[3])
+        let (inputs, outcome) = await stage.process(lines: lines.map { Array($0.utf8) }, firstIndex: 0, versions: ["t"])
+        XCTAssertTrue(reference(inputs, outcome, separator: "\n")[0].contains("discarded twice"))
+    }
+
+    func testUnknownVersionIsReported() async {
+        let stage = stage(workers: 1)
+        guard case .unknownVersion(let v) = await stage.answer([], versions: ["nope"], separator: .comma) else { return XCTFail() }
+        XCTAssertEqual(v, "nope")
+    }
+}
