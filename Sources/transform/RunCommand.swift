@@ -81,7 +81,6 @@ struct RunCommand: ParsableCommand {
         }
         let stage = Stage(catalog: catalog, pool: WorkerPool(workers: workers))
         let reader = try LineReader(paths: files)
-        let out = OutputBuffer()
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
@@ -126,7 +125,7 @@ struct RunCommand: ParsableCommand {
             fill()
             guard case .answered(let parts) = outcome else { break }
             for part in parts {
-                out.append(part.bytes)
+                Stdout.write(part.bytes)
                 for a in part.answers {
                     counts.events += 1
                     counts.outputs += a.outputs
@@ -137,9 +136,7 @@ struct RunCommand: ParsableCommand {
                     }
                 }
             }
-            out.flush()
         }
-        out.flush()
         if stats {
             let elapsed = ContinuousClock.now - start
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -218,19 +215,15 @@ final class LineReader {
     }
 }
 
-/// Buffered stdout writes.
-final class OutputBuffer {
-    private var bytes: [UInt8] = []
-
-    func append(_ b: [UInt8]) { bytes += b }
-
-    func flush() {
+/// Unbuffered stdout writes: a batch's answers are already one buffer per worker share.
+enum Stdout {
+    /// Writes `b` whole.
+    static func write(_ b: [UInt8]) {
         var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        while offset < b.count {
+            let n = b[offset...].withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
             if n <= 0 { break }
             offset += n
         }
-        bytes.removeAll(keepingCapacity: true)
     }
 }
