@@ -19,11 +19,27 @@ int lsb_buf_put(lsb_buf *b, const char *s, size_t n);   /* 0 on success, -1 on E
 int lsb_buf_putc(lsb_buf *b, char c);
 char *lsb_strndup(const char *s, size_t n);
 
+/* A state's small-block heap (lsb_heap.c): blocks up to LSB_HEAP_SMALL bytes come from per-size
+ * free lists in 16 KiB chunks, larger ones from malloc. */
+#define LSB_HEAP_GRAIN 16
+#define LSB_HEAP_SMALL 256
+typedef struct {
+    void *free[LSB_HEAP_SMALL / LSB_HEAP_GRAIN + 1];   /* class c: blocks of c * GRAIN bytes */
+    char *next, *end;                                   /* the current chunk's uncarved part */
+    char *chunks;                                       /* all chunks, linked through their first bytes */
+} lsb_heap;
+
+/* realloc with Lua's allocator contract (osize is the block's exact size; nsize 0 frees). */
+void *lsb_heap_realloc(lsb_heap *h, void *ptr, size_t osize, size_t nsize);
+/* Frees every chunk: only after lua_close. */
+void lsb_heap_release(lsb_heap *h);
+
 struct lsb_state {
     lua_State *L;
     lsb_config cfg;
 
     /* allocator */
+    lsb_heap heap;
     size_t used, peak;
     size_t settled;            /* heap size after the last collection forced between calls */
     int limit_active;          /* refuse growth past cfg.memory_limit */

@@ -57,7 +57,7 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lsb_state *S = ud;
     if (ptr == NULL) osize = 0;   /* osize is a type tag for new blocks */
     if (nsize == 0) {
-        free(ptr);
+        lsb_heap_realloc(&S->heap, ptr, osize, 0);
         S->used -= osize;
         return NULL;
     }
@@ -70,7 +70,7 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
             return NULL;
         }
     }
-    void *p = realloc(ptr, nsize);
+    void *p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);
     if (!p) return NULL;
     S->used = S->used - osize + nsize;
     if (S->used > S->peak) S->peak = S->used;
@@ -173,6 +173,7 @@ lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen) {
     S->L = lua_newstate(lsb_alloc, S);
     if (!S->L) {
         snprintf(err, errlen, "cannot create a Lua state");
+        lsb_heap_release(&S->heap);
         free(S);
         return NULL;
     }
@@ -199,6 +200,7 @@ void lsb_free(lsb_state *S) {
     if (S->L && !S->escaped) {
         lua_sethook(S->L, (lua_Hook)0, 0, 0);
         lua_close(S->L);
+        lsb_heap_release(&S->heap);
     }
     /* An escaped state may be inconsistent anywhere: its memory is left allocated
      * (counted by lsb_watchdog_abandoned_bytes) rather than walked by lua_close. */

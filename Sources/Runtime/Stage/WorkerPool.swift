@@ -102,7 +102,9 @@ final class Worker: @unchecked Sendable {
 
     init(index: Int, capacity: Int) {
         states = WorkerStates(capacity: capacity)
-        thread = Thread { [unowned self] in self.loop() }
+        // The thread keeps its worker alive: a worker (and its pool) lives as long as the process,
+        // and a pool dropped before its threads first run must not leave them a dangling self.
+        thread = Thread { self.loop() }
         thread.name = "luaform-worker-\(index)"
         thread.stackSize = 16 << 20
         thread.start()
