@@ -71,59 +71,207 @@ static const char *skip_value(const char *p, const char *end, int *ws, uint32_t 
     return p;
 }
 
-static const char *skip_ws(const char *p, const char *end, int *ws) {
-    while (p < end && is_ws(*p)) {
-        *ws = 1;
-        p++;
+/* ---- the document: the event's bytes and, computed once, where its strings and brackets are ---- */
+
+struct lsb_lazy_doc {
+    uint32_t len, nwords;   /* bytes; 64-bit words per bitmap (one bit per byte) */
+    int compact;            /* no whitespace outside strings */
+    int escapes;            /* some backslash occurs (in a string) */
+    const uint64_t *quotes;   /* the quotes that open or close a string */
+    const uint64_t *brackets; /* { } [ ] outside strings */
+    const char *bytes;        /* len bytes, then zeros up to a whole word of 64 */
+};
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Sixty-four bytes: quotes, backslashes, brackets, and bytes <= 0x20 (whitespace outside a
+ * string; inside one only the space, as validated JSON has no raw control bytes). */
+static inline void classify64(const char *p, uint64_t *q, uint64_t *bs, uint64_t *br, uint64_t *sp) {
+    const __m128i cq = _mm_set1_epi8('"'), cb = _mm_set1_epi8('\\'), c20 = _mm_set1_epi8(0x20),
+                  co = _mm_set1_epi8('{'), cc = _mm_set1_epi8('}');
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * k));
+        __m128i t = _mm_or_si128(v, c20);   /* '[' -> '{', ']' -> '}' */
+        a |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cq)) << (16 * k);
+        b |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cb)) << (16 * k);
+        c |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(t, co), _mm_cmpeq_epi8(t, cc))) << (16 * k);
+        d |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, c20), v)) << (16 * k);
     }
-    return p;
+    *q = a, *bs = b, *br = c, *sp = d;
+}
+#else
+static inline void classify64(const char *p, uint64_t *q, uint64_t *bs, uint64_t *br, uint64_t *sp) {
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (int i = 0; i < 64; i++) {
+        unsigned char x = (unsigned char)p[i], t = x | 0x20;
+        uint64_t bit = (uint64_t)1 << i;
+        if (x == '"') a |= bit;
+        if (x == '\\') b |= bit;
+        if (t == '{' || t == '}') c |= bit;
+        if (x <= 0x20) d |= bit;
+    }
+    *q = a, *bs = b, *br = c, *sp = d;
+}
+#endif
+
+/* Bit i set when an odd number of bits 0..i of x are: the bytes inside a string, counting its
+ * opening quote and not its closing one. */
+static inline uint64_t prefix_xor(uint64_t x) {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
 }
 
-/* Scans the object token base[off, off+len). Returns 0 with the members, 1 when the object must
+/* Pushes a document holding json[0, len) and its index; returns it. */
+static lsb_lazy_doc *push_doc(lua_State *L, const char *json, size_t len) {
+    size_t nwords = (len + 63) / 64;
+    if (!nwords) nwords = 1;
+    size_t head = (sizeof(lsb_lazy_doc) + 7) & ~(size_t)7;
+    lsb_lazy_doc *d = lua_newuserdatauv(L, head + 16 * nwords + 64 * nwords, 0);
+    uint64_t *quotes = (uint64_t *)((char *)d + head), *brackets = quotes + nwords;
+    char *bytes = (char *)(brackets + nwords);
+    memcpy(bytes, json, len);
+    memset(bytes + len, 0, 64 * nwords - len);
+    uint64_t in = 0, esc = 0, ws = 0, anybs = 0;   /* in: all ones inside a string; esc: byte 0 escaped */
+    for (size_t w = 0; w < nwords; w++) {
+        uint64_t q, bs, br, sp;
+        classify64(bytes + 64 * w, &q, &bs, &br, &sp);
+        if (w == nwords - 1 && (len & 63)) sp &= ((uint64_t)1 << (len & 63)) - 1;   /* the zero padding */
+        if (bs | esc) {   /* rare: drop escaped quotes; a backslash escapes the next byte unless escaped itself */
+            uint64_t escaped = esc, b = bs;
+            esc = 0;
+            anybs = 1;
+            while (b) {
+                int i = __builtin_ctzll(b);
+                b &= b - 1;
+                if (escaped >> i & 1) continue;
+                if (i == 63) esc = 1;
+                else escaped |= (uint64_t)1 << (i + 1);
+            }
+            q &= ~escaped;
+        }
+        uint64_t s = prefix_xor(q) ^ in;
+        in = (uint64_t)((int64_t)s >> 63);
+        quotes[w] = q;
+        brackets[w] = br & ~s;
+        ws |= sp & ~s;
+    }
+    d->len = (uint32_t)len;
+    d->nwords = (uint32_t)nwords;
+    d->compact = !ws;
+    d->escapes = (int)anybs;
+    d->quotes = quotes;
+    d->brackets = brackets;
+    d->bytes = bytes;
+    return d;
+}
+
+/* The first set bit at or after i, or SIZE_MAX. */
+static inline size_t next_bit(const uint64_t *bits, size_t nwords, size_t i) {
+    size_t w = i >> 6;
+    if (w >= nwords) return SIZE_MAX;
+    uint64_t x = bits[w] & (~(uint64_t)0 << (i & 63));
+    while (!x) {
+        if (++w >= nwords) return SIZE_MAX;
+        x = bits[w];
+    }
+    return (w << 6) + (size_t)__builtin_ctzll(x);
+}
+
+/* i at the bracket that opens a container: the offset after its matching bracket, or SIZE_MAX;
+ * *height is its nesting. */
+static size_t skip_container(const lsb_lazy_doc *d, size_t i, uint32_t *height) {
+    size_t w = i >> 6;
+    if (w >= d->nwords) return SIZE_MAX;
+    uint64_t x = d->brackets[w] & (~(uint64_t)0 << (i & 63));
+    uint32_t depth = 0, maxd = 0;
+    for (;;) {
+        while (!x) {
+            if (++w >= d->nwords) return SIZE_MAX;
+            x = d->brackets[w];
+        }
+        size_t j = (w << 6) + (size_t)__builtin_ctzll(x);
+        x &= x - 1;
+        if (d->bytes[j] & 2) {   /* '{' and '[' have bit 1 set, '}' and ']' do not */
+            if (++depth > maxd) maxd = depth;
+        } else if (--depth == 0) {
+            *height = maxd;
+            return j + 1;
+        }
+    }
+}
+
+/* Scans the object token bytes[off, off+len). Returns 0 with the members, 1 when the object must
  * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
-static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member *m, int *count, int *ws,
+static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int *count,
                        uint32_t *height) {
-    uint32_t h = 0;
+    const char *base = d->bytes;
+    size_t p = off, end = off + len;
+    int n = 0, compact = d->compact;
+    uint64_t seen = 0;   /* a filter of key (length, first byte): most keys need no duplicate check */
     *height = 1;
-    const char *p = base + off, *end = base + off + len;
-    if (p >= end || *p != '{') return -1;
-    p = skip_ws(p + 1, end, ws);
-    int n = 0;
-    if (p < end && *p == '}') {
+    /* whitespace can only occur here when the document has some outside strings */
+#define SKIP_WS() \
+    if (!compact) \
+        while (p < end && is_ws(base[p])) p++
+    if (end > d->len || p >= end || base[p] != '{') return -1;
+    p++;
+    SKIP_WS();
+    if (p < end && base[p] == '}') {
         *count = 0;
         return 0;
     }
     for (;;) {
-        p = skip_ws(p, end, ws);
-        if (p >= end || *p != '"') return -1;
-        int esc = 0;
-        const char *k = p + 1;
-        const char *q = skip_string(p, end, &esc);
-        if (!q) return -1;
-        if (esc || n == LSB_LAZY_MAX_MEMBERS) return 1;
-        uint32_t klen = (uint32_t)(q - 1 - k);
-        for (int i = 0; i < n; i++)
-            if (m[i].klen == klen && memcmp(base + m[i].koff, k, klen) == 0) return 1;
-        p = skip_ws(q, end, ws);
-        if (p >= end || *p != ':') return -1;
-        p = skip_ws(p + 1, end, ws);
+        SKIP_WS();
+        if (p >= end || base[p] != '"') return -1;
+        size_t k = p + 1, q = next_bit(d->quotes, d->nwords, k);
+        if (q >= end) return -1;
+        uint32_t klen = (uint32_t)(q - k);
+        if (n == LSB_LAZY_MAX_MEMBERS || (d->escapes && memchr(base + k, '\\', klen))) return 1;
+        uint64_t h = (uint64_t)1 << ((klen * 7 + (klen ? (unsigned char)base[k] : 0)) & 63);
+        if (seen & h) {
+            for (int i = 0; i < n; i++)
+                if (m[i].klen == klen && memcmp(base + m[i].koff, base + k, klen) == 0) return 1;
+        }
+        seen |= h;
+        p = q + 1;
+        SKIP_WS();
+        if (p >= end || base[p] != ':') return -1;
+        p++;
+        SKIP_WS();
         if (p >= end) return -1;
-        const char *v = p;
-        q = skip_value(p, end, ws, &h);
-        if (!q || q == v) return -1;
-        if (h + 1 > *height) *height = h + 1;
-        m[n++] = (lsb_lazy_member){(uint32_t)(k - base), klen, (uint32_t)(v - base), (uint32_t)(q - v)};
-        p = skip_ws(q, end, ws);
-        if (p < end && *p == ',') {
+        size_t v = p;
+        uint32_t vh = 0;
+        char c = base[p];
+        if (c == '"') {
+            q = next_bit(d->quotes, d->nwords, p + 1);
+            p = q == SIZE_MAX ? q : q + 1;
+        } else if (c == '{' || c == '[') {
+            p = skip_container(d, p, &vh);
+            if (vh + 1 > *height) *height = vh + 1;
+        } else {
+            while (p < end && base[p] != ',' && base[p] != '}' && base[p] != ']' && !is_ws(base[p])) p++;
+            if (p == v) return -1;
+        }
+        if (p > end) return -1;
+        m[n++] = (lsb_lazy_member){(uint32_t)k, klen, (uint32_t)v, (uint32_t)(p - v)};
+        SKIP_WS();
+        if (p < end && base[p] == ',') {
             p++;
             continue;
         }
-        if (p < end && *p == '}') {
+        if (p < end && base[p] == '}') {
             *count = n;
             return 0;
         }
         return -1;
     }
+#undef SKIP_WS
 }
 
 static void eager(lua_State *L, const char *s, size_t n) {
@@ -131,30 +279,31 @@ static void eager(lua_State *L, const char *s, size_t n) {
     if (lsb_json_decode_push(L, s, n, err, sizeof err)) luaL_error(L, "event JSON: %s", err);
 }
 
-/* Pushes the object base[off, off+len) as a lazy table (or eagerly decoded); `bytes` is the
- * stack index of the string that holds base. */
-static void push_object(lua_State *L, const char *base, size_t off, size_t len, int compact, int bytes) {
+/* Pushes the object bytes[off, off+len) of document d (at stack index docidx) as a lazy table,
+ * or eagerly decoded. */
+static void push_object(lua_State *L, const lsb_lazy_doc *d, int docidx, size_t off, size_t len) {
     lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
-    int count = 0, ws = 0;
+    int count = 0;
     uint32_t height = 1;
-    int r = scan_object(base, off, len, m, &count, &ws, &height);
+    int r = scan_object(d, off, len, m, &count, &height);
     if (r != 0) {
         if (r < 0) luaL_error(L, "event JSON: malformed object at byte %d", (int)off);
-        eager(L, base + off, len);
+        eager(L, d->bytes + off, len);
         return;
     }
     luaL_checkstack(L, 4, "event nested too deeply");
     lua_createtable(L, 0, count < 4 ? count : 4);
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
-    z->base = base;
+    z->base = d->bytes;
+    z->doc = d;
     z->off = (uint32_t)off;
     z->len = (uint32_t)len;
     z->touched = 0;
-    z->compact = compact && !ws;
+    z->compact = d->compact;
     z->count = count;
     z->height = height;
     memcpy(z->m, m, (size_t)count * sizeof m[0]);
-    lua_pushvalue(L, bytes);
+    lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
     lua_pushvalue(L, -3);
@@ -210,7 +359,7 @@ static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
     switch (*v) {
     case '{':
         lua_getiuservalue(L, zidx, 1);
-        push_object(L, z->base, z->m[i].voff, n, z->compact, lua_gettop(L));
+        push_object(L, z->doc, lua_gettop(L), z->m[i].voff, n);
         lua_remove(L, -2);
         return;
     case '"':
@@ -348,10 +497,10 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     if (a == b || json[a] != '{' || len > UINT32_MAX)
         return lsb_json_decode_push(L, json, len, err, errlen);
     luaL_checkstack(L, 6, "cannot push the event");
-    lua_pushlstring(L, json, len);
-    int bytes = lua_gettop(L);
-    push_object(L, lua_tostring(L, bytes), a, b - a, 1, bytes);
-    lua_remove(L, bytes);
+    const lsb_lazy_doc *d = push_doc(L, json + a, b - a);
+    int doc = lua_gettop(L);
+    push_object(L, d, doc, 0, b - a);
+    lua_remove(L, doc);
     return 0;
 }
 

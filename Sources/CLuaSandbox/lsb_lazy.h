@@ -16,9 +16,11 @@
  * - The encoder emits an untouched member, or a touched one whose value is still the one
  *   decoded, as its input bytes; members keep their input order and keys the script added
  *   follow, sorted.
- * - The bytes live in a Lua string the object references, so a proxy never outlives them.
- *   Input must already be valid JSON (the caller validated it); scanning stays in bounds
- *   regardless.
+ * - The bytes live in a document userdata every object of the event references, so a proxy
+ *   never outlives them. The document also holds, computed once per event, a bitmap of the
+ *   quotes that delimit strings and one of the brackets outside strings, so skipping a nested
+ *   value or string costs per bracket or quote, not per byte. Input must already be valid JSON
+ *   (the caller validated it); scanning stays in bounds regardless.
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
  */
@@ -31,8 +33,12 @@ typedef struct {
     uint32_t voff, vlen;   /* value token */
 } lsb_lazy_member;
 
+/* The event's bytes and their index (lsb_lazy.c): a userdata every object of the event references. */
+typedef struct lsb_lazy_doc lsb_lazy_doc;
+
 typedef struct {
-    const char *base;      /* the event's bytes (uservalue 1 keeps them alive) */
+    const char *base;      /* the event's bytes (uservalue 1, the document, keeps them alive) */
+    const lsb_lazy_doc *doc;
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
     int compact;           /* no whitespace outside strings in base */
