@@ -9,7 +9,6 @@
 #include <string.h>
 
 const char LSB_KEY_LAZYMAP = 0;
-static const char LSB_KEY_LAZYMETA = 0;
 
 static inline int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
@@ -279,9 +278,75 @@ static void eager(lua_State *L, const char *s, size_t n) {
     if (lsb_json_decode_push(L, s, n, err, sizeof err)) luaL_error(L, "event JSON: %s", err);
 }
 
+/* ---- from a table to its record ----
+ *
+ * LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive as long as
+ * the table. Looking it up costs two hash lookups, so a small direct-mapped cache per state,
+ * keyed by the table's address, answers first. An entry is written when a lazy table is made
+ * (and after a LAZYMAP lookup), and the cache is only asked about a table whose metatable is
+ * LAZYMETA, i.e. a live lazy table: the entry holding that address, if any, was written for
+ * this table (its making overwrote whatever an earlier table at the same address left), so
+ * stale entries of collected tables are never read. Scripts cannot reach LAZYMETA. */
+
+#define CACHE_SLOTS 64
+
+typedef struct {
+    const void *meta;   /* LAZYMETA */
+    struct {
+        const void *t;
+        lsb_lazy *z;
+    } e[CACHE_SLOTS];
+} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use) */
+
+static const char LSB_KEY_LAZYCACHE = 0;
+
+static inline unsigned cache_slot(const void *t) {
+    uintptr_t p = (uintptr_t)t;
+    return (unsigned)((p >> 4) ^ (p >> 11)) & (CACHE_SLOTS - 1);
+}
+
+/* Pushes LAZYMAP. */
+static void push_map(lua_State *L, int cidx) {
+    if (lua_getiuservalue(L, cidx, 2) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, cidx, 2);
+}
+
+/* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
+ * (absolute or an upvalue). Pushes nothing. */
+static lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    if (c->e[s].t == t) return c->e[s].z;
+    push_map(L, cidx);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    lsb_lazy *z = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    if (z) c->e[s].t = t, c->e[s].z = z;
+    return z;
+}
+
+/* Pushes the cache (for the functions the sandbox calls directly) and returns it. */
+static lazy_cache *push_cache(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    return lua_touserdata(L, -1);
+}
+
+/* The record of the table at idx (absolute) if it is a lazy table, else NULL. Pushes nothing. */
+static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    return mt == c->meta ? record_of(L, c, cidx, idx) : NULL;
+}
+
 /* Pushes the object bytes[off, off+len) of document d (at stack index docidx) as a lazy table,
  * or eagerly decoded. */
-static void push_object(lua_State *L, const lsb_lazy_doc *d, int docidx, size_t off, size_t len) {
+static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, int docidx, size_t off,
+                        size_t len) {
     lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
     int count = 0;
     uint32_t height = 1;
@@ -305,13 +370,16 @@ static void push_object(lua_State *L, const lsb_lazy_doc *d, int docidx, size_t 
     memcpy(z->m, m, (size_t)count * sizeof m[0]);
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    push_map(L, cidx);
     lua_pushvalue(L, -3);
     lua_pushvalue(L, -3);
     lua_rawset(L, -3);
     lua_pop(L, 2);   /* map, userdata */
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
+    lua_getiuservalue(L, cidx, 1);
     lua_setmetatable(L, -2);
+    unsigned s = cache_slot(lua_topointer(L, -1));
+    c->e[s].t = lua_topointer(L, -1);
+    c->e[s].z = z;
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
@@ -325,42 +393,30 @@ int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
     return -1;
 }
 
-/* Pushes the record (userdata) of the table at idx and returns it, or pushes nil and
- * returns NULL. */
-static lsb_lazy *push_record(lua_State *L, int idx) {
-    idx = lua_absindex(L, idx);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    lua_pushvalue(L, idx);
-    lua_rawget(L, -2);
-    lua_remove(L, -2);
-    return lua_touserdata(L, -1);
-}
+void lsb_lazy_pushcache(lua_State *L) { push_cache(L); }
 
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map) {
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
-    lua_pop(L, 1);
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache) {
     idx = lua_absindex(L, idx);
-    if (!map) {
-        lsb_lazy *z = push_record(L, idx);
-        lua_pop(L, 1);
-        return z;
-    }
-    lua_pushvalue(L, idx);
-    lua_rawget(L, map);
-    lsb_lazy *z = lua_touserdata(L, -1);
+    if (cache) return lookup(L, lua_touserdata(L, cache), cache, idx);
+    lazy_cache *c = push_cache(L);
+    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
     lua_pop(L, 1);
     return z;
 }
 
-/* Pushes member i's value (z is the record at stack index zidx). */
-static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
+/* Pushes member i's value (z is the record of the table at t). */
+static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i) {
     const char *v = z->base + z->m[i].voff;
     size_t n = z->m[i].vlen;
     switch (*v) {
-    case '{':
-        lua_getiuservalue(L, zidx, 1);
-        push_object(L, z->doc, lua_gettop(L), z->m[i].voff, n);
-        lua_remove(L, -2);
+    case '{':   /* the document, to anchor the child's record: through LAZYMAP */
+        push_map(L, cidx);
+        lua_pushvalue(L, t);
+        lua_rawget(L, -2);
+        lua_getiuservalue(L, -1, 1);
+        push_object(L, c, cidx, z->doc, lua_gettop(L), z->m[i].voff, n);
+        lua_replace(L, -4);
+        lua_pop(L, 2);
         return;
     case '"':
         if (n >= 2 && !memchr(v + 1, '\\', n - 2)) lua_pushlstring(L, v + 1, n - 2);
@@ -383,10 +439,10 @@ static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
     }
 }
 
-/* Materialises member i into the table at t; leaves the value on the stack. `key` is the
- * stack index of the member's key string, or 0 to make it. */
-static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i, int key) {
-    push_member(L, z, zidx, i);
+/* Materialises member i into the table at t (absolute); leaves the value on the stack. `key` is
+ * the stack index of the member's key string, or 0 to make it. */
+static void materialize(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i, int key) {
+    push_member(L, c, cidx, t, z, i);
     z->touched |= (uint64_t)1 << i;
     if (key) lua_pushvalue(L, key);
     else lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
@@ -394,21 +450,33 @@ static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i, int k
     lua_rawset(L, t);
 }
 
+/* The metamethods: upvalue 1 is the cache, and the table (argument 1) is a lazy one. */
 static int lazy_index(lua_State *L) {
     if (lua_type(L, 2) != LUA_TSTRING) return 0;
-    lsb_lazy *z = push_record(L, 1);
+    lazy_cache *c = lua_touserdata(L, lua_upvalueindex(1));
+    lsb_lazy *z = record_of(L, c, lua_upvalueindex(1), 1);
     if (!z) return 0;
     size_t n;
     const char *k = lua_tolstring(L, 2, &n);
     int i = lsb_lazy_find(z, k, n);
     if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
-    materialize(L, 1, z, lua_gettop(L), i, 2);
+    materialize(L, c, lua_upvalueindex(1), 1, z, i, 2);
     return 1;
+}
+
+static void touch(lsb_lazy *z, lua_State *L, int keyidx) {
+    size_t n;
+    const char *k = lua_tolstring(L, keyidx, &n);
+    int i = lsb_lazy_find(z, k, n);
+    if (i >= 0) z->touched |= (uint64_t)1 << i;
 }
 
 static int lazy_newindex(lua_State *L) {
     lua_settop(L, 3);
-    lsb_lazy_touch(L, 1, 2);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
+        if (z) touch(z, L, 2);
+    }
     lua_rawset(L, 1);
     return 0;
 }
@@ -421,8 +489,19 @@ static int lazy_next(lua_State *L) {
     return 1;
 }
 
+/* Materialises every unread member of z's table at t. */
+static void force(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z) {
+    luaL_checkstack(L, 6, "event nested too deeply");
+    for (int i = 0; i < z->count; i++)
+        if (!(z->touched >> i & 1)) {
+            materialize(L, c, cidx, t, z, i, 0);
+            lua_pop(L, 1);
+        }
+}
+
 static int lazy_pairs(lua_State *L) {
-    lsb_lazy_force(L, 1);
+    lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
+    if (z) force(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1, z);
     lua_pushcfunction(L, lazy_next);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
@@ -431,14 +510,11 @@ static int lazy_pairs(lua_State *L) {
 
 void lsb_lazy_touch(lua_State *L, int idx, int keyidx) {
     if (lua_type(L, keyidx) != LUA_TSTRING) return;
+    idx = lua_absindex(L, idx);
     keyidx = lua_absindex(L, keyidx);
-    lsb_lazy *z = push_record(L, idx);
-    if (z) {
-        size_t n;
-        const char *k = lua_tolstring(L, keyidx, &n);
-        int i = lsb_lazy_find(z, k, n);
-        if (i >= 0) z->touched |= (uint64_t)1 << i;
-    }
+    lazy_cache *c = push_cache(L);
+    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
+    if (z) touch(z, L, keyidx);
     lua_pop(L, 1);
 }
 
@@ -448,8 +524,9 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
     lua_pushvalue(L, keyidx);
     if (lua_rawget(L, idx) != LUA_TNIL || lua_type(L, keyidx) != LUA_TSTRING) return;
     lua_pop(L, 1);
-    lsb_lazy *z = push_record(L, idx);
-    int zidx = lua_gettop(L);
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
     size_t n;
     const char *k = lua_tolstring(L, keyidx, &n);
     int i = z ? lsb_lazy_find(z, k, n) : -1;
@@ -458,35 +535,34 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
         lua_pushnil(L);
         return;
     }
-    materialize(L, idx, z, zidx, i, keyidx);
-    lua_remove(L, zidx);
+    materialize(L, c, cidx, idx, z, i, keyidx);
+    lua_remove(L, cidx);
 }
 
 void lsb_lazy_force(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
-    lsb_lazy *z = push_record(L, idx);
-    if (z) {
-        int zidx = lua_gettop(L);
-        luaL_checkstack(L, 4, "event nested too deeply");
-        for (int i = 0; i < z->count; i++)
-            if (!(z->touched >> i & 1)) {
-                materialize(L, idx, z, zidx, i, 0);
-                lua_pop(L, 1);
-            }
-    }
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
+    if (z) force(L, c, cidx, idx, z);
     lua_pop(L, 1);
 }
 
 void lsb_lazy_strip(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
-    if (!lsb_lazy_of(L, idx, 0)) return;
-    lsb_lazy_force(L, idx);
-    lua_pushnil(L);
-    lua_setmetatable(L, idx);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    lua_pushvalue(L, idx);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
+    if (z) {
+        force(L, c, cidx, idx, z);
+        lua_pushnil(L);
+        lua_setmetatable(L, idx);
+        push_map(L, cidx);
+        lua_pushvalue(L, idx);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
     lua_pop(L, 1);
 }
 
@@ -496,11 +572,13 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     while (b > a && is_ws(json[b - 1])) b--;
     if (a == b || json[a] != '{' || len > UINT32_MAX)
         return lsb_json_decode_push(L, json, len, err, errlen);
-    luaL_checkstack(L, 6, "cannot push the event");
+    luaL_checkstack(L, 8, "cannot push the event");
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
     const lsb_lazy_doc *d = push_doc(L, json + a, b - a);
-    int doc = lua_gettop(L);
-    push_object(L, d, doc, 0, b - a);
-    lua_remove(L, doc);
+    push_object(L, c, cidx, d, cidx + 1, 0, b - a);
+    lua_replace(L, cidx);
+    lua_pop(L, 1);
     return 0;
 }
 
@@ -531,14 +609,21 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 2);
+    memset(c, 0, sizeof *c);
     lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, lazy_index);
+    c->meta = lua_topointer(L, -1);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lazy_newindex);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_newindex, 1);
     lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lazy_pairs);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_pairs, 1);
     lua_setfield(L, -2, "__pairs");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
 }
 
 /* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */

@@ -49,17 +49,19 @@ typedef struct {
 
 extern const char LSB_KEY_LAZYMAP;   /* registry: weak-keyed proxy table -> lsb_lazy userdata */
 
-/* Builds the lazy tables' shared metatable (called while the state is built; LAZYMAP is one of
- * the weak registry tables lsb_build_env makes). */
+/* Builds the lazy tables' shared metatable and the record cache (called while the state is
+ * built; LAZYMAP is one of the weak registry tables lsb_build_env makes). */
 void lsb_lazy_init(lua_State *L);
 
 /* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 
-/* The lazy record of the table at idx, or NULL. `map` is the stack index of LAZYMAP, or 0 to
- * look it up. Pushes nothing. */
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map);
+/* Pushes the per-state lookup cache of lazy records (for lsb_lazy_of in a loop). */
+void lsb_lazy_pushcache(lua_State *L);
+/* The lazy record of the table at idx, or NULL. `cache` is the stack index of what
+ * lsb_lazy_pushcache pushed, or 0 to push it here. Pushes nothing. */
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache);
 
 /* Materialises every member of the lazy table at idx into it (no-op for other values). */
 void lsb_lazy_force(lua_State *L, int idx);
