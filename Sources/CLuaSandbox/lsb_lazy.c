@@ -126,21 +126,20 @@ static inline uint64_t prefix_xor(uint64_t x) {
     return x;
 }
 
-/* Pushes a document holding json[0, len) and its index; returns it. */
-static lsb_lazy_doc *push_doc(lua_State *L, const char *json, size_t len) {
+/* Indexes json[0, len) into quotes and brackets (nwords words each, nwords = ceil(len / 64)),
+ * and sets d's flags. */
+static void index_bytes(lsb_lazy_doc *d, const char *json, size_t len, uint64_t *quotes, uint64_t *brackets) {
     size_t nwords = (len + 63) / 64;
-    if (!nwords) nwords = 1;
-    size_t head = (sizeof(lsb_lazy_doc) + 7) & ~(size_t)7;
-    lsb_lazy_doc *d = lua_newuserdatauv(L, head + 16 * nwords + 64 * nwords, 0);
-    uint64_t *quotes = (uint64_t *)((char *)d + head), *brackets = quotes + nwords;
-    char *bytes = (char *)(brackets + nwords);
-    memcpy(bytes, json, len);
-    memset(bytes + len, 0, 64 * nwords - len);
     uint64_t in = 0, esc = 0, ws = 0, anybs = 0;   /* in: all ones inside a string; esc: byte 0 escaped */
     for (size_t w = 0; w < nwords; w++) {
         uint64_t q, bs, br, sp;
-        classify64(bytes + 64 * w, &q, &bs, &br, &sp);
-        if (w == nwords - 1 && (len & 63)) sp &= ((uint64_t)1 << (len & 63)) - 1;   /* the zero padding */
+        if (64 * w + 64 <= len) classify64(json + 64 * w, &q, &bs, &br, &sp);
+        else {   /* the last, partial block: zeros after the end, which are no bytes of interest */
+            char tail[64] = {0};
+            memcpy(tail, json + 64 * w, len - 64 * w);
+            classify64(tail, &q, &bs, &br, &sp);
+            sp &= ((uint64_t)1 << (len & 63)) - 1;
+        }
         if (bs | esc) {   /* rare: drop escaped quotes; a backslash escapes the next byte unless escaped itself */
             uint64_t escaped = esc, b = bs;
             esc = 0;
@@ -166,9 +165,27 @@ static lsb_lazy_doc *push_doc(lua_State *L, const char *json, size_t len) {
     d->escapes = (int)anybs;
     d->quotes = quotes;
     d->brackets = brackets;
+    d->bytes = json;
+}
+
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+
+/* Copies document s (its index and bytes) into mem; returns the copy. */
+static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s) {
+    lsb_lazy_doc *d = mem;
+    uint64_t *quotes = (uint64_t *)((char *)mem + ALIGN8(sizeof *d)), *brackets = quotes + s->nwords;
+    char *bytes = (char *)(brackets + s->nwords);
+    *d = *s;
+    memcpy(quotes, s->quotes, 8 * (size_t)s->nwords);
+    memcpy(brackets, s->brackets, 8 * (size_t)s->nwords);
+    memcpy(bytes, s->bytes, s->len);
+    d->quotes = quotes;
+    d->brackets = brackets;
     d->bytes = bytes;
     return d;
 }
+
+static size_t doc_size(size_t len) { return ALIGN8(sizeof(lsb_lazy_doc)) + 16 * ((len + 63) / 64) + len; }
 
 /* The first set bit at or after i, or SIZE_MAX. */
 static inline size_t next_bit(const uint64_t *bits, size_t nwords, size_t i) {
@@ -291,12 +308,13 @@ static void eager(lua_State *L, const char *s, size_t n) {
 #define CACHE_SLOTS 64
 
 typedef struct {
-    const void *meta;   /* LAZYMETA */
+    const void *meta;          /* LAZYMETA */
+    const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
     struct {
         const void *t;
         lsb_lazy *z;
     } e[CACHE_SLOTS];
-} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use) */
+} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document */
 
 static const char LSB_KEY_LAZYCACHE = 0;
 
@@ -343,6 +361,36 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
     return mt == c->meta ? record_of(L, c, cidx, idx) : NULL;
 }
 
+/* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. */
+static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z) {
+    lua_createtable(L, 0, z->count < 4 ? z->count : 4);
+    push_map(L, cidx);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);   /* LAZYMAP[table] = record */
+    lua_pop(L, 1);
+    lua_getiuservalue(L, cidx, 1);
+    lua_setmetatable(L, -2);
+    const void *t = lua_topointer(L, -1);
+    unsigned s = cache_slot(t);
+    c->e[s].t = t;
+    c->e[s].z = z;
+    lua_replace(L, -2);
+}
+
+static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
+                        int count, uint32_t height) {
+    z->base = d->bytes;
+    z->doc = d;
+    z->off = (uint32_t)off;
+    z->len = (uint32_t)len;
+    z->touched = 0;
+    z->compact = d->compact;
+    z->count = count;
+    z->height = height;
+    memcpy(z->m, m, (size_t)count * sizeof m[0]);
+}
+
 /* Pushes the object bytes[off, off+len) of document d (at stack index docidx) as a lazy table,
  * or eagerly decoded. */
 static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, int docidx, size_t off,
@@ -356,30 +404,12 @@ static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_do
         eager(L, d->bytes + off, len);
         return;
     }
-    luaL_checkstack(L, 4, "event nested too deeply");
-    lua_createtable(L, 0, count < 4 ? count : 4);
+    luaL_checkstack(L, 6, "event nested too deeply");
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
-    z->base = d->bytes;
-    z->doc = d;
-    z->off = (uint32_t)off;
-    z->len = (uint32_t)len;
-    z->touched = 0;
-    z->compact = d->compact;
-    z->count = count;
-    z->height = height;
-    memcpy(z->m, m, (size_t)count * sizeof m[0]);
+    fill_record(z, d, off, len, m, count, height);
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
-    push_map(L, cidx);
-    lua_pushvalue(L, -3);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
-    lua_pop(L, 2);   /* map, userdata */
-    lua_getiuservalue(L, cidx, 1);
-    lua_setmetatable(L, -2);
-    unsigned s = cache_slot(lua_topointer(L, -1));
-    c->e[s].t = lua_topointer(L, -1);
-    c->e[s].z = z;
+    push_proxy(L, c, cidx, z);
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
@@ -409,14 +439,18 @@ static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *
     const char *v = z->base + z->m[i].voff;
     size_t n = z->m[i].vlen;
     switch (*v) {
-    case '{':   /* the document, to anchor the child's record: through LAZYMAP */
-        push_map(L, cidx);
-        lua_pushvalue(L, t);
-        lua_rawget(L, -2);
-        lua_getiuservalue(L, -1, 1);
+    case '{':   /* the document, to anchor the child's record: the latest one, or through LAZYMAP */
+        if (z->doc == c->cur) lua_getiuservalue(L, cidx, 3);
+        else {
+            push_map(L, cidx);
+            lua_pushvalue(L, t);
+            lua_rawget(L, -2);
+            lua_getiuservalue(L, -1, 1);
+            lua_replace(L, -3);
+            lua_pop(L, 1);
+        }
         push_object(L, c, cidx, z->doc, lua_gettop(L), z->m[i].voff, n);
-        lua_replace(L, -4);
-        lua_pop(L, 2);
+        lua_remove(L, -2);
         return;
     case '"':
         if (n >= 2 && !memchr(v + 1, '\\', n - 2)) lua_pushlstring(L, v + 1, n - 2);
@@ -566,6 +600,8 @@ void lsb_lazy_strip(lua_State *L, int idx) {
     lua_pop(L, 1);
 }
 
+#define STACK_WORDS 128   /* events up to 8 KiB are indexed on the C stack first */
+
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
     size_t a = 0, b = len;
     while (a < b && is_ws(json[a])) a++;
@@ -575,10 +611,49 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     luaL_checkstack(L, 8, "cannot push the event");
     lazy_cache *c = push_cache(L);
     int cidx = lua_gettop(L);
-    const lsb_lazy_doc *d = push_doc(L, json + a, b - a);
-    push_object(L, c, cidx, d, cidx + 1, 0, b - a);
-    lua_replace(L, cidx);
-    lua_pop(L, 1);
+    size_t n = b - a, nwords = (n + 63) / 64;
+    lsb_lazy_doc tmp, *d;
+    if (nwords <= STACK_WORDS) {
+        /* index and scan the caller's bytes, then one userdata holds the event's record, index and
+         * bytes (its uservalue is itself, the document of its children) */
+        uint64_t bits[2 * STACK_WORDS];
+        lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
+        int count = 0;
+        uint32_t height = 1;
+        index_bytes(&tmp, json + a, n, bits, bits + nwords);
+        int r = scan_object(&tmp, 0, n, m, &count, &height);
+        if (r != 0) {
+            if (r < 0) luaL_error(L, "event JSON: malformed object at byte 0");
+            eager(L, json + a, n);
+            lua_remove(L, cidx);
+            return 0;
+        }
+        size_t head = ALIGN8(sizeof(lsb_lazy) + (size_t)count * sizeof(lsb_lazy_member));
+        char *mem = lua_newuserdatauv(L, head + doc_size(n), 1);
+        lsb_lazy *z = (lsb_lazy *)mem;
+        d = copy_doc(mem + head, &tmp);
+        fill_record(z, d, 0, n, m, count, height);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, -2, 1);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, cidx, 3);
+        c->cur = d;
+        push_proxy(L, c, cidx, z);
+    } else {
+        /* a large event: its document first (indexed in place), then the record */
+        void *mem = lua_newuserdatauv(L, doc_size(n), 0);
+        d = mem;
+        uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
+        char *bytes = (char *)(bits + 2 * nwords);
+        memcpy(bytes, json + a, n);
+        index_bytes(d, bytes, n, bits, bits + nwords);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, cidx, 3);
+        c->cur = d;
+        push_object(L, c, cidx, d, cidx + 1, 0, n);
+        lua_remove(L, -2);
+    }
+    lua_remove(L, cidx);
     return 0;
 }
 
@@ -609,7 +684,7 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 2);
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 3);
     memset(c, 0, sizeof *c);
     lua_createtable(L, 0, 3);
     c->meta = lua_topointer(L, -1);
