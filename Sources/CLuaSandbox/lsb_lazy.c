@@ -88,15 +88,21 @@ struct lsb_lazy_doc {
 static inline void classify64(const char *p, uint64_t *q, uint64_t *bs, uint64_t *br, uint64_t *sp) {
     const __m128i cq = _mm_set1_epi8('"'), cb = _mm_set1_epi8('\\'), c20 = _mm_set1_epi8(0x20),
                   co = _mm_set1_epi8('{'), cc = _mm_set1_epi8('}');
-    uint64_t a = 0, b = 0, c = 0, d = 0;
+    uint64_t a = 0, c = 0, d = 0;
+    __m128i anyb = _mm_setzero_si128();
     for (int k = 0; k < 4; k++) {
         __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * k));
         __m128i t = _mm_or_si128(v, c20);   /* '[' -> '{', ']' -> '}' */
+        anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(v, cb));
         a |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cq)) << (16 * k);
-        b |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cb)) << (16 * k);
         c |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(t, co), _mm_cmpeq_epi8(t, cc))) << (16 * k);
         d |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, c20), v)) << (16 * k);
     }
+    uint64_t b = 0;
+    if (_mm_movemask_epi8(anyb))   /* rare: where the backslashes are */
+        for (int k = 0; k < 4; k++)
+            b |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * k)), cb))
+                 << (16 * k);
     *q = a, *bs = b, *br = c, *sp = d;
 }
 #else
@@ -188,7 +194,7 @@ static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s) {
 static size_t doc_size(size_t len) { return ALIGN8(sizeof(lsb_lazy_doc)) + 16 * ((len + 63) / 64) + len; }
 
 /* The first set bit at or after i, or SIZE_MAX. */
-static inline size_t next_bit(const uint64_t *bits, size_t nwords, size_t i) {
+static inline __attribute__((always_inline)) size_t next_bit(const uint64_t *bits, size_t nwords, size_t i) {
     size_t w = i >> 6;
     if (w >= nwords) return SIZE_MAX;
     uint64_t x = bits[w] & (~(uint64_t)0 << (i & 63));
@@ -249,7 +255,7 @@ static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_m
         if (q >= end) return -1;
         uint32_t klen = (uint32_t)(q - k);
         if (n == LSB_LAZY_MAX_MEMBERS || (d->escapes && memchr(base + k, '\\', klen))) return 1;
-        uint64_t h = (uint64_t)1 << ((klen * 7 + (klen ? (unsigned char)base[k] : 0)) & 63);
+        uint64_t h = (uint64_t)1 << ((klen + (unsigned char)base[k]) & 63);   /* base[k] is the quote when klen is 0 */
         if (seen & h) {
             for (int i = 0; i < n; i++)
                 if (m[i].klen == klen && memcmp(base + m[i].koff, base + k, klen) == 0) return 1;
