@@ -16,11 +16,16 @@
  * - The encoder emits an untouched member, or a touched one whose value is still the one
  *   decoded, as its input bytes; members keep their input order and keys the script added
  *   follow, sorted.
- * - The bytes live in a document userdata every object of the event references, so a proxy
- *   never outlives them. The document also holds, computed once per event, a bitmap of the
- *   quotes that delimit strings and one of the brackets outside strings, so skipping a nested
- *   value or string costs per bracket or quote, not per byte. Input must already be valid JSON
- *   (the caller validated it); scanning stays in bounds regardless.
+ * - The bytes live in a document every object of the event references (its record's
+ *   uservalue 1), so a proxy never outlives them. The document also holds, computed once per
+ *   event, a bitmap of the quotes that delimit strings and one of the brackets outside strings,
+ *   so skipping a nested value or string costs per bracket or quote, not per byte. An event up
+ *   to 8 KiB is one userdata: the top object's record, then the document. Input must already be
+ *   valid JSON (the caller validated it); scanning stays in bounds regardless.
+ * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
+ *   per-state cache keyed by table address answers first; it is consulted only for a table
+ *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
+ *   making overwrote its slot, so entries left by collected tables are never read.
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
  */
@@ -37,7 +42,7 @@ typedef struct {
 typedef struct lsb_lazy_doc lsb_lazy_doc;
 
 typedef struct {
-    const char *base;      /* the event's bytes (uservalue 1, the document, keeps them alive) */
+    const char *base;      /* the event's bytes (in doc, which uservalue 1 keeps alive) */
     const lsb_lazy_doc *doc;
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
