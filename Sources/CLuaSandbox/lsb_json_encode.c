@@ -30,7 +30,7 @@ typedef struct {
     lsb_buf *out;
     size_t max;
     int arrays;          /* stack index of the ARRAYS set */
-    int lazymap;         /* stack index of LAZYMAP */
+    int lazycache;       /* stack index of the lazy record cache (lsb_lazy_pushcache) */
     char *err;
     size_t errlen;
     jstep path[JE_MAX_PATH];
@@ -301,7 +301,7 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
         if (ok) {
             const lsb_lazy_member *m = &z->m[i];
             if (lua_type(L, -1) == LUA_TTABLE) {
-                const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazymap);
+                const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazycache);
                 ok = c && c->base == z->base && c->off == m->voff;
                 if (ok) {   /* json.array() marks can change how an empty child is written */
                     lua_pushvalue(L, -1);
@@ -462,7 +462,7 @@ static int value(je *e, int idx, int depth) {
     case LUA_TTABLE:
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
         {
-            lsb_lazy *z = lsb_lazy_of(L, idx, e->lazymap);
+            lsb_lazy *z = lsb_lazy_of(L, idx, e->lazycache);
             if (z) return lazy_object(e, idx, z, depth);
         }
         return table(e, idx, depth);
@@ -483,8 +483,8 @@ int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char 
     e.out = out;
     e.max = max_bytes ? max_bytes : (size_t)-1;
     e.arrays = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    e.lazymap = lua_gettop(L);
+    lsb_lazy_pushcache(L);
+    e.lazycache = lua_gettop(L);
     e.err = err;
     e.errlen = errlen;
     e.depth = 0;

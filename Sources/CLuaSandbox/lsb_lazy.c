@@ -9,7 +9,6 @@
 #include <string.h>
 
 const char LSB_KEY_LAZYMAP = 0;
-static const char LSB_KEY_LAZYMETA = 0;
 
 static inline int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
@@ -71,59 +70,230 @@ static const char *skip_value(const char *p, const char *end, int *ws, uint32_t 
     return p;
 }
 
-static const char *skip_ws(const char *p, const char *end, int *ws) {
-    while (p < end && is_ws(*p)) {
-        *ws = 1;
-        p++;
+/* ---- the document: the event's bytes and, computed once, where its strings and brackets are ---- */
+
+struct lsb_lazy_doc {
+    uint32_t len, nwords;   /* bytes; 64-bit words per bitmap (one bit per byte) */
+    int compact;            /* no whitespace outside strings */
+    int escapes;            /* some backslash occurs (in a string) */
+    const uint64_t *quotes;   /* the quotes that open or close a string */
+    const uint64_t *brackets; /* { } [ ] outside strings */
+    const char *bytes;        /* len bytes, then zeros up to a whole word of 64 */
+};
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Sixty-four bytes: quotes, backslashes, brackets, and bytes <= 0x20 (whitespace outside a
+ * string; inside one only the space, as validated JSON has no raw control bytes). */
+static inline void classify64(const char *p, uint64_t *q, uint64_t *bs, uint64_t *br, uint64_t *sp) {
+    const __m128i cq = _mm_set1_epi8('"'), cb = _mm_set1_epi8('\\'), c20 = _mm_set1_epi8(0x20),
+                  co = _mm_set1_epi8('{'), cc = _mm_set1_epi8('}');
+    uint64_t a = 0, c = 0, d = 0;
+    __m128i anyb = _mm_setzero_si128();
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * k));
+        __m128i t = _mm_or_si128(v, c20);   /* '[' -> '{', ']' -> '}' */
+        anyb = _mm_or_si128(anyb, _mm_cmpeq_epi8(v, cb));
+        a |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cq)) << (16 * k);
+        c |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(t, co), _mm_cmpeq_epi8(t, cc))) << (16 * k);
+        d |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, c20), v)) << (16 * k);
     }
-    return p;
+    uint64_t b = 0;
+    if (_mm_movemask_epi8(anyb))   /* rare: where the backslashes are */
+        for (int k = 0; k < 4; k++)
+            b |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * k)), cb))
+                 << (16 * k);
+    *q = a, *bs = b, *br = c, *sp = d;
+}
+#else
+static inline void classify64(const char *p, uint64_t *q, uint64_t *bs, uint64_t *br, uint64_t *sp) {
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (int i = 0; i < 64; i++) {
+        unsigned char x = (unsigned char)p[i], t = x | 0x20;
+        uint64_t bit = (uint64_t)1 << i;
+        if (x == '"') a |= bit;
+        if (x == '\\') b |= bit;
+        if (t == '{' || t == '}') c |= bit;
+        if (x <= 0x20) d |= bit;
+    }
+    *q = a, *bs = b, *br = c, *sp = d;
+}
+#endif
+
+/* Bit i set when an odd number of bits 0..i of x are: the bytes inside a string, counting its
+ * opening quote and not its closing one. */
+static inline uint64_t prefix_xor(uint64_t x) {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
 }
 
-/* Scans the object token base[off, off+len). Returns 0 with the members, 1 when the object must
+/* Indexes json[0, len) into quotes and brackets (nwords words each, nwords = ceil(len / 64)),
+ * and sets d's flags. */
+static void index_bytes(lsb_lazy_doc *d, const char *json, size_t len, uint64_t *quotes, uint64_t *brackets) {
+    size_t nwords = (len + 63) / 64;
+    uint64_t in = 0, esc = 0, ws = 0, anybs = 0;   /* in: all ones inside a string; esc: byte 0 escaped */
+    for (size_t w = 0; w < nwords; w++) {
+        uint64_t q, bs, br, sp;
+        if (64 * w + 64 <= len) classify64(json + 64 * w, &q, &bs, &br, &sp);
+        else {   /* the last, partial block: zeros after the end, which are no bytes of interest */
+            char tail[64] = {0};
+            memcpy(tail, json + 64 * w, len - 64 * w);
+            classify64(tail, &q, &bs, &br, &sp);
+            sp &= ((uint64_t)1 << (len & 63)) - 1;
+        }
+        if (bs | esc) {   /* rare: drop escaped quotes; a backslash escapes the next byte unless escaped itself */
+            uint64_t escaped = esc, b = bs;
+            esc = 0;
+            anybs = 1;
+            while (b) {
+                int i = __builtin_ctzll(b);
+                b &= b - 1;
+                if (escaped >> i & 1) continue;
+                if (i == 63) esc = 1;
+                else escaped |= (uint64_t)1 << (i + 1);
+            }
+            q &= ~escaped;
+        }
+        uint64_t s = prefix_xor(q) ^ in;
+        in = (uint64_t)((int64_t)s >> 63);
+        quotes[w] = q;
+        brackets[w] = br & ~s;
+        ws |= sp & ~s;
+    }
+    d->len = (uint32_t)len;
+    d->nwords = (uint32_t)nwords;
+    d->compact = !ws;
+    d->escapes = (int)anybs;
+    d->quotes = quotes;
+    d->brackets = brackets;
+    d->bytes = json;
+}
+
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+
+/* Copies document s (its index and bytes) into mem; returns the copy. */
+static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s) {
+    lsb_lazy_doc *d = mem;
+    uint64_t *quotes = (uint64_t *)((char *)mem + ALIGN8(sizeof *d)), *brackets = quotes + s->nwords;
+    char *bytes = (char *)(brackets + s->nwords);
+    *d = *s;
+    memcpy(quotes, s->quotes, 8 * (size_t)s->nwords);
+    memcpy(brackets, s->brackets, 8 * (size_t)s->nwords);
+    memcpy(bytes, s->bytes, s->len);
+    d->quotes = quotes;
+    d->brackets = brackets;
+    d->bytes = bytes;
+    return d;
+}
+
+static size_t doc_size(size_t len) { return ALIGN8(sizeof(lsb_lazy_doc)) + 16 * ((len + 63) / 64) + len; }
+
+/* The first set bit at or after i, or SIZE_MAX. */
+static inline __attribute__((always_inline)) size_t next_bit(const uint64_t *bits, size_t nwords, size_t i) {
+    size_t w = i >> 6;
+    if (w >= nwords) return SIZE_MAX;
+    uint64_t x = bits[w] & (~(uint64_t)0 << (i & 63));
+    while (!x) {
+        if (++w >= nwords) return SIZE_MAX;
+        x = bits[w];
+    }
+    return (w << 6) + (size_t)__builtin_ctzll(x);
+}
+
+/* i at the bracket that opens a container: the offset after its matching bracket, or SIZE_MAX;
+ * *height is its nesting. */
+static size_t skip_container(const lsb_lazy_doc *d, size_t i, uint32_t *height) {
+    size_t w = i >> 6;
+    if (w >= d->nwords) return SIZE_MAX;
+    uint64_t x = d->brackets[w] & (~(uint64_t)0 << (i & 63));
+    uint32_t depth = 0, maxd = 0;
+    for (;;) {
+        while (!x) {
+            if (++w >= d->nwords) return SIZE_MAX;
+            x = d->brackets[w];
+        }
+        size_t j = (w << 6) + (size_t)__builtin_ctzll(x);
+        x &= x - 1;
+        if (d->bytes[j] & 2) {   /* '{' and '[' have bit 1 set, '}' and ']' do not */
+            if (++depth > maxd) maxd = depth;
+        } else if (--depth == 0) {
+            *height = maxd;
+            return j + 1;
+        }
+    }
+}
+
+/* Scans the object token bytes[off, off+len). Returns 0 with the members, 1 when the object must
  * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
-static int scan_object(const char *base, size_t off, size_t len, lsb_lazy_member *m, int *count, int *ws,
+static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int *count,
                        uint32_t *height) {
-    uint32_t h = 0;
+    const char *base = d->bytes;
+    size_t p = off, end = off + len;
+    int n = 0, compact = d->compact;
+    uint64_t seen = 0;   /* a filter of key (length, first byte): most keys need no duplicate check */
     *height = 1;
-    const char *p = base + off, *end = base + off + len;
-    if (p >= end || *p != '{') return -1;
-    p = skip_ws(p + 1, end, ws);
-    int n = 0;
-    if (p < end && *p == '}') {
+    /* whitespace can only occur here when the document has some outside strings */
+#define SKIP_WS() \
+    if (!compact) \
+        while (p < end && is_ws(base[p])) p++
+    if (end > d->len || p >= end || base[p] != '{') return -1;
+    p++;
+    SKIP_WS();
+    if (p < end && base[p] == '}') {
         *count = 0;
         return 0;
     }
     for (;;) {
-        p = skip_ws(p, end, ws);
-        if (p >= end || *p != '"') return -1;
-        int esc = 0;
-        const char *k = p + 1;
-        const char *q = skip_string(p, end, &esc);
-        if (!q) return -1;
-        if (esc || n == LSB_LAZY_MAX_MEMBERS) return 1;
-        uint32_t klen = (uint32_t)(q - 1 - k);
-        for (int i = 0; i < n; i++)
-            if (m[i].klen == klen && memcmp(base + m[i].koff, k, klen) == 0) return 1;
-        p = skip_ws(q, end, ws);
-        if (p >= end || *p != ':') return -1;
-        p = skip_ws(p + 1, end, ws);
+        SKIP_WS();
+        if (p >= end || base[p] != '"') return -1;
+        size_t k = p + 1, q = next_bit(d->quotes, d->nwords, k);
+        if (q >= end) return -1;
+        uint32_t klen = (uint32_t)(q - k);
+        if (n == LSB_LAZY_MAX_MEMBERS || (d->escapes && memchr(base + k, '\\', klen))) return 1;
+        uint64_t h = (uint64_t)1 << ((klen + (unsigned char)base[k]) & 63);   /* base[k] is the quote when klen is 0 */
+        if (seen & h) {
+            for (int i = 0; i < n; i++)
+                if (m[i].klen == klen && memcmp(base + m[i].koff, base + k, klen) == 0) return 1;
+        }
+        seen |= h;
+        p = q + 1;
+        SKIP_WS();
+        if (p >= end || base[p] != ':') return -1;
+        p++;
+        SKIP_WS();
         if (p >= end) return -1;
-        const char *v = p;
-        q = skip_value(p, end, ws, &h);
-        if (!q || q == v) return -1;
-        if (h + 1 > *height) *height = h + 1;
-        m[n++] = (lsb_lazy_member){(uint32_t)(k - base), klen, (uint32_t)(v - base), (uint32_t)(q - v)};
-        p = skip_ws(q, end, ws);
-        if (p < end && *p == ',') {
+        size_t v = p;
+        uint32_t vh = 0;
+        char c = base[p];
+        if (c == '"') {
+            q = next_bit(d->quotes, d->nwords, p + 1);
+            p = q == SIZE_MAX ? q : q + 1;
+        } else if (c == '{' || c == '[') {
+            p = skip_container(d, p, &vh);
+            if (vh + 1 > *height) *height = vh + 1;
+        } else {
+            while (p < end && base[p] != ',' && base[p] != '}' && base[p] != ']' && !is_ws(base[p])) p++;
+            if (p == v) return -1;
+        }
+        if (p > end) return -1;
+        m[n++] = (lsb_lazy_member){(uint32_t)k, klen, (uint32_t)v, (uint32_t)(p - v)};
+        SKIP_WS();
+        if (p < end && base[p] == ',') {
             p++;
             continue;
         }
-        if (p < end && *p == '}') {
+        if (p < end && base[p] == '}') {
             *count = n;
             return 0;
         }
         return -1;
     }
+#undef SKIP_WS
 }
 
 static void eager(lua_State *L, const char *s, size_t n) {
@@ -131,38 +301,121 @@ static void eager(lua_State *L, const char *s, size_t n) {
     if (lsb_json_decode_push(L, s, n, err, sizeof err)) luaL_error(L, "event JSON: %s", err);
 }
 
-/* Pushes the object base[off, off+len) as a lazy table (or eagerly decoded); `bytes` is the
- * stack index of the string that holds base. */
-static void push_object(lua_State *L, const char *base, size_t off, size_t len, int compact, int bytes) {
-    lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
-    int count = 0, ws = 0;
-    uint32_t height = 1;
-    int r = scan_object(base, off, len, m, &count, &ws, &height);
-    if (r != 0) {
-        if (r < 0) luaL_error(L, "event JSON: malformed object at byte %d", (int)off);
-        eager(L, base + off, len);
-        return;
-    }
-    luaL_checkstack(L, 4, "event nested too deeply");
-    lua_createtable(L, 0, count < 4 ? count : 4);
-    lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
-    z->base = base;
+/* ---- from a table to its record ----
+ *
+ * LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive as long as
+ * the table. Looking it up costs two hash lookups, so a small direct-mapped cache per state,
+ * keyed by the table's address, answers first. An entry is written when a lazy table is made
+ * (and after a LAZYMAP lookup), and the cache is only asked about a table whose metatable is
+ * LAZYMETA, i.e. a live lazy table: the entry holding that address, if any, was written for
+ * this table (its making overwrote whatever an earlier table at the same address left), so
+ * stale entries of collected tables are never read. Scripts cannot reach LAZYMETA. */
+
+#define CACHE_SLOTS 64
+
+typedef struct {
+    const void *meta;          /* LAZYMETA */
+    const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
+    struct {
+        const void *t;
+        lsb_lazy *z;
+    } e[CACHE_SLOTS];
+} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document */
+
+static const char LSB_KEY_LAZYCACHE = 0;
+
+static inline unsigned cache_slot(const void *t) {
+    uintptr_t p = (uintptr_t)t;
+    return (unsigned)((p >> 4) ^ (p >> 11)) & (CACHE_SLOTS - 1);
+}
+
+/* Pushes LAZYMAP. */
+static void push_map(lua_State *L, int cidx) {
+    if (lua_getiuservalue(L, cidx, 2) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, cidx, 2);
+}
+
+/* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
+ * (absolute or an upvalue). Pushes nothing. */
+static lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    if (c->e[s].t == t) return c->e[s].z;
+    push_map(L, cidx);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    lsb_lazy *z = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    if (z) c->e[s].t = t, c->e[s].z = z;
+    return z;
+}
+
+/* Pushes the cache (for the functions the sandbox calls directly) and returns it. */
+static lazy_cache *push_cache(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    return lua_touserdata(L, -1);
+}
+
+/* The record of the table at idx (absolute) if it is a lazy table, else NULL. Pushes nothing. */
+static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    return mt == c->meta ? record_of(L, c, cidx, idx) : NULL;
+}
+
+/* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. */
+static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z) {
+    lua_createtable(L, 0, z->count < 4 ? z->count : 4);
+    push_map(L, cidx);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);   /* LAZYMAP[table] = record */
+    lua_pop(L, 1);
+    lua_getiuservalue(L, cidx, 1);
+    lua_setmetatable(L, -2);
+    const void *t = lua_topointer(L, -1);
+    unsigned s = cache_slot(t);
+    c->e[s].t = t;
+    c->e[s].z = z;
+    lua_replace(L, -2);
+}
+
+static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
+                        int count, uint32_t height) {
+    z->base = d->bytes;
+    z->doc = d;
     z->off = (uint32_t)off;
     z->len = (uint32_t)len;
     z->touched = 0;
-    z->compact = compact && !ws;
+    z->compact = d->compact;
     z->count = count;
     z->height = height;
     memcpy(z->m, m, (size_t)count * sizeof m[0]);
-    lua_pushvalue(L, bytes);
+}
+
+/* Pushes the object bytes[off, off+len) of document d (at stack index docidx) as a lazy table,
+ * or eagerly decoded. */
+static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, int docidx, size_t off,
+                        size_t len) {
+    lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
+    int count = 0;
+    uint32_t height = 1;
+    int r = scan_object(d, off, len, m, &count, &height);
+    if (r != 0) {
+        if (r < 0) luaL_error(L, "event JSON: malformed object at byte %d", (int)off);
+        eager(L, d->bytes + off, len);
+        return;
+    }
+    luaL_checkstack(L, 6, "event nested too deeply");
+    lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
+    fill_record(z, d, off, len, m, count, height);
+    lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    lua_pushvalue(L, -3);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
-    lua_pop(L, 2);   /* map, userdata */
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
-    lua_setmetatable(L, -2);
+    push_proxy(L, c, cidx, z);
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
@@ -176,41 +429,33 @@ int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
     return -1;
 }
 
-/* Pushes the record (userdata) of the table at idx and returns it, or pushes nil and
- * returns NULL. */
-static lsb_lazy *push_record(lua_State *L, int idx) {
-    idx = lua_absindex(L, idx);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    lua_pushvalue(L, idx);
-    lua_rawget(L, -2);
-    lua_remove(L, -2);
-    return lua_touserdata(L, -1);
-}
+void lsb_lazy_pushcache(lua_State *L) { push_cache(L); }
 
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map) {
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
-    lua_pop(L, 1);
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache) {
     idx = lua_absindex(L, idx);
-    if (!map) {
-        lsb_lazy *z = push_record(L, idx);
-        lua_pop(L, 1);
-        return z;
-    }
-    lua_pushvalue(L, idx);
-    lua_rawget(L, map);
-    lsb_lazy *z = lua_touserdata(L, -1);
+    if (cache) return lookup(L, lua_touserdata(L, cache), cache, idx);
+    lazy_cache *c = push_cache(L);
+    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
     lua_pop(L, 1);
     return z;
 }
 
-/* Pushes member i's value (z is the record at stack index zidx). */
-static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
+/* Pushes member i's value (z is the record of the table at t). */
+static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i) {
     const char *v = z->base + z->m[i].voff;
     size_t n = z->m[i].vlen;
     switch (*v) {
-    case '{':
-        lua_getiuservalue(L, zidx, 1);
-        push_object(L, z->base, z->m[i].voff, n, z->compact, lua_gettop(L));
+    case '{':   /* the document, to anchor the child's record: the latest one, or through LAZYMAP */
+        if (z->doc == c->cur) lua_getiuservalue(L, cidx, 3);
+        else {
+            push_map(L, cidx);
+            lua_pushvalue(L, t);
+            lua_rawget(L, -2);
+            lua_getiuservalue(L, -1, 1);
+            lua_replace(L, -3);
+            lua_pop(L, 1);
+        }
+        push_object(L, c, cidx, z->doc, lua_gettop(L), z->m[i].voff, n);
         lua_remove(L, -2);
         return;
     case '"':
@@ -234,10 +479,10 @@ static void push_member(lua_State *L, lsb_lazy *z, int zidx, int i) {
     }
 }
 
-/* Materialises member i into the table at t; leaves the value on the stack. `key` is the
- * stack index of the member's key string, or 0 to make it. */
-static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i, int key) {
-    push_member(L, z, zidx, i);
+/* Materialises member i into the table at t (absolute); leaves the value on the stack. `key` is
+ * the stack index of the member's key string, or 0 to make it. */
+static void materialize(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i, int key) {
+    push_member(L, c, cidx, t, z, i);
     z->touched |= (uint64_t)1 << i;
     if (key) lua_pushvalue(L, key);
     else lua_pushlstring(L, z->base + z->m[i].koff, z->m[i].klen);
@@ -245,21 +490,33 @@ static void materialize(lua_State *L, int t, lsb_lazy *z, int zidx, int i, int k
     lua_rawset(L, t);
 }
 
+/* The metamethods: upvalue 1 is the cache, and the table (argument 1) is a lazy one. */
 static int lazy_index(lua_State *L) {
     if (lua_type(L, 2) != LUA_TSTRING) return 0;
-    lsb_lazy *z = push_record(L, 1);
+    lazy_cache *c = lua_touserdata(L, lua_upvalueindex(1));
+    lsb_lazy *z = record_of(L, c, lua_upvalueindex(1), 1);
     if (!z) return 0;
     size_t n;
     const char *k = lua_tolstring(L, 2, &n);
     int i = lsb_lazy_find(z, k, n);
     if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
-    materialize(L, 1, z, lua_gettop(L), i, 2);
+    materialize(L, c, lua_upvalueindex(1), 1, z, i, 2);
     return 1;
+}
+
+static void touch(lsb_lazy *z, lua_State *L, int keyidx) {
+    size_t n;
+    const char *k = lua_tolstring(L, keyidx, &n);
+    int i = lsb_lazy_find(z, k, n);
+    if (i >= 0) z->touched |= (uint64_t)1 << i;
 }
 
 static int lazy_newindex(lua_State *L) {
     lua_settop(L, 3);
-    lsb_lazy_touch(L, 1, 2);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
+        if (z) touch(z, L, 2);
+    }
     lua_rawset(L, 1);
     return 0;
 }
@@ -272,8 +529,19 @@ static int lazy_next(lua_State *L) {
     return 1;
 }
 
+/* Materialises every unread member of z's table at t. */
+static void force(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z) {
+    luaL_checkstack(L, 6, "event nested too deeply");
+    for (int i = 0; i < z->count; i++)
+        if (!(z->touched >> i & 1)) {
+            materialize(L, c, cidx, t, z, i, 0);
+            lua_pop(L, 1);
+        }
+}
+
 static int lazy_pairs(lua_State *L) {
-    lsb_lazy_force(L, 1);
+    lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
+    if (z) force(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1, z);
     lua_pushcfunction(L, lazy_next);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
@@ -282,14 +550,11 @@ static int lazy_pairs(lua_State *L) {
 
 void lsb_lazy_touch(lua_State *L, int idx, int keyidx) {
     if (lua_type(L, keyidx) != LUA_TSTRING) return;
+    idx = lua_absindex(L, idx);
     keyidx = lua_absindex(L, keyidx);
-    lsb_lazy *z = push_record(L, idx);
-    if (z) {
-        size_t n;
-        const char *k = lua_tolstring(L, keyidx, &n);
-        int i = lsb_lazy_find(z, k, n);
-        if (i >= 0) z->touched |= (uint64_t)1 << i;
-    }
+    lazy_cache *c = push_cache(L);
+    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
+    if (z) touch(z, L, keyidx);
     lua_pop(L, 1);
 }
 
@@ -299,8 +564,9 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
     lua_pushvalue(L, keyidx);
     if (lua_rawget(L, idx) != LUA_TNIL || lua_type(L, keyidx) != LUA_TSTRING) return;
     lua_pop(L, 1);
-    lsb_lazy *z = push_record(L, idx);
-    int zidx = lua_gettop(L);
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
     size_t n;
     const char *k = lua_tolstring(L, keyidx, &n);
     int i = z ? lsb_lazy_find(z, k, n) : -1;
@@ -309,37 +575,38 @@ void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
         lua_pushnil(L);
         return;
     }
-    materialize(L, idx, z, zidx, i, keyidx);
-    lua_remove(L, zidx);
+    materialize(L, c, cidx, idx, z, i, keyidx);
+    lua_remove(L, cidx);
 }
 
 void lsb_lazy_force(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
-    lsb_lazy *z = push_record(L, idx);
-    if (z) {
-        int zidx = lua_gettop(L);
-        luaL_checkstack(L, 4, "event nested too deeply");
-        for (int i = 0; i < z->count; i++)
-            if (!(z->touched >> i & 1)) {
-                materialize(L, idx, z, zidx, i, 0);
-                lua_pop(L, 1);
-            }
-    }
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
+    if (z) force(L, c, cidx, idx, z);
     lua_pop(L, 1);
 }
 
 void lsb_lazy_strip(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
-    if (!lsb_lazy_of(L, idx, 0)) return;
-    lsb_lazy_force(L, idx);
-    lua_pushnil(L);
-    lua_setmetatable(L, idx);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMAP);
-    lua_pushvalue(L, idx);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    lsb_lazy *z = lookup(L, c, cidx, idx);
+    if (z) {
+        force(L, c, cidx, idx, z);
+        lua_pushnil(L);
+        lua_setmetatable(L, idx);
+        push_map(L, cidx);
+        lua_pushvalue(L, idx);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
     lua_pop(L, 1);
 }
+
+#define STACK_WORDS 128   /* events up to 8 KiB are indexed on the C stack first */
 
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
     size_t a = 0, b = len;
@@ -347,11 +614,52 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     while (b > a && is_ws(json[b - 1])) b--;
     if (a == b || json[a] != '{' || len > UINT32_MAX)
         return lsb_json_decode_push(L, json, len, err, errlen);
-    luaL_checkstack(L, 6, "cannot push the event");
-    lua_pushlstring(L, json, len);
-    int bytes = lua_gettop(L);
-    push_object(L, lua_tostring(L, bytes), a, b - a, 1, bytes);
-    lua_remove(L, bytes);
+    luaL_checkstack(L, 8, "cannot push the event");
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    size_t n = b - a, nwords = (n + 63) / 64;
+    lsb_lazy_doc tmp, *d;
+    if (nwords <= STACK_WORDS) {
+        /* index and scan the caller's bytes, then one userdata holds the event's record, index and
+         * bytes (its uservalue is itself, the document of its children) */
+        uint64_t bits[2 * STACK_WORDS];
+        lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
+        int count = 0;
+        uint32_t height = 1;
+        index_bytes(&tmp, json + a, n, bits, bits + nwords);
+        int r = scan_object(&tmp, 0, n, m, &count, &height);
+        if (r != 0) {
+            if (r < 0) luaL_error(L, "event JSON: malformed object at byte 0");
+            eager(L, json + a, n);
+            lua_remove(L, cidx);
+            return 0;
+        }
+        size_t head = ALIGN8(sizeof(lsb_lazy) + (size_t)count * sizeof(lsb_lazy_member));
+        char *mem = lua_newuserdatauv(L, head + doc_size(n), 1);
+        lsb_lazy *z = (lsb_lazy *)mem;
+        d = copy_doc(mem + head, &tmp);
+        fill_record(z, d, 0, n, m, count, height);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, -2, 1);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, cidx, 3);
+        c->cur = d;
+        push_proxy(L, c, cidx, z);
+    } else {
+        /* a large event: its document first (indexed in place), then the record */
+        void *mem = lua_newuserdatauv(L, doc_size(n), 0);
+        d = mem;
+        uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
+        char *bytes = (char *)(bits + 2 * nwords);
+        memcpy(bytes, json + a, n);
+        index_bytes(d, bytes, n, bits, bits + nwords);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, cidx, 3);
+        c->cur = d;
+        push_object(L, c, cidx, d, cidx + 1, 0, n);
+        lua_remove(L, -2);
+    }
+    lua_remove(L, cidx);
     return 0;
 }
 
@@ -382,14 +690,21 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 3);
+    memset(c, 0, sizeof *c);
     lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, lazy_index);
+    c->meta = lua_topointer(L, -1);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lazy_newindex);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_newindex, 1);
     lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lazy_pairs);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_pairs, 1);
     lua_setfield(L, -2, "__pairs");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYMETA);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
 }
 
 /* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */

@@ -16,9 +16,16 @@
  * - The encoder emits an untouched member, or a touched one whose value is still the one
  *   decoded, as its input bytes; members keep their input order and keys the script added
  *   follow, sorted.
- * - The bytes live in a Lua string the object references, so a proxy never outlives them.
- *   Input must already be valid JSON (the caller validated it); scanning stays in bounds
- *   regardless.
+ * - The bytes live in a document every object of the event references (its record's
+ *   uservalue 1), so a proxy never outlives them. The document also holds, computed once per
+ *   event, a bitmap of the quotes that delimit strings and one of the brackets outside strings,
+ *   so skipping a nested value or string costs per bracket or quote, not per byte. An event up
+ *   to 8 KiB is one userdata: the top object's record, then the document. Input must already be
+ *   valid JSON (the caller validated it); scanning stays in bounds regardless.
+ * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
+ *   per-state cache keyed by table address answers first; it is consulted only for a table
+ *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
+ *   making overwrote its slot, so entries left by collected tables are never read.
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
  */
@@ -31,8 +38,12 @@ typedef struct {
     uint32_t voff, vlen;   /* value token */
 } lsb_lazy_member;
 
+/* The event's bytes and their index (lsb_lazy.c): a userdata every object of the event references. */
+typedef struct lsb_lazy_doc lsb_lazy_doc;
+
 typedef struct {
-    const char *base;      /* the event's bytes (uservalue 1 keeps them alive) */
+    const char *base;      /* the event's bytes (in doc, which uservalue 1 keeps alive) */
+    const lsb_lazy_doc *doc;
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
     int compact;           /* no whitespace outside strings in base */
@@ -43,17 +54,19 @@ typedef struct {
 
 extern const char LSB_KEY_LAZYMAP;   /* registry: weak-keyed proxy table -> lsb_lazy userdata */
 
-/* Builds the lazy tables' shared metatable (called while the state is built; LAZYMAP is one of
- * the weak registry tables lsb_build_env makes). */
+/* Builds the lazy tables' shared metatable and the record cache (called while the state is
+ * built; LAZYMAP is one of the weak registry tables lsb_build_env makes). */
 void lsb_lazy_init(lua_State *L);
 
 /* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 
-/* The lazy record of the table at idx, or NULL. `map` is the stack index of LAZYMAP, or 0 to
- * look it up. Pushes nothing. */
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int map);
+/* Pushes the per-state lookup cache of lazy records (for lsb_lazy_of in a loop). */
+void lsb_lazy_pushcache(lua_State *L);
+/* The lazy record of the table at idx, or NULL. `cache` is the stack index of what
+ * lsb_lazy_pushcache pushed, or 0 to push it here. Pushes nothing. */
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache);
 
 /* Materialises every member of the lazy table at idx into it (no-op for other values). */
 void lsb_lazy_force(lua_State *L, int idx);
