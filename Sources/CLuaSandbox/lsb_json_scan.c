@@ -371,6 +371,11 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
 #else
 #define VINLINE static inline
 #endif
+#if defined(__GNUC__) || defined(__clang__)
+#define VNOINLINE static __attribute__((noinline))
+#else
+#define VNOINLINE static
+#endif
 
 typedef struct {
     const char *at;     /* where the error is reported */
@@ -386,8 +391,8 @@ static int vfail_msg(const char *json, const verr *e, char **out) {
     return -1;
 }
 
-/* Whitespace run starting at p (whose byte is <= ' '). */
-static const char *vws_run(const char *p, const char *end) {
+/* Whitespace run starting at p (whose byte is <= ' '). Out of line: compact JSON has none. */
+VNOINLINE const char *vws_run(const char *p, const char *end) {
 #ifdef __SSE2__
     const __m128i sp = _mm_set1_epi8(' '), nl = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r'), tb = _mm_set1_epi8('\t');
     while (end - p >= 16) {
@@ -409,13 +414,14 @@ VINLINE const char *vws(const char *p, const char *end) {
 }
 
 #ifdef __SSE2__
-/* Bit i set: byte i of the 16 at p ends a plain run of string text ('"', '\\', a control byte
- * or a byte >= 0x80; signed x < ' ' holds for the last two). */
+/* Bit i set: byte i of the 16 at p ends a plain run of string text: '"', '\\', a control byte
+ * or a byte >= 0x80. x ^ 2 maps '"' to ' ' and keeps control bytes below ' ' and bytes >= 0x80
+ * negative (other printable bytes stay above ' '), so one signed compare finds all but '\\'. */
 VINLINE unsigned vstop16(const char *p) {
     __m128i x = _mm_loadu_si128((const __m128i *)p);
-    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
-                             _mm_cmplt_epi8(x, _mm_set1_epi8(' ')));
-    return (unsigned)_mm_movemask_epi8(m);
+    __m128i printable = _mm_cmpgt_epi8(_mm_xor_si128(x, _mm_set1_epi8(2)), _mm_set1_epi8(' '));
+    __m128i plain = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')), printable);
+    return (unsigned)_mm_movemask_epi8(plain) ^ 0xFFFF;
 }
 #endif
 
