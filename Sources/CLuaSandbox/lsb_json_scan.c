@@ -365,15 +365,12 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
  * reported where that parser stood, e.g. "nested too deeply" before the whitespace that
  * precedes the value that is one level too deep. */
 
-/* The steps of the hot loop are inlined into it. */
+/* The steps of the hot loop are inlined into it; what compact JSON rarely needs is not. */
 #if defined(__GNUC__) || defined(__clang__)
 #define VINLINE static inline __attribute__((always_inline))
-#else
-#define VINLINE static inline
-#endif
-#if defined(__GNUC__) || defined(__clang__)
 #define VNOINLINE static __attribute__((noinline))
 #else
+#define VINLINE static inline
 #define VNOINLINE static
 #endif
 
@@ -384,27 +381,32 @@ typedef struct {
 
 #define VFAIL(pos, msg) do { e->at = (pos); e->what = (msg); return NULL; } while (0)
 
-static int vfail_msg(const char *json, const verr *e, char **out) {
+static char *vmessage(const char *json, const verr *e) {
     char msg[160];
     snprintf(msg, sizeof msg, "invalid JSON at byte %zu: %s", (size_t)(e->at - json), e->what);
-    *out = lsb_strndup(msg, strlen(msg));
-    return -1;
+    return lsb_strndup(msg, strlen(msg));
 }
 
-/* Whitespace run starting at p (whose byte is <= ' '). Out of line: compact JSON has none. */
+static inline int vblank(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* The whitespace run at p (whose byte is <= ' '): returns the first byte after it. One blank
+ * (", " and ": ") is found byte by byte, longer runs 16 bytes at a time. Out of line: compact
+ * JSON has none. */
 VNOINLINE const char *vws_run(const char *p, const char *end) {
+    if (!vblank(*p)) return p;
+    if (++p >= end || !vblank(*p)) return p;
 #ifdef __SSE2__
     const __m128i sp = _mm_set1_epi8(' '), nl = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r'), tb = _mm_set1_epi8('\t');
     while (end - p >= 16) {
         __m128i x = _mm_loadu_si128((const __m128i *)p);
         __m128i w = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, nl)),
                                  _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, tb)));
-        unsigned other = ~(unsigned)_mm_movemask_epi8(w) & 0xFFFF;
+        unsigned other = (unsigned)_mm_movemask_epi8(w) ^ 0xFFFF;
         if (other) return p + __builtin_ctz(other);
         p += 16;
     }
 #endif
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    while (p < end && vblank(*p)) p++;
     return p;
 }
 
@@ -425,12 +427,17 @@ VINLINE unsigned vstop16(const char *p) {
 }
 #endif
 
-/* The first byte at or after p that is not plain string text, or end. `tail` is end - 16 when
- * the buffer has 16 bytes or more (else NULL): the last short stretch is read as the buffer's
- * last 16 bytes, shifted, so no load leaves [json, end). */
+/* `tail`, passed along with `end`: end - 16 when the buffer has 16 bytes or more, else its
+ * first byte, which is never inside a string. So `p <= tail` for p inside a string means 16
+ * bytes are readable at p. */
+static const char *vtail(const char *json, size_t len) { return len >= 16 ? json + len - 16 : json; }
+
+/* The first byte at or after p (inside a string) that is not plain string text, or end. The
+ * last short stretch is read as the buffer's last 16 bytes, shifted, so no load leaves the
+ * buffer. */
 static const char *vskip_plain(const char *p, const char *end, const char *tail) {
 #ifdef __SSE2__
-    if (tail) {
+    if (end - tail == 16) {
         for (; p <= tail; p += 16) {
             unsigned bits = vstop16(p);
             if (bits) return p + __builtin_ctz(bits);
@@ -456,9 +463,12 @@ static const char *vstring_special(const char *p, const char *end, verr *e) {
         if (r) VFAIL(p, r == -2 ? "lone UTF-16 surrogate in \\u escape" : "invalid escape");
         return p;
     }
-    size_t n = lsb_utf8_seq(p, end);
-    if (!n) VFAIL(p, "invalid UTF-8 in string");
-    return p + n;
+    do {   /* a run of UTF-8 sequences (non-Latin text) without going back to the plain scan */
+        size_t n = lsb_utf8_seq(p, end);
+        if (!n) VFAIL(p, "invalid UTF-8 in string");
+        p += n;
+    } while (p < end && (unsigned char)*p >= 0x80);
+    return p;
 }
 
 /* The rest of a string from p (inside it): returns the byte after the closing quote, or NULL
@@ -476,7 +486,7 @@ static const char *vstring_rest(const char *p, const char *end, const char *tail
 VINLINE const char *vstring(const char *p, const char *end, const char *tail, verr *e) {
     p++;
 #ifdef __SSE2__
-    for (; p <= tail; p += 16) {   /* (tail is NULL or below p otherwise) 16 bytes readable at p */
+    for (; p <= tail; p += 16) {   /* 16 bytes readable at p */
         unsigned bits = vstop16(p);
         if (bits) {
             p += __builtin_ctz(bits);
@@ -527,10 +537,6 @@ static const char *vnumber(const char *p, const char *end, verr *e) {
     return p;
 }
 
-/* One value at p (whitespace before it allowed) that sits at nesting depth `depth`: returns
- * the byte after it, or NULL with e set. A value deeper than LSB_JSON_MAX_DEPTH is refused
- * (the top-level value is at depth 0). Each step tests the byte it expects first and looks
- * for whitespace only when that fails. */
 /* After `"key"` at p inside an object: returns the byte after the ':' that must follow, or
  * NULL with e set. */
 VINLINE const char *vcolon(const char *p, const char *end, verr *e) {
@@ -562,7 +568,7 @@ static const char *vvalue(const char *p, const char *end, const char *tail, int 
     /* The closing bytes of the enclosing containers, pushed downwards from above the slot
      * for depth `depth`: sp == outer exactly when a container's elements would be deeper than
      * LSB_JSON_MAX_DEPTH, so that is checked once when the container opens. */
-    short outer[LSB_JSON_MAX_DEPTH + 1], *sp = outer + (LSB_JSON_MAX_DEPTH - depth);
+    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth);
     int close = VTOP;   /* closing byte of the innermost open container */
 value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
     if (!(p < end && *p == '"')) {
@@ -633,25 +639,22 @@ after:   /* a value ended at p */
 }
 
 char *lsb_json_validate(const char *json, size_t len) {
-    const char *end = json + len, *tail = len >= 16 ? end - 16 : NULL, *p;
+    const char *end = json + len, *tail = vtail(json, len), *p;
     verr e;
-    char *msg;
     if ((p = vvalue(json, end, tail, 0, &e))) {
         p = vws(p, end);
         if (p == end) return NULL;
         e.at = p;
         e.what = "trailing characters after the value";
     }
-    vfail_msg(json, &e, &msg);
-    return msg;
+    return vmessage(json, &e);
 }
 
 char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
                         size_t *md_start, size_t *md_len) {
-    const char *end = json + len, *tail = len >= 16 ? end - 16 : NULL;
+    const char *end = json + len, *tail = vtail(json, len);
     const char *p = vws(json, end);
     verr e;
-    char *msg;
     *shape = 0;
     *msg_len = *md_len = 0;
     if (p < end && *p == '{') {   /* the top-level members, with their keys compared */
@@ -701,6 +704,5 @@ char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_st
         e.what = "trailing characters after the value";
     }
 bad:
-    vfail_msg(json, &e, &msg);
-    return msg;
+    return vmessage(json, &e);
 }
