@@ -362,8 +362,9 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
  * next structural byte is tested first and whitespace only when the byte is <= ' ', strings go
  * 16 bytes at a time. The accepted inputs, the messages and their byte offsets are those of
  * the recursive descent it replaced (Fuzz/fuzz_validator_diff.c compares the two): an error is
- * reported where that parser stood, e.g. "nested too deeply" before the whitespace that
- * precedes the value that is one level too deep. */
+ * reported where that parser stood, e.g. "nested too deeply" where the value one level too
+ * deep was expected: right after its ':' or ',' (before any whitespace), or after an array's
+ * '[' and the whitespace that follows it. */
 
 /* The steps of the hot loop are inlined into it; what compact JSON rarely needs is not. */
 #if defined(__GNUC__) || defined(__clang__)
