@@ -1,6 +1,7 @@
 /*
- * Byte-level JSON: UTF-8 helpers and a validating scanner used to split a JSON array into
- * its elements and to find one field of an object without building Lua values.
+ * Byte-level JSON: UTF-8 helpers, a structure-only scanner used to split a JSON array into
+ * its elements and to find one field of an object without building Lua values, and the
+ * validating scanner every event goes through once (lsb_json_validate, lsb_json_envelope).
  */
 #include "lsb_internal.h"
 #include "lsb_json.h"
@@ -8,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 size_t lsb_utf8_seq(const char *s, const char *end) {
     const unsigned char *p = (const unsigned char *)s;
@@ -102,12 +106,13 @@ int lsb_json_unescape(const char **pp, const char *end, unsigned *cp) {
     return 0;
 }
 
-/* ---- validating skipper ---- */
+/* ---- structure-only scanner (lsb_json_split_array*, lsb_json_object_field) ----
+ * Grammar only: bytes >= 0x80 in strings and the range of numbers are left to a per-element
+ * check (the validator below, or the decoder). */
 
 typedef struct {
     const char *start, *p, *end;
     char msg[160];
-    int lenient_utf8;   /* structure only: UTF-8 and number range are left to a per-element check */
 } sc;
 
 static int sfail(sc *s, const char *what) {
@@ -133,9 +138,7 @@ static int sstring(sc *s) {
             if (r) return sfail(s, r == -2 ? "lone UTF-16 surrogate in \\u escape" : "invalid escape");
             continue;
         }
-        size_t n = c < 0x80 || s->lenient_utf8 ? 1 : lsb_utf8_seq(s->p, s->end);
-        if (!n) return sfail(s, "invalid UTF-8 in string");
-        s->p += n;
+        s->p++;   /* a byte >= 0x80: UTF-8 is checked where the value is used */
     }
     return sfail(s, "unterminated string");
 }
@@ -147,27 +150,14 @@ static int sdigits(sc *s) {
 }
 
 static int snumber(sc *s) {
-    const char *start = s->p;
     if (*s->p == '-') s->p++;
     if (s->p < s->end && *s->p == '0') s->p++;
     else if (sdigits(s)) return -1;
-    int may_overflow = s->p - start > 300;
     if (s->p < s->end && *s->p == '.') { s->p++; if (sdigits(s)) return -1; }
     if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
         s->p++;
         if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
         if (sdigits(s)) return -1;
-        may_overflow = 1;
-    }
-    if (may_overflow && !s->lenient_utf8) {   /* what overflows a double is refused, as the decoder does */
-        size_t n = (size_t)(s->p - start);
-        char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
-        if (!buf) return sfail(s, "out of memory");
-        memcpy(buf, start, n);
-        buf[n] = 0;
-        double v = strtod(buf, NULL);
-        if (buf != small) free(buf);
-        if (isinf(v)) return sfail(s, "number out of range");
     }
     return 0;
 }
@@ -193,28 +183,6 @@ static int skey(sc *s) {
     if (s->p >= s->end || *s->p != ':') return sfail(s, "expected ':'");
     s->p++;
     return 0;
-}
-
-static int svalue(sc *s, int depth) {
-    if (depth > LSB_JSON_MAX_DEPTH) return sfail(s, "nested too deeply");
-    sws(s);
-    if (s->p >= s->end) return sfail(s, "unexpected end of input");
-    char c = *s->p;
-    if (c == '{' || c == '[') {
-        char close = c == '{' ? '}' : ']';
-        s->p++;
-        sws(s);
-        if (s->p < s->end && *s->p == close) { s->p++; return 0; }
-        for (;;) {
-            if (c == '{' && skey(s)) return -1;
-            if (svalue(s, depth + 1)) return -1;
-            sws(s);
-            if (s->p < s->end && *s->p == ',') { s->p++; continue; }
-            if (s->p < s->end && *s->p == close) { s->p++; return 0; }
-            return sfail(s, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-        }
-    }
-    return sscalar(s);
 }
 
 /* Validates one value's structure without recursion and without a depth limit (one bit of
@@ -312,7 +280,7 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
 
 long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
                                  size_t **starts, size_t **lens, size_t **fields, char **err) {
-    sc s = {json, json, json + len, {0}, 1};
+    sc s = {json, json, json + len, {0}};
     size_t cap = 16, n = 0;
     size_t klens[8];
     if (nkeys > 8) nkeys = 8;
@@ -377,7 +345,7 @@ bad:
 }
 
 int lsb_json_object_field(const char *json, size_t len, const char *key, size_t *start, size_t *vlen) {
-    sc s = {json, json, json + len, {0}, 1};   /* structure only: UTF-8 is checked where values are used */
+    sc s = {json, json, json + len, {0}};   /* structure only: UTF-8 is checked where values are used */
     size_t klen = strlen(key), f[2] = {0, 0};
     sws(&s);
     if (s.p >= s.end || *s.p != '{') return -1;
@@ -389,68 +357,353 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
     return f[1] > 0;
 }
 
-char *lsb_json_validate(const char *json, size_t len) {
-    sc s = {json, json, json + len, {0}, 0};
-    if (svalue(&s, 0) == 0) {
-        sws(&s);
-        if (s.p == s.end) return NULL;
-        sfail(&s, "trailing characters after the value");
+/* ---- validating scanner (lsb_json_validate, lsb_json_envelope) ----
+ * One loop over the bytes with an explicit stack of the open containers: no recursion, the
+ * next structural byte is tested first and whitespace only when the byte is <= ' ', strings go
+ * 16 bytes at a time. The accepted inputs, the messages and their byte offsets are those of
+ * the recursive descent it replaced (Fuzz/fuzz_validator_diff.c compares the two): an error is
+ * reported where that parser stood, e.g. "nested too deeply" where the value one level too
+ * deep was expected: right after its ':' or ',' (before any whitespace), or after an array's
+ * '[' and the whitespace that follows it. */
+
+/* The steps of the hot loop are inlined into it; what compact JSON rarely needs is not. */
+#if defined(__GNUC__) || defined(__clang__)
+#define VINLINE static inline __attribute__((always_inline))
+#define VNOINLINE static __attribute__((noinline))
+#else
+#define VINLINE static inline
+#define VNOINLINE static
+#endif
+
+typedef struct {
+    const char *at;     /* where the error is reported */
+    const char *what;
+} verr;
+
+#define VFAIL(pos, msg) do { e->at = (pos); e->what = (msg); return NULL; } while (0)
+
+static char *vmessage(const char *json, const verr *e) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "invalid JSON at byte %zu: %s", (size_t)(e->at - json), e->what);
+    return lsb_strndup(msg, strlen(msg));
+}
+
+static inline int vblank(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* The whitespace run at p (whose byte is <= ' '): returns the first byte after it. One blank
+ * (", " and ": ") is found byte by byte, longer runs 16 bytes at a time. Out of line: compact
+ * JSON has none. */
+VNOINLINE const char *vws_run(const char *p, const char *end) {
+    if (!vblank(*p)) return p;
+    if (++p >= end || !vblank(*p)) return p;
+#ifdef __SSE2__
+    const __m128i sp = _mm_set1_epi8(' '), nl = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r'), tb = _mm_set1_epi8('\t');
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)p);
+        __m128i w = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, nl)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, tb)));
+        unsigned other = (unsigned)_mm_movemask_epi8(w) ^ 0xFFFF;
+        if (other) return p + __builtin_ctz(other);
+        p += 16;
     }
-    return lsb_strndup(s.msg, strlen(s.msg));
+#endif
+    while (p < end && vblank(*p)) p++;
+    return p;
+}
+
+/* Skips whitespace: one compare when the next byte is not a blank (compact JSON). */
+VINLINE const char *vws(const char *p, const char *end) {
+    return p < end && (unsigned char)*p <= ' ' ? vws_run(p, end) : p;
+}
+
+#ifdef __SSE2__
+/* Bit i set: byte i of the 16 at p ends a plain run of string text: '"', '\\', a control byte
+ * or a byte >= 0x80. x ^ 2 maps '"' to ' ' and keeps control bytes below ' ' and bytes >= 0x80
+ * negative (other printable bytes stay above ' '), so one signed compare finds all but '\\'. */
+VINLINE unsigned vstop16(const char *p) {
+    __m128i x = _mm_loadu_si128((const __m128i *)p);
+    __m128i printable = _mm_cmpgt_epi8(_mm_xor_si128(x, _mm_set1_epi8(2)), _mm_set1_epi8(' '));
+    __m128i plain = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')), printable);
+    return (unsigned)_mm_movemask_epi8(plain) ^ 0xFFFF;
+}
+#endif
+
+/* `tail`, passed along with `end`: end - 16 when the buffer has 16 bytes or more, else its
+ * first byte, which is never inside a string. So `p <= tail` for p inside a string means 16
+ * bytes are readable at p. */
+static const char *vtail(const char *json, size_t len) { return len >= 16 ? json + len - 16 : json; }
+
+/* The first byte at or after p (inside a string) that is not plain string text, or end. The
+ * last short stretch is read as the buffer's last 16 bytes, shifted, so no load leaves the
+ * buffer. */
+static const char *vskip_plain(const char *p, const char *end, const char *tail) {
+#ifdef __SSE2__
+    if (end - tail == 16) {
+        for (; p <= tail; p += 16) {
+            unsigned bits = vstop16(p);
+            if (bits) return p + __builtin_ctz(bits);
+        }
+        unsigned bits = vstop16(tail) >> (p - tail);   /* 0 < p - tail <= 16 */
+        return bits ? p + __builtin_ctz(bits) : end;
+    }
+#else
+    (void)tail;
+#endif
+    return lsb_skip_plain(p, end);
+}
+
+/* What stopped a string's plain run at p (not a '"'): the end, a control byte, an escape or a
+ * UTF-8 sequence. Returns where the plain run resumes, or NULL with e set. */
+static const char *vstring_special(const char *p, const char *end, verr *e) {
+    if (p >= end) VFAIL(p, "unterminated string");
+    unsigned char c = (unsigned char)*p;
+    if (c < 0x20) VFAIL(p, "control character in string");
+    if (c == '\\') {
+        unsigned cp;
+        int r = lsb_json_unescape(&p, end, &cp);   /* leaves p at the backslash on failure */
+        if (r) VFAIL(p, r == -2 ? "lone UTF-16 surrogate in \\u escape" : "invalid escape");
+        return p;
+    }
+    do {   /* a run of UTF-8 sequences (non-Latin text) without going back to the plain scan */
+        size_t n = lsb_utf8_seq(p, end);
+        if (!n) VFAIL(p, "invalid UTF-8 in string");
+        p += n;
+    } while (p < end && (unsigned char)*p >= 0x80);
+    return p;
+}
+
+/* The rest of a string from p (inside it): returns the byte after the closing quote, or NULL
+ * with e set. */
+static const char *vstring_rest(const char *p, const char *end, const char *tail, verr *e) {
+    for (;;) {
+        p = vskip_plain(p, end, tail);
+        if (p < end && *p == '"') return p + 1;
+        if (!(p = vstring_special(p, end, e))) return NULL;
+    }
+}
+
+/* p at the opening quote: returns the byte after the closing quote, or NULL with e set. The
+ * common case, a plain string away from the buffer's last 16 bytes, is inline. */
+VINLINE const char *vstring(const char *p, const char *end, const char *tail, verr *e) {
+    p++;
+#ifdef __SSE2__
+    for (; p <= tail; p += 16) {   /* 16 bytes readable at p */
+        unsigned bits = vstop16(p);
+        if (bits) {
+            p += __builtin_ctz(bits);
+            if (*p == '"') return p + 1;
+            break;
+        }
+    }
+#endif
+    return vstring_rest(p, end, tail, e);
+}
+
+static inline int vdigit(char c) { return (unsigned)(c - '0') < 10; }
+
+/* p at '-' or a digit. A number is checked for overflow (strtod, as the decoder reads it)
+ * only when it has an exponent or more than 300 characters before any fraction: nothing
+ * shorter can reach DBL_MAX. */
+static const char *vnumber(const char *p, const char *end, verr *e) {
+    const char *start = p;
+    if (*p == '-') p++;
+    if (p < end && *p == '0') p++;
+    else {
+        if (p >= end || !vdigit(*p)) VFAIL(p, "bad number");
+        do p++; while (p < end && vdigit(*p));
+    }
+    int may_overflow = p - start > 300;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || !vdigit(*p)) VFAIL(p, "bad number");
+        do p++; while (p < end && vdigit(*p));
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || !vdigit(*p)) VFAIL(p, "bad number");
+        do p++; while (p < end && vdigit(*p));
+        may_overflow = 1;
+    }
+    if (may_overflow) {
+        size_t n = (size_t)(p - start);
+        char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
+        if (!buf) VFAIL(p, "out of memory");
+        memcpy(buf, start, n);
+        buf[n] = 0;
+        double v = strtod(buf, NULL);
+        if (buf != small) free(buf);
+        if (isinf(v)) VFAIL(p, "number out of range");
+    }
+    return p;
+}
+
+/* After `"key"` at p inside an object: returns the byte after the ':' that must follow, or
+ * NULL with e set. */
+VINLINE const char *vcolon(const char *p, const char *end, verr *e) {
+    if (!(p < end && *p == ':')) {
+        p = vws(p, end);
+        if (p >= end || *p != ':') VFAIL(p, "expected ':'");
+    }
+    return p + 1;
+}
+
+/* `"key" :` at p inside an object (whitespace before it allowed): returns the byte after the
+ * ':', or NULL with e set. */
+VINLINE const char *vkey(const char *p, const char *end, const char *tail, verr *e) {
+    if (!(p < end && *p == '"')) {
+        p = vws(p, end);
+        if (p >= end || *p != '"') VFAIL(p, "expected a string key");
+    }
+    if (!(p = vstring(p, end, tail, e))) return NULL;
+    return vcolon(p, end, e);
+}
+
+#define VTOP 0x100   /* no open container: matches no byte */
+
+/* One value at p (whitespace before it allowed) that sits at nesting depth `depth` <=
+ * LSB_JSON_MAX_DEPTH: returns the byte after it, or NULL with e set. A value deeper than
+ * LSB_JSON_MAX_DEPTH is refused (the top-level value is at depth 0). Each step tests the byte
+ * it expects first and looks for whitespace only when that fails. */
+static const char *vvalue(const char *p, const char *end, const char *tail, int depth, verr *e) {
+    /* The closing bytes of the enclosing containers, pushed downwards from above the slot
+     * for depth `depth`: sp == outer exactly when a container's elements would be deeper than
+     * LSB_JSON_MAX_DEPTH, so that is checked once when the container opens. */
+    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth);
+    int close = VTOP;   /* closing byte of the innermost open container */
+value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
+    if (!(p < end && *p == '"')) {
+        p = vws(p, end);
+        if (p >= end) VFAIL(p, "unexpected end of input");
+    }
+    switch (*p) {
+    case '"':
+        if (!(p = vstring(p, end, tail, e))) return NULL;
+        goto after;
+    case '{':
+        p = vws(p + 1, end);
+        if (p < end && *p == '}') { p++; goto after; }
+        if (sp == outer) {   /* the first member's value would be too deep */
+            if (!(p = vkey(p, end, tail, e))) return NULL;
+            VFAIL(p, "nested too deeply");
+        }
+        *--sp = (short)close;
+        close = '}';
+        goto key;
+    case '[':
+        p = vws(p + 1, end);
+        if (p < end && *p == ']') { p++; goto after; }
+        if (sp == outer) VFAIL(p, "nested too deeply");
+        *--sp = (short)close;
+        close = ']';
+        goto value;
+    case 't':
+        if (end - p < 4 || memcmp(p, "true", 4)) VFAIL(p, "unexpected token");
+        p += 4;
+        goto after;
+    case 'f':
+        if (end - p < 5 || memcmp(p, "false", 5)) VFAIL(p, "unexpected token");
+        p += 5;
+        goto after;
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4)) VFAIL(p, "unexpected token");
+        p += 4;
+        goto after;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        if (!(p = vnumber(p, end, e))) return NULL;
+        goto after;
+    default:
+        VFAIL(p, "unexpected character");
+    }
+key:     /* inside an object: `"key" :` is expected at p */
+    if (!(p = vkey(p, end, tail, e))) return NULL;
+    goto value;
+after:   /* a value ended at p */
+    if (p < end) {
+        char c = *p;
+        if (c == ',') {
+            if (close == '}') { p++; goto key; }
+            if (close == ']') { p++; goto value; }
+            return p;   /* the top level */
+        }
+        if ((unsigned char)c == close) {   /* never at the top level */
+            p++;
+            close = *sp++;
+            goto after;
+        }
+    }
+    if (close == VTOP) return p;
+    p = vws(p, end);
+    if (p < end && (*p == ',' || (unsigned char)*p == close)) goto after;
+    VFAIL(p, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+}
+
+char *lsb_json_validate(const char *json, size_t len) {
+    const char *end = json + len, *tail = vtail(json, len), *p;
+    verr e;
+    if ((p = vvalue(json, end, tail, 0, &e))) {
+        p = vws(p, end);
+        if (p == end) return NULL;
+        e.at = p;
+        e.what = "trailing characters after the value";
+    }
+    return vmessage(json, &e);
 }
 
 char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
                         size_t *md_start, size_t *md_len) {
-    sc s = {json, json, json + len, {0}, 0};
+    const char *end = json + len, *tail = vtail(json, len);
+    const char *p = vws(json, end);
+    verr e;
     *shape = 0;
     *msg_len = *md_len = 0;
-    sws(&s);
-    if (s.p < s.end && *s.p == '{') {
+    if (p < end && *p == '{') {   /* the top-level members, with their keys compared */
         int has_msg = 0, has_md = 0;
-        s.p++;
-        sws(&s);
-        if (s.p < s.end && *s.p == '}') {
-            s.p++;
+        p = vws(p + 1, end);
+        if (p < end && *p == '}') {
+            p++;
         } else {
             for (;;) {
-                sws(&s);
-                if (s.p >= s.end || *s.p != '"') { sfail(&s, "expected a string key"); goto bad; }
-                const char *k = s.p + 1;
-                if (sstring(&s)) goto bad;
-                size_t kl = (size_t)(s.p - 1 - k);
-                sws(&s);
-                if (s.p >= s.end || *s.p != ':') { sfail(&s, "expected ':'"); goto bad; }
-                s.p++;
-                sws(&s);
-                const char *v = s.p;
-                if (svalue(&s, 1)) goto bad;
-                if (kl == 7 && memcmp(k, "message", 7) == 0) {
+                p = vws(p, end);
+                if (p >= end || *p != '"') { e.at = p; e.what = "expected a string key"; goto bad; }
+                const char *k = p + 1;
+                if (!(p = vstring(p, end, tail, &e))) goto bad;
+                size_t kl = (size_t)(p - 1 - k);
+                p = vws(p, end);
+                if (p >= end || *p != ':') { e.at = p; e.what = "expected ':'"; goto bad; }
+                p = vws(p + 1, end);
+                const char *v = p;
+                if (!(p = vvalue(p, end, tail, 1, &e))) goto bad;
+                if (kl == 7 && memcmp(k, "message", 7) == 0) {   /* the last duplicate wins */
                     has_msg = *v == '{';
                     *msg_start = (size_t)(v - json);
-                    *msg_len = (size_t)(s.p - v);
+                    *msg_len = (size_t)(p - v);
                 } else if (kl == 8 && memcmp(k, "metadata", 8) == 0) {
                     has_md = 1;
                     *md_start = (size_t)(v - json);
-                    *md_len = (size_t)(s.p - v);
+                    *md_len = (size_t)(p - v);
                 }
-                sws(&s);
-                if (s.p < s.end && *s.p == ',') { s.p++; continue; }
-                if (s.p < s.end && *s.p == '}') { s.p++; break; }
-                sfail(&s, "expected ',' or '}'");
+                p = vws(p, end);
+                if (p < end && *p == ',') { p++; continue; }
+                if (p < end && *p == '}') { p++; break; }
+                e.at = p;
+                e.what = "expected ',' or '}'";
                 goto bad;
             }
         }
-        sws(&s);
-        if (s.p != s.end) { sfail(&s, "trailing characters after the value"); goto bad; }
+        p = vws(p, end);
+        if (p != end) { e.at = p; e.what = "trailing characters after the value"; goto bad; }
         *shape = has_msg ? 2 : 1;
         if (!has_md) *md_len = 0;
         return NULL;
     }
-    if (svalue(&s, 0) == 0) {
-        sws(&s);
-        if (s.p == s.end) return NULL;
-        sfail(&s, "trailing characters after the value");
+    if ((p = vvalue(p, end, tail, 0, &e))) {
+        p = vws(p, end);
+        if (p == end) return NULL;
+        e.at = p;
+        e.what = "trailing characters after the value";
     }
 bad:
-    return lsb_strndup(s.msg, strlen(s.msg));
+    return vmessage(json, &e);
 }
