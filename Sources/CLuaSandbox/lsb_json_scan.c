@@ -278,13 +278,26 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
     return lsb_json_split_array_fields(json, len, NULL, 0, starts, lens, NULL, err);
 }
 
+static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
+                         size_t **starts, size_t **lens, size_t **fields);
+
 long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
                                  size_t **starts, size_t **lens, size_t **fields, char **err) {
+    return lsb_json_split_request(json, len, keys, nkeys, starts, lens, fields, NULL, err);
+}
+
+long lsb_json_split_request(const char *json, size_t len, const char *const *keys, int nkeys,
+                            size_t **starts, size_t **lens, size_t **fields, int *validated, char **err) {
     sc s = {json, json, json + len, {0}};
     size_t cap = 16, n = 0;
     size_t klens[8];
     if (nkeys > 8) nkeys = 8;
     for (int i = 0; i < nkeys; i++) klens[i] = strlen(keys[i]);
+    if (validated) {   /* the common case first: a body that is valid JSON throughout */
+        long m = split_strict(json, len, keys, klens, nkeys, starts, lens, fields);
+        *validated = m >= 0;
+        if (m >= 0) return m;
+    }
     size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
     size_t *fl = nkeys ? malloc(cap * 2 * (size_t)nkeys * sizeof *fl) : NULL;
     *starts = NULL;
@@ -706,4 +719,89 @@ char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_st
     }
 bad:
     return vmessage(json, &e);
+}
+
+/* ---- the request split's fast path ----
+ * lsb_json_split_request first tries this: the same split, with every member value of every
+ * element (and every element that is not an object) checked by the validator as a value of its
+ * own, exactly as lsb_json_validate would check it alone. It succeeds only when all of them
+ * are valid; anything else (bad JSON anywhere, deep or odd elements, a key with bad UTF-8)
+ * returns -1 and the caller takes the structure-only path, whose answers are the reference. */
+static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
+                         size_t **starts, size_t **lens, size_t **fields) {
+    const char *end = json + len, *tail = vtail(json, len), *p = vws(json, end);
+    size_t cap = 64, n = 0, stride = 2 * (size_t)nkeys;
+    size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
+    size_t *fl = nkeys ? malloc(cap * stride * sizeof *fl) : NULL;
+    verr e;
+    if (!st || !ln || (nkeys && !fl)) goto fail;
+    if (p >= end || *p != '[') goto fail;
+    p = vws(p + 1, end);
+    if (p < end && *p == ']') { p++; goto done; }
+    for (;;) {
+        p = vws(p, end);
+        const char *b = p;
+        if (n == cap) {
+            cap *= 2;
+            size_t *a = realloc(st, cap * sizeof *st);
+            if (!a) goto fail;
+            st = a;
+            if (!(a = realloc(ln, cap * sizeof *ln))) goto fail;
+            ln = a;
+            if (nkeys) {
+                if (!(a = realloc(fl, cap * stride * sizeof *fl))) goto fail;
+                fl = a;
+            }
+        }
+        size_t *f = nkeys ? fl + n * stride : NULL;
+        if (nkeys) memset(f, 0, stride * sizeof *f);
+        if (p < end && *p == '{') {   /* members: keys compared, values validated on their own */
+            p = vws(p + 1, end);
+            if (p < end && *p == '}') {
+                p++;
+            } else {
+                for (;;) {
+                    p = vws(p, end);
+                    if (p >= end || *p != '"') goto fail;
+                    const char *k = p + 1;
+                    if (!(p = vstring(p, end, tail, &e))) goto fail;
+                    size_t kl = (size_t)(p - 1 - k);
+                    p = vws(p, end);
+                    if (p >= end || *p != ':') goto fail;
+                    p = vws(p + 1, end);
+                    const char *v = p;
+                    if (!(p = vvalue(p, end, tail, 0, &e))) goto fail;
+                    for (int i = 0; i < nkeys; i++)
+                        if (klens[i] == kl && memcmp(k, keys[i], kl) == 0) {   /* the last duplicate wins */
+                            f[2 * i] = (size_t)(v - b);
+                            f[2 * i + 1] = (size_t)(p - v);
+                        }
+                    p = vws(p, end);
+                    if (p < end && *p == ',') { p++; continue; }
+                    if (p < end && *p == '}') { p++; break; }
+                    goto fail;
+                }
+            }
+        } else if (!(p = vvalue(p, end, tail, 0, &e))) goto fail;
+        st[n] = (size_t)(b - json);
+        ln[n] = (size_t)(p - b);
+        n++;
+        p = vws(p, end);
+        if (p < end && *p == ',') { p++; continue; }
+        if (p < end && *p == ']') { p++; break; }
+        goto fail;
+    }
+done:
+    p = vws(p, end);
+    if (p != end) goto fail;
+    *starts = st;
+    *lens = ln;
+    if (fields) *fields = fl;
+    else free(fl);
+    return (long)n;
+fail:
+    free(st);
+    free(ln);
+    free(fl);
+    return -1;
 }

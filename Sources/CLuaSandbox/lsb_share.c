@@ -86,7 +86,7 @@ static int split_item(const lsb_item *it, int lines, lsb_input *in) {
     memset(in, 0, sizeof *in);
     in->validated = 1;
     if (!lines) {
-        char *err = lsb_json_validate(it->json, it->json_len);
+        char *err = it->validated ? NULL : lsb_json_validate(it->json, it->json_len);
         if (err) { free(err); return 1; }
         in->json = it->json;
         in->json_len = it->json_len;

@@ -36,7 +36,22 @@ public enum JSONBridge {
     /// object, in the same pass: each element's range, and its fields' ranges relative to the
     /// element (nil when absent or when the element is not an object).
     public static func splitArray(_ bytes: [UInt8], fields keys: [String]) throws(Failure) -> [(element: Range<Int>, fields: [Range<Int>?])] {
+        try split(bytes, fields: keys, strictFirst: false).elements
+    }
+
+    /// `splitArray(_:fields:)` for a request body: `validated` is true when the whole body is
+    /// valid JSON, every element and every member value of every object element passing
+    /// `validate` on its own (the common case, checked in the same pass), so they need no
+    /// second check.
+    public static func splitRequest(_ bytes: [UInt8], fields keys: [String]) throws(Failure)
+        -> (elements: [(element: Range<Int>, fields: [Range<Int>?])], validated: Bool) {
+        try split(bytes, fields: keys, strictFirst: true)
+    }
+
+    private static func split(_ bytes: [UInt8], fields keys: [String], strictFirst: Bool) throws(Failure)
+        -> (elements: [(element: Range<Int>, fields: [Range<Int>?])], validated: Bool) {
         precondition(keys.count <= 8)
+        var valid: Int32 = 0
         var starts: UnsafeMutablePointer<Int>?
         var lens: UnsafeMutablePointer<Int>?
         var found: UnsafeMutablePointer<Int>?
@@ -44,18 +59,22 @@ public enum JSONBridge {
         let dup = keys.map { UnsafePointer(strdup($0)) }
         defer { dup.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
         let n = dup.withUnsafeBufferPointer { names in
-            withCBytes(bytes) { lsb_json_split_array_fields($0, $1, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &err) }
+            withCBytes(bytes) { p, n in
+                strictFirst ? lsb_json_split_request(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &valid, &err)
+                    : lsb_json_split_array_fields(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &err)
+            }
         }
         defer { free(starts); free(lens); free(found); free(err) }
         if n < 0 { throw Failure(message: err.map { String(cString: $0) } ?? "invalid JSON") }
         let k = keys.count
-        return (0..<n).map { e in
-            (starts![e]..<(starts![e] + lens![e]),
-             (0..<k).map { i in
+        let elements = (0..<n).map { e in
+            (element: starts![e]..<(starts![e] + lens![e]),
+             fields: (0..<k).map { i -> Range<Int>? in
                  let s = found![(e * k + i) * 2], l = found![(e * k + i) * 2 + 1]
                  return l > 0 ? s..<(s + l) : nil
              })
         }
+        return (elements, valid != 0)
     }
 
     /// What one event's bytes hold, from a single validating pass.

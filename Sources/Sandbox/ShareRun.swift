@@ -33,9 +33,12 @@ public final class AnswerFormat: @unchecked Sendable {
 public struct ShareItem: Sendable {
     public var json: Range<Int>
     public var context: Range<Int>?
-    public init(json: Range<Int>, context: Range<Int>? = nil) {
+    /// An event (not a line) already checked with `JSONBridge.validate`.
+    public var validated: Bool
+    public init(json: Range<Int>, context: Range<Int>? = nil, validated: Bool = false) {
         self.json = json
         self.context = context
+        self.validated = validated
     }
 }
 
@@ -69,7 +72,8 @@ extension SandboxState {
         let done: Int = withCBytes(bytes) { base, _ in
             let raw = items.map { it in
                 lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
-                         context: it.context.map { base + $0.lowerBound }, context_len: it.context?.count ?? 0)
+                         context: it.context.map { base + $0.lowerBound }, context_len: it.context?.count ?? 0,
+                         validated: it.validated && !lines ? 1 : 0)
             }
             return withUnsafePointer(to: format.raw) { fmt in
                 Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer))

@@ -108,4 +108,47 @@ final class JSONBridgeTests: XCTestCase {
         XCTAssertEqual(JSONBridge.field("metadata", in: env).map { String(decoding: env[$0], as: UTF8.self) }, #"{"m":2}"#)
         XCTAssertNil(JSONBridge.field("nope", in: env))
     }
+
+    /// A request body's split tries the strict pass first: it must give the structure-only
+    /// split's answer exactly, and say `validated` only when every element and every member
+    /// value of every object element would pass `validate` on its own.
+    func testRequestSplitAgreesWithTheStructureOnlySplit() throws {
+        let deep = String(repeating: "[", count: 250) + String(repeating: "]", count: 250)
+        let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        let texts: [(String, Bool)] = [
+            (#"[]"#, true), (#" [ ] "#, true),
+            (#"[{"message":{"a":1},"metadata":{"m":2},"destination":{"d":3}}]"#, true),
+            (#"[ {"message" : {"a" : 1} , "metadata":null} , {"x":1}, 2, "s", [1,2], {} ]"#, true),
+            (#"[{"message":{"a":1},"message":{"b":2}}]"#, true),
+            (#"[{"message":{"a":"\u00e9\n"},"metadata":{"m":"\ud83d\ude00"}}]"#, true),
+            ("[{\"message\":" + ok + "}]", true),
+            (#"[{"message":{"a":1e400}}]"#, false),
+            (#"[{"message":{"a":"\ud800"}}]"#, false),
+            (#"[{"metadata":{"a":"x\u0001"}, "message":{}}]"#, true),
+            ("[{\"message\":{\"a\":\"\u{1}\"}}]", false),
+            ("[{\"message\":" + deep + "}]", false), ("[" + deep + "]", false),
+            (#"[{"message":{"a":1}},]"#, false), (#"[{"message":{"a":1}} x]"#, false), (#"{"message":1}"#, false),
+            (#"[{"message":{"a":tru}}]"#, false),
+        ]
+        var cases: [([UInt8], Bool)] = texts.map { (Array($0.0.utf8), $0.1) }
+        cases.append((Array(#"[{"message":{"a":""#.utf8) + [0xC3, 0x28] + Array(#""}}]"#.utf8), false))   // bad UTF-8 in a message
+        cases.append((Array(#"[{""#.utf8) + [0xFF] + Array(#"":{"a":1}}]"#.utf8), false))                  // bad UTF-8 in a key
+        let keys = ["message", "metadata", "destination"]
+        for (body, valid) in cases {
+            let text = String(decoding: body, as: UTF8.self)
+            let reference = Result { () throws(JSONBridge.Failure) in try JSONBridge.splitArray(body, fields: keys) }
+            let request = Result { () throws(JSONBridge.Failure) in try JSONBridge.splitRequest(body, fields: keys) }
+            switch (reference, request) {
+            case (.success(let a), .success(let b)):
+                XCTAssertEqual(a.map { $0.element }, b.elements.map { $0.element }, text)
+                XCTAssertEqual(a.map { $0.fields }, b.elements.map { $0.fields }, text)
+                XCTAssertEqual(b.validated, valid, text)
+            case (.failure(let a), .failure(let b)):
+                XCTAssertEqual(a.message, b.message, text)
+                XCTAssertFalse(valid, text)
+            default:
+                XCTFail("the two splits disagree on \(text)")
+            }
+        }
+    }
 }

@@ -170,12 +170,14 @@ void lsb_watchdog_set_max_abandoned(size_t bytes);
 /* ---- a share of a batch in one call (lsb_share.c) ---- */
 
 /* One item of a share: a whole input line ({"message", "metadata"} envelope or a bare event
- * object), or an event with its context (metadata, may be NULL). Neither is validated yet. */
+ * object), or an event with its context (metadata, may be NULL). `validated`: an event (not a
+ * line) the caller already checked with the validator; otherwise it is checked here. */
 typedef struct {
     const char *json;
     size_t json_len;
     const char *context;
     size_t context_len;
+    int validated;
 } lsb_item;
 
 /* How common answers are written (the caller's wire format; every string NUL-terminated):
@@ -241,6 +243,13 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
  * absent. *fields is malloc'd like *starts. */
 long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
                                  size_t **starts, size_t **lens, size_t **fields, char **err);
+
+/* lsb_json_split_array_fields for a request body, trying first the common case of a body that
+ * is valid JSON throughout: then *validated is 1 and every element, and every member value of
+ * every object element, passes lsb_json_validate on its own. Otherwise *validated is 0 and the
+ * result is the structure-only split's. */
+long lsb_json_split_request(const char *json, size_t len, const char *const *keys, int nkeys,
+                            size_t **starts, size_t **lens, size_t **fields, int *validated, char **err);
 
 /* Validates one JSON value (grammar, UTF-8, depth). Returns NULL, or a malloc'd message. */
 char *lsb_json_validate(const char *json, size_t len);

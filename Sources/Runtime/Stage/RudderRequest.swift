@@ -36,8 +36,9 @@ public enum RudderRequest {
     /// JSON array; an unusable element gets a `problem` instead.
     public static func parse(_ body: [UInt8]) throws(Invalid) -> [RudderRequestEvent] {
         let elements: [(element: Range<Int>, fields: [Range<Int>?])]
+        let validated: Bool   // the whole body is valid JSON: messages and metadata need no other check
         do {
-            elements = try JSONBridge.splitArray(body, fields: fieldNames)   // one pass over the body
+            (elements, validated) = try JSONBridge.splitRequest(body, fields: fieldNames)   // one pass over the body
         } catch {
             throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
         }
@@ -53,7 +54,7 @@ public enum RudderRequest {
                 versions = Self.versions(destination: destination)
                 if let destination { lastDestination = (destination, versions) }
             }
-            return element(body[e.element], index: i, found: found, versions: versions)
+            return element(body[e.element], index: i, found: found, versions: versions, validated: validated)
         }
     }
 
@@ -67,7 +68,9 @@ public enum RudderRequest {
     }
 
     /// One element, given the ranges (in `bytes`' indices) of its message, metadata and destination.
-    static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?) -> RudderRequestEvent {
+    /// `validated`: every member value of the element is known to be valid JSON.
+    static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?,
+                        validated: Bool = false) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
         guard bytes.first == UInt8(ascii: "{") else {
             return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
@@ -78,7 +81,7 @@ public enum RudderRequest {
             let md = Array(bytes[m])
             if md.first == UInt8(ascii: "{") {
                 // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
-                if let failure = JSONBridge.validate(md) {
+                if !validated, let failure = JSONBridge.validate(md) {
                     return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
                                               problem: "event \(index): metadata: \(failure.message)")
                 }
@@ -91,8 +94,9 @@ public enum RudderRequest {
         }
         // `message` is the event itself, whatever its fields: not an envelope to unwrap again
         // (an event with its own `message` object field must reach the script unchanged).
-        // validated by the worker that runs it (Stage), so a batch's events are checked in parallel
-        let input = EventInput(index: index, message: Array(bytes[m]), metadata: metadata)
+        // checked by the split when the whole body is valid (the common case), otherwise by the
+        // worker that runs it (Stage), so a batch's events are checked in parallel
+        let input = EventInput(index: index, message: Array(bytes[m]), metadata: metadata, validated: validated)
         return RudderRequestEvent(input: input, metadata: metadata, versions: versions, problem: nil)
     }
 

@@ -49,7 +49,7 @@ extension Stage {
                 bytes += input.message
                 let c = bytes.count
                 if let md = input.metadata { bytes += md }
-                return ShareItem(json: m..<c, context: input.metadata == nil ? nil : c..<bytes.count)
+                return ShareItem(json: m..<c, context: input.metadata == nil ? nil : c..<bytes.count, validated: input.validated)
             }
             return Share(bytes: bytes, items: items, lines: false) { k in inputs[range.lowerBound + k] }
         }
