@@ -40,6 +40,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -227,7 +228,11 @@ static lsb_slot *slot(void) {
     lsb_slot *s = slots;
     while (s && s->live) s = s->next;
     if (!s) {
-        s = calloc(1, sizeof *s);
+        /* a cache line (or more) of its own: each worker stores to its slot twice per call, and
+         * slots sharing a line would bounce it between the cores on every event */
+        size_t size = (sizeof *s + 63) & ~(size_t)63;
+        s = aligned_alloc(64, size);
+        if (s) memset(s, 0, size);
         if (!s) {
             pthread_mutex_unlock(&mu);
             return NULL;
