@@ -16,6 +16,9 @@
 #include "lsb_internal.h"
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #define CHUNK_BYTES (16 * 1024)
 
@@ -105,4 +108,15 @@ void lsb_heap_release(lsb_heap *h) {
         c = next;
     }
     memset(h, 0, sizeof *h);
+}
+
+void lsb_tune_process_allocator(void) {
+#if defined(__GLIBC__)
+    /* Batches and answer buffers are a few hundred KiB, past glibc's default mmap threshold:
+     * each would be mapped, faulted in and unmapped again (tens of thousands of page faults a
+     * second, ~7 % of the CPU of `transform run`). Up to 16 MiB they come from the heap and
+     * are reused; the heap's top is returned past 64 MiB free. */
+    mallopt(M_MMAP_THRESHOLD, 16 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 }

@@ -1,8 +1,11 @@
 import ArgumentParser
+import Sandbox
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+ProcessSetup.tuneAllocator()
 
 // Usage errors exit 2 (ArgumentParser's default is 64), as the README documents.
 do {

@@ -228,6 +228,10 @@ uint64_t lsb_clock_ns(void);
 size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
                      const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes);
 
+/* Process-wide: tunes the C allocator for a long-running stage (large buffers from the heap
+ * rather than fresh mappings). Call once at start-up, before threads start. */
+void lsb_tune_process_allocator(void);
+
 /* Re-encodes JSON canonically (sorted keys, shortest round-trip floats) using the same
  * bridge the sandbox uses. Returns NULL and sets *err (malloc'd) on invalid input. */
 char *lsb_json_canonical(const char *json, size_t len, size_t *out_len, char **err);
