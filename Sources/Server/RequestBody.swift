@@ -38,6 +38,6 @@ enum RequestBody {
         } else if let encoding, encoding != "identity" {
             throw HTTPFailure(status: .unsupportedMediaType, message: "unsupported content encoding '\(encoding)' (use gzip or none)")
         }
-        return Array(buffer.readableBytesView)
+        return buffer.withUnsafeReadableBytes { Array($0) }   // one memcpy (the view's generic init copies byte by byte)
     }
 }
