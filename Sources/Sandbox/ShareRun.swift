@@ -35,12 +35,18 @@ public struct ShareItem: Sendable {
     public var context: Range<Int>?
     /// An event (not a line) already checked with `JSONBridge.validate`.
     public var validated: Bool
-    public init(json: Range<Int>, context: Range<Int>? = nil, validated: Bool = false) {
+    /// No `context` range: the event's context is the empty object `{}` (not none).
+    public var emptyContext: Bool
+    public init(json: Range<Int>, context: Range<Int>? = nil, emptyContext: Bool = false, validated: Bool = false) {
         self.json = json
         self.context = context
+        self.emptyContext = emptyContext
         self.validated = validated
     }
 }
+
+/// `{}`, for items whose context is the empty object (process lifetime).
+nonisolated(unsafe) private let emptyObject = UnsafePointer(strdup("{}")!)   // never written
 
 /// How `runShare` answered one item.
 public enum ShareAnswer: Sendable {
@@ -72,7 +78,8 @@ extension SandboxState {
         let done: Int = withCBytes(bytes) { base, _ in
             let raw = items.map { it in
                 lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
-                         context: it.context.map { base + $0.lowerBound }, context_len: it.context?.count ?? 0,
+                         context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
+                         context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
                          validated: it.validated && !lines ? 1 : 0)
             }
             return withUnsafePointer(to: format.raw) { fmt in

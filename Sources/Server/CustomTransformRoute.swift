@@ -51,8 +51,8 @@ struct CustomTransformRoute {
         await withTaskGroup(of: ([Int], [String], Stage.AnswerOutcome).self) { group in
             for versions in order {
                 let positions = groups[versions]!
-                let inputs = positions.map { events[$0].input }
-                group.addTask { (positions, versions, await stage.answer(inputs, versions: versions, separator: .comma)) }
+                let requests = positions.map { events[$0] }
+                group.addTask { (positions, versions, await stage.answer(requests: requests, versions: versions, separator: .comma)) }
             }
             for await (positions, versions, outcome) in group {
                 let label = versions.joined(separator: ",")

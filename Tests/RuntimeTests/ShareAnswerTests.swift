@@ -19,7 +19,7 @@ final class ShareAnswerTests: XCTestCase {
       if k == "spin" then while true do end end
       if k == "memory" then local s, t = ("x"):rep(1 << 20), {} for i = 1, 100 do t[i] = s .. i end end
       if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
-      if k == "meta" then local m = metadata(e) e.md = m and m.messageId return e end
+      if k == "meta" then local m = metadata(e) e.md = m and m.messageId e.hasmd = m ~= nil return e end
       if k == "log" then log("hello", e.id) end
       if k == "change" then e.context.traits.email = "changed@x.com" end
       return e
@@ -114,6 +114,31 @@ final class ShareAnswerTests: XCTestCase {
         let got = answers(await stage.answer(inputs, versions: ["t"], separator: .comma), separator: ",")
         let want = reference(inputs, await stage.process(inputs, versions: ["t"]), separator: ",")
         XCTAssertEqual(got, want)
+    }
+
+    /// A request's elements as RudderRequest parses them (ranges of the body, no copies) answer
+    /// as their copied inputs do on the general path, with and without a metadata object.
+    func testRequestBodyElementsAreAnsweredAsTheGeneralPathAnswersThem() async throws {
+        let stage = stage(workers: 2)
+        let destination = #""destination":{"Transformations":[{"VersionID":"t"}]}"#
+        var elements: [String] = []
+        for (i, k) in ["keep", "meta", "drop", "meta", "fanout", "meta", "change", "keep"].enumerated() {
+            let event = #"{"kind":"\#(k)","id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com"}},"messageId":"m\#(i)"}"#
+            switch i % 3 {
+            case 0: elements.append(#"{"message":\#(event),"metadata":{"messageId":"m\#(i)"},\#(destination)}"#)
+            case 1: elements.append(#"{"message":\#(event),\#(destination)}"#)   // no metadata: metadata() is {}
+            default: elements.append(#"{"message":\#(event),"metadata":null,\#(destination)}"#)
+            }
+        }
+        for body in ["[" + elements.joined(separator: ",") + "]", "[ " + elements.joined(separator: " , ") + " ]"] {
+            let requests = try RudderRequest.parse(Array(body.utf8))
+            let got = answers(await stage.answer(requests: requests, versions: ["t"], separator: .comma), separator: ",")
+            let inputs = requests.map { $0.input }
+            let want = reference(inputs, await stage.process(inputs, versions: ["t"]), separator: ",")
+            XCTAssertEqual(got, want)
+            XCTAssertEqual(got.filter { $0.contains(#""md":"#) }.count, 1, "only the event with a metadata object sees a messageId")
+            XCTAssertEqual(got.filter { $0.contains(#""hasmd":true"#) }.count, 3, "metadata() is a table, {} without metadata")
+        }
     }
 
     /// One difference, on purpose: the general path starts a call that waits on a lookup again

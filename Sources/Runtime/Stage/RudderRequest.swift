@@ -7,8 +7,19 @@ import Darwin
 
 /// One element of a `/customTransform` request, as rudder-server sends it:
 /// `{message, metadata, destination: {Transformations: [{VersionID}]}, libraries?, credentials?}`.
+/// A usable element's event and metadata stay ranges of the request body (shared, not copied)
+/// until something asks for `input`.
 public struct RudderRequestEvent: Sendable {
-    public var input: EventInput
+    /// The element's position in the request.
+    public var index: Int
+    /// The request body that `messageRange` and `metadataRange` point into.
+    public var body: [UInt8]
+    /// The event (`message`) in `body`; nil when the element has a problem.
+    public var messageRange: Range<Int>?
+    /// The metadata object in `body`, when the element has one.
+    public var metadataRange: Range<Int>?
+    /// The event is known to be valid JSON (the whole body was).
+    public var validated: Bool
     /// The input metadata bytes, echoed in answers (`{}` when absent).
     public var metadata: [UInt8]
     /// VersionIDs of the destination's transformations, in chain order; nil when missing.
@@ -16,11 +27,23 @@ public struct RudderRequestEvent: Sendable {
     /// Why the element is unusable (answered 400), if it is.
     public var problem: String?
 
-    public init(input: EventInput, metadata: [UInt8], versions: [String]?, problem: String?) {
-        self.input = input
+    public init(index: Int, body: [UInt8], messageRange: Range<Int>?, metadataRange: Range<Int>?, validated: Bool,
+                metadata: [UInt8], versions: [String]?, problem: String?) {
+        self.index = index
+        self.body = body
+        self.messageRange = messageRange
+        self.metadataRange = metadataRange
+        self.validated = validated
         self.metadata = metadata
         self.versions = versions
         self.problem = problem
+    }
+
+    /// The element as an event input (its bytes copied); `{}` with no metadata for an element
+    /// with a problem.
+    public var input: EventInput {
+        guard let m = messageRange, problem == nil else { return EventInput(index: index, message: Array("{}".utf8)) }
+        return EventInput(index: index, message: Array(body[m]), metadata: metadata, validated: validated)
     }
 }
 
@@ -54,7 +77,7 @@ public enum RudderRequest {
                 versions = Self.versions(destination: destination)
                 if let destination { lastDestination = (destination, versions) }
             }
-            return element(body[e.element], index: i, found: found, versions: versions, validated: validated)
+            return element(body, e.element, index: i, found: found, versions: versions, validated: validated)
         }
     }
 
@@ -67,37 +90,38 @@ public enum RudderRequest {
         return a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, b.count) == 0 } }
     }
 
-    /// One element, given the ranges (in `bytes`' indices) of its message, metadata and destination.
-    /// `validated`: every member value of the element is known to be valid JSON.
-    static func element(_ bytes: ArraySlice<UInt8>, index: Int, found: [Range<Int>?], versions: [String]?,
+    /// One element (`body[element]`), given the ranges (in `body`) of its message, metadata and
+    /// destination. `validated`: every member value of the element is known to be valid JSON.
+    static func element(_ body: [UInt8], _ element: Range<Int>, index: Int, found: [Range<Int>?], versions: [String]?,
                         validated: Bool = false) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
-        guard bytes.first == UInt8(ascii: "{") else {
-            return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
-                                      problem: "event \(index): expected an object with message, metadata and destination")
+        func problem(_ why: String, metadata: [UInt8] = empty) -> RudderRequestEvent {
+            RudderRequestEvent(index: index, body: [], messageRange: nil, metadataRange: nil, validated: false,
+                               metadata: metadata, versions: nil, problem: why)
+        }
+        guard body[element].first == UInt8(ascii: "{") else {
+            return problem("event \(index): expected an object with message, metadata and destination")
         }
         var metadata = empty
-        if let m = found[1] {
-            let md = Array(bytes[m])
-            if md.first == UInt8(ascii: "{") {
-                // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
-                if !validated, let failure = JSONBridge.validate(md) {
-                    return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: empty, versions: nil,
-                                              problem: "event \(index): metadata: \(failure.message)")
-                }
-                metadata = md
+        var metadataRange: Range<Int>?
+        if let m = found[1], body[m.lowerBound] == UInt8(ascii: "{") {
+            let md = Array(body[m])
+            // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
+            if !validated, let failure = JSONBridge.validate(md) {
+                return problem("event \(index): metadata: \(failure.message)")
             }
+            metadata = md
+            metadataRange = m
         }
-        guard let m = found[0], bytes[m.lowerBound] == UInt8(ascii: "{") else {
-            return RudderRequestEvent(input: EventInput(index: index, message: empty), metadata: metadata, versions: nil,
-                                      problem: "event \(index): 'message' is missing or not an object")
+        guard let m = found[0], body[m.lowerBound] == UInt8(ascii: "{") else {
+            return problem("event \(index): 'message' is missing or not an object", metadata: metadata)
         }
         // `message` is the event itself, whatever its fields: not an envelope to unwrap again
         // (an event with its own `message` object field must reach the script unchanged).
-        // checked by the split when the whole body is valid (the common case), otherwise by the
-        // worker that runs it (Stage), so a batch's events are checked in parallel
-        let input = EventInput(index: index, message: Array(bytes[m]), metadata: metadata, validated: validated)
-        return RudderRequestEvent(input: input, metadata: metadata, versions: versions, problem: nil)
+        // Checked by the split when the whole body is valid (the common case), otherwise by the
+        // worker that runs it (Stage), so a batch's events are checked in parallel.
+        return RudderRequestEvent(index: index, body: body, messageRange: m, metadataRange: metadataRange, validated: validated,
+                                  metadata: metadata, versions: versions, problem: nil)
     }
 
     /// `Transformations[].VersionID` of a destination object, or nil when absent or empty. Only

@@ -55,6 +55,20 @@ extension Stage {
         }
     }
 
+    /// `answer(_:)` for a request's usable elements (`problem` nil), all of one body: the
+    /// workers read the events and metadata where they are in the body, without copies.
+    public func answer(requests: [RudderRequestEvent], versions: [String], separator: RudderAnswers.Separator) async -> AnswerOutcome {
+        let body = requests.first?.body ?? []
+        precondition(requests.allSatisfy { $0.problem == nil && $0.messageRange != nil }, "only usable elements are answered")
+        return await answer(count: requests.count, versions: versions, separator: separator) { range in
+            let items = requests[range].map { r in
+                // no metadata object: the script's metadata() sees {}, as the answer echoes {}
+                ShareItem(json: r.messageRange!, context: r.metadataRange, emptyContext: r.metadataRange == nil, validated: r.validated)
+            }
+            return Share(bytes: body, items: items, lines: false) { k in requests[range.lowerBound + k].input }
+        }
+    }
+
     /// One worker's share: its items in `bytes`, and each item as an `EventInput` (made only
     /// for the inputs the C path does not answer itself).
     struct Share {
