@@ -89,7 +89,8 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
     S->errmsg = NULL;
     S->tb.len = 0;
     S->peak = S->used;
-    S->deadline_ns = S->cfg.time_limit_ns ? lsb_now_ns() + S->cfg.time_limit_ns : 0;
+    S->call_started_ns = lsb_now_ns();
+    S->deadline_ns = S->cfg.time_limit_ns ? S->call_started_ns + S->cfg.time_limit_ns : 0;
     if (S->escaped) return;   /* never touched again; the call is refused as poisoned */
     lua_settop(S->L, 0);
     lsb_install_hook(S->L);
@@ -185,7 +186,8 @@ void lsb_finish(job *j, int status) {
         finish_escaped(j);
         return;
     }
-    if (status == LUA_OK && S->deadline_ns && lsb_now_ns() > S->deadline_ns) S->timed_out = 1;   /* finished too late */
+    S->call_ended_ns = lsb_now_ns();
+    if (status == LUA_OK && S->deadline_ns && S->call_ended_ns > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {
         S->poisoned = 1;

@@ -46,6 +46,8 @@ struct lsb_state {
 
     /* time */
     uint64_t deadline_ns;      /* monotonic; 0 = none */
+    uint64_t call_started_ns;  /* when the last load/call began (lsb_begin_call) */
+    uint64_t call_ended_ns;    /* when the last call finished (lsb_finish) */
     int timed_out;             /* sticky for the current load/call */
     int mem_exceeded;          /* sticky for the current load/call */
 

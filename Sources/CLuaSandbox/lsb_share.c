@@ -128,13 +128,15 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
             a->kind = LSB_ANSWER_INVALID;
             continue;
         }
-        uint64_t t0 = a->started_ns = lsb_now_ns();
+        S->call_ended_ns = 0;
         a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
-        a->duration_ns = lsb_now_ns() - t0;
+        a->started_ns = S->call_started_ns;   /* the call's own clock readings: no extra ones */
         if (a->invocation) {   /* suspended on a host request: the caller answers it */
+            a->duration_ns = lsb_now_ns() - a->started_ns;
             a->kind = LSB_ANSWER_PENDING;
             continue;
         }
+        a->duration_ns = (S->call_ended_ns ? S->call_ended_ns : lsb_now_ns()) - a->started_ns;
         a->peak_memory = a->report.peak_memory;
         const char *md = in.context ? in.context : fmt->no_metadata;
         size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
