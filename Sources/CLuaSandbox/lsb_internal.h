@@ -61,6 +61,9 @@ struct lsb_state {
     lsb_buf tb;                /* traceback of the last error */
     lsb_buf scratch;           /* JSON decoder's unescape buffer */
     lsb_buf enc;               /* json.encode's output buffer */
+    int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
+                                * may be left in enc (its report output then has json NULL) */
+    int output_in_enc;         /* the last call did so */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
     int env_slots;             /* globals the main chunk's top level left (sizes fresh envs) */

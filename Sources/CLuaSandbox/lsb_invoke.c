@@ -138,7 +138,11 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
             snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
             luaL_error(L, "invalid output");
         }
-        o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+        if (S->direct_output && !as_slot && S->enc.data) {
+            S->output_in_enc = 1;   /* lsb_run_share copies it straight into its answer */
+        } else {
+            o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+        }
         o.json_len = S->enc.len;
     }
     add_output(j, o);

@@ -45,15 +45,18 @@ static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const ch
 
 /* Writes the answers of a finished call that are common (kept, dropped); returns 0, or 1 when
  * the caller must answer from the report. */
-static int answer_from(const lsb_report *r, const lsb_answer_format *f, const char *md, size_t mdn, lsb_bytes *b,
-                       lsb_answer *a) {
+static int answer_from(const lsb_report *r, const char *direct, const lsb_answer_format *f, const char *md, size_t mdn,
+                       lsb_bytes *b, lsb_answer *a) {
     if (r->status != LSB_OK) return 1;
     size_t count = 0;
+    const char *one = NULL;   /* the single object's JSON: in the report, or left in the state's buffer */
     switch (r->shape) {
     case LSB_SHAPE_NIL: break;
     case LSB_SHAPE_OBJECT:
-        if (r->output_count != 1 || !r->outputs[0].json) return 1;
-        if (r->outputs[0].json_len && r->outputs[0].json[0] != '[') count = 1;   /* an empty json.array() drops */
+        if (r->output_count != 1 || r->outputs[0].error) return 1;
+        one = r->outputs[0].json ? r->outputs[0].json : direct;
+        if (!one) return 1;
+        if (r->outputs[0].json_len && one[0] != '[') count = 1;   /* an empty json.array() drops */
         break;
     case LSB_SHAPE_SEQUENCE:
         for (size_t i = 0; i < r->output_count; i++)
@@ -71,7 +74,7 @@ static int answer_from(const lsb_report *r, const lsb_answer_format *f, const ch
         a->kind = LSB_ANSWER_KEPT;
         for (size_t i = 0; i < count; i++) {
             if (i > 0 && puts_(b, f->separator)) return -1;
-            if (puts_(b, f->kept_open) || put(b, r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
+            if (puts_(b, f->kept_open) || put(b, one ? one : r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
                 put(b, md, mdn) || puts_(b, f->kept_close))
                 return -1;
         }
@@ -129,7 +132,10 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
             continue;
         }
         S->call_ended_ns = 0;
+        S->output_in_enc = 0;
+        S->direct_output = 1;
         a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
+        S->direct_output = 0;
         a->started_ns = S->call_started_ns;   /* the call's own clock readings: no extra ones */
         if (a->invocation) {   /* suspended on a host request: the caller answers it */
             a->duration_ns = lsb_now_ns() - a->started_ns;
@@ -141,10 +147,13 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         const char *md = in.context ? in.context : fmt->no_metadata;
         size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
         size_t mark = bytes->len;
-        int r = answer_from(&a->report, fmt, md, mdn, bytes, a);
+        const char *direct = S->output_in_enc ? S->enc.data : NULL;
+        int r = answer_from(&a->report, direct, fmt, md, mdn, bytes, a);
         if (r == 0) {
             lsb_report_clear(&a->report);
         } else {
+            if (direct && a->report.output_count == 1 && !a->report.outputs[0].json && !a->report.outputs[0].error)
+                a->report.outputs[0].json = lsb_strndup(direct, a->report.outputs[0].json_len);   /* the report owns its bytes */
             bytes->len = mark;   /* a partial answer (host memory ran out) is dropped */
             a->kind = LSB_ANSWER_REPORT;
             a->start = a->len = a->outputs = 0;
