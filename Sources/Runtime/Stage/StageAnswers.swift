@@ -1,3 +1,4 @@
+import Foundation
 import Sandbox
 
 /// One input's answers in an `AnsweredPart`.
@@ -90,24 +91,22 @@ extension Stage {
         if count == 0 { return .answered([]) }
         let splittable = entries.allSatisfy { $0.entryPoint == .event }
         let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
-        let base = pool.leastLoaded()
         let libraries = catalog.libraryLoader
         let enrichment = catalog.enrichment
         let size = (count + chunks - 1) / chunks
         let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
         let name = versions.joined(separator: ",")
-        var parts = [AnsweredPart](repeating: AnsweredPart(bytes: [], answers: []), count: ranges.count)
-        await withTaskGroup(of: (Int, AnsweredPart).self) { group in
+        // The shares go straight to the workers' queues; the last one to finish resumes this
+        // task (one wake-up per batch, not a child task and a continuation per share).
+        let pool = self.pool
+        let parts = await withCheckedContinuation { (c: CheckedContinuation<[AnsweredPart], Never>) in
+            let gather = PartGatherer(count: ranges.count) { c.resume(returning: $0) }
             for (i, range) in ranges.enumerated() {
-                group.addTask {
-                    let part = await self.pool.run(on: base + i) { states in
-                        Stage.answerShare(make(range), name: name, entries: entries, libraries: libraries, enrichment: enrichment,
-                                          states: states, separator: separator)
-                    }
-                    return (i, part)
+                pool.submitToAny { states in   // whichever worker is free first takes the next share
+                    gather.put(i, Stage.answerShare(make(range), name: name, entries: entries, libraries: libraries,
+                                                    enrichment: enrichment, states: states, separator: separator))
                 }
             }
-            for await (i, part) in group { parts[i] = part }
         }
         return .answered(parts)
     }
@@ -176,5 +175,28 @@ extension Stage {
             bytes += separator.bytes
         }
         return AnsweredPart(bytes: bytes, answers: answers)
+    }
+}
+
+/// Collects a batch's parts from the workers and hands them over, in order, once all are in.
+private final class PartGatherer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var parts: [AnsweredPart?]
+    private var missing: Int
+    private let done: ([AnsweredPart]) -> Void
+
+    init(count: Int, done: @escaping ([AnsweredPart]) -> Void) {
+        parts = Array(repeating: nil, count: count)
+        missing = count
+        self.done = done
+    }
+
+    func put(_ i: Int, _ part: AnsweredPart) {
+        lock.lock()
+        parts[i] = part
+        missing -= 1
+        let all = missing == 0 ? parts.map { $0! } : nil
+        lock.unlock()
+        if let all { done(all) }
     }
 }

@@ -6,25 +6,48 @@ import Sandbox
 /// Lua states are single-threaded, so each worker keeps private `Transformation` instances,
 /// keyed by VersionID and rebuilt when a catalog entry's fingerprint changes; at most
 /// `statesPerWorker` per worker stay warm (least recently used go first). Jobs are plain
-/// closures run on the worker's thread; callers await their results.
+/// closures run on a worker's thread: either on a given worker, or on whichever worker is free
+/// first (a batch's shares, so one worker never idles while the other's queue is long).
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
     private let workers: [Worker]
     private let nextLock = NSLock()
     private var next = 0
+    /// Guards every worker's own queue and `shared`; workers wait on it.
+    let condition = NSCondition()
+    /// Jobs for whichever worker is free first.
+    var shared: [(WorkerStates) -> Void] = []
 
     public static let defaultStatesPerWorker = 1024
 
     public init(workers: Int = ProcessInfo.processInfo.activeProcessorCount, statesPerWorker: Int = WorkerPool.defaultStatesPerWorker) {
         self.count = max(1, workers)
-        self.workers = (0..<max(1, workers)).map { Worker(index: $0, capacity: statesPerWorker) }
+        let condition = self.condition
+        self.workers = (0..<max(1, workers)).map { Worker(index: $0, capacity: statesPerWorker, condition: condition) }
+        for w in self.workers { w.start(pool: self) }
     }
 
     /// Runs `job` on worker `index` (modulo the pool size) and returns its result.
     public func run<T: Sendable>(on index: Int, _ job: @escaping @Sendable (WorkerStates) -> T) async -> T {
         await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            workers[index % count].submit { states in c.resume(returning: job(states)) }
+            submit(on: index) { states in c.resume(returning: job(states)) }
         }
+    }
+
+    /// Queues `job` on worker `index` (modulo the pool size) without waiting for it.
+    public func submit(on index: Int, _ job: @escaping @Sendable (WorkerStates) -> Void) {
+        condition.lock()
+        workers[index % count].jobs.append(job)
+        condition.broadcast()   /* the one worker it is for must wake */
+        condition.unlock()
+    }
+
+    /// Queues `job` for whichever worker is free first, without waiting for it.
+    public func submitToAny(_ job: @escaping @Sendable (WorkerStates) -> Void) {
+        condition.lock()
+        shared.append(job)
+        condition.signal()
+        condition.unlock()
     }
 
     /// The worker with the fewest queued jobs.
@@ -33,7 +56,10 @@ public final class WorkerPool: @unchecked Sendable {
         defer { nextLock.unlock() }
         next += 1
         let start = next % count
-        return (0..<count).map { (start + $0) % count }.min { workers[$0].queued < workers[$1].queued } ?? 0
+        condition.lock()
+        let queued = workers.map { $0.jobs.count }
+        condition.unlock()
+        return (0..<count).map { (start + $0) % count }.min { queued[$0] < queued[$1] } ?? 0
     }
 
     /// States alive across all workers.
@@ -90,38 +116,33 @@ public final class WorkerStates: @unchecked Sendable {
 
 final class Worker: @unchecked Sendable {
     let states: WorkerStates
-    private let condition = NSCondition()
-    private var jobs: [(WorkerStates) -> Void] = []
+    private let index: Int
+    private let condition: NSCondition
+    /// This worker's own jobs (guarded by the pool's condition).
+    var jobs: [(WorkerStates) -> Void] = []
     private var thread: Thread!
 
-    var queued: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return jobs.count
+    init(index: Int, capacity: Int, condition: NSCondition) {
+        states = WorkerStates(capacity: capacity)
+        self.index = index
+        self.condition = condition
     }
 
-    init(index: Int, capacity: Int) {
-        states = WorkerStates(capacity: capacity)
-        // The thread keeps its worker alive: a worker (and its pool) lives as long as the process,
-        // and a pool dropped before its threads first run must not leave them a dangling self.
-        thread = Thread { self.loop() }
+    /// Starts the thread. It keeps its worker and pool alive: they live as long as the process,
+    /// and a pool dropped before its threads first run must not leave them dangling.
+    func start(pool: WorkerPool) {
+        thread = Thread { self.loop(pool) }
         thread.name = "luaform-worker-\(index)"
         thread.stackSize = 16 << 20
         thread.start()
     }
 
-    func submit(_ job: @escaping (WorkerStates) -> Void) {
-        condition.lock()
-        jobs.append(job)
-        condition.signal()
-        condition.unlock()
-    }
-
-    private func loop() {
+    /// Own jobs first, then the pool's shared ones.
+    private func loop(_ pool: WorkerPool) {
         while true {
             condition.lock()
-            while jobs.isEmpty { condition.wait() }
-            let job = jobs.removeFirst()
+            while jobs.isEmpty && pool.shared.isEmpty { condition.wait() }
+            let job = jobs.isEmpty ? pool.shared.removeFirst() : jobs.removeFirst()
             condition.unlock()
             job(states)
         }
