@@ -88,11 +88,13 @@ public final class Transformation: @unchecked Sendable {
     /// of all the calls overlap and a slow one holds up nobody else. A call whose state was
     /// discarded by another call's limit error is started again once (its earlier requests
     /// are made again).
-    /// `begun`: calls already started (on the current state) and suspended, with their start.
     private func complete(_ inputs: [[SandboxInput]], batched: Bool) -> [(CallOutcome, Duration)] {
         complete(count: inputs.count, batched: batched) { inputs[$0] }
     }
 
+    /// `complete` for `count` calls whose inputs `input(i)` makes on demand. `begun`: calls
+    /// already started on the current state and suspended on a host request, with their start
+    /// (they are continued, not started again, unless a limit error discards the state).
     private func complete(count: Int, batched: Bool, begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [:],
                           inputs input: (Int) -> [SandboxInput]) -> [(CallOutcome, Duration)] {
         let first = begun
