@@ -406,8 +406,9 @@ lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inpu
     j.inv->thread_ref = LUA_NOREF;
     j.inv->count = count;
     j.inv->batched = batched;
-    j.inv->message_ids = calloc(count ? count : 1, sizeof(char *));
-    int st = j.inv->message_ids ? lsb_protect(S, start_body, &j) : LUA_ERRMEM;
+    /* a batch's outputs are attributed by messageId; one event's are all its own */
+    if (batched) j.inv->message_ids = calloc(count ? count : 1, sizeof(char *));
+    int st = !batched || j.inv->message_ids ? lsb_protect(S, start_body, &j) : LUA_ERRMEM;
     if (st != LUA_OK) {
         lsb_finish(&j, st);
         return NULL;
