@@ -1,6 +1,7 @@
 /*
  * A state's small-block heap: Lua's allocations of up to LSB_HEAP_SMALL bytes come from
- * per-size free lists carved out of 16 KiB chunks, the rest from malloc. Most of what a state
+ * per-size free lists carved out of one LSB_HEAP_REGION region per state, the rest (and small
+ * blocks once the region is used up) from malloc. Most of what a state
  * allocates (strings, tables, closures, table parts) is small and short-lived, and a free-list
  * pop or push costs a few instructions where malloc/free cost ~100.
  *
@@ -9,8 +10,10 @@
  * - A block's class comes from the size Lua gives back when it frees or resizes it (Lua always
  *   passes the exact size it asked for), so no header is stored.
  * - Built with AddressSanitizer (the fuzzers), every block is a plain malloc instead.
- * - Chunks are released only by lsb_heap_release, after lua_close (or never, for a state the
- *   watchdog abandoned: nothing of it is touched again). A state's memory accounting (used,
+ * - A block is the heap's exactly when its address is inside the region, so a state holds at
+ *   most LSB_HEAP_REGION bytes beyond what it uses (free blocks are not returned), whatever
+ *   its peak was. The region is released only by lsb_heap_release, after lua_close (or never,
+ *   for a state the watchdog abandoned: nothing of it is touched again). A state's memory accounting (used,
  *   peak, limit) stays in lsb_alloc and counts requested bytes, as before.
  */
 #include "lsb_internal.h"
@@ -20,41 +23,30 @@
 #include <malloc.h>
 #endif
 
-#define CHUNK_BYTES (16 * 1024)
-
 static inline int class_of(size_t n) { return (int)((n + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN); }
 
-static void *carve(lsb_heap *h, int c) {
-    size_t bytes = (size_t)c * LSB_HEAP_GRAIN;
-    if ((size_t)(h->end - h->next) < bytes) {
-        /* the old chunk's tail (< LSB_HEAP_SMALL bytes) goes to the free lists it fits */
-        while ((size_t)(h->end - h->next) >= LSB_HEAP_GRAIN) {
-            int k = class_of((size_t)(h->end - h->next));
-            if ((size_t)k * LSB_HEAP_GRAIN > (size_t)(h->end - h->next)) k--;
-            void **b = (void **)h->next;
-            *b = h->free[k];
-            h->free[k] = b;
-            h->next += (size_t)k * LSB_HEAP_GRAIN;
-        }
-        char *chunk = malloc(CHUNK_BYTES);
-        if (!chunk) return NULL;
-        *(char **)chunk = h->chunks;   /* the first grain links the chunks */
-        h->chunks = chunk;
-        h->next = chunk + LSB_HEAP_GRAIN;
-        h->end = chunk + CHUNK_BYTES;
-    }
-    void *p = h->next;
-    h->next += bytes;
-    return p;
+static inline int in_heap(const lsb_heap *h, const void *p) {
+    return h->region && (const char *)p >= h->region && (const char *)p < h->region + LSB_HEAP_REGION;
 }
 
-static inline void *small_alloc(lsb_heap *h, int c) {
+/* A block of class c from its free list or the region's uncarved part; NULL when the region
+ * is used up (the caller then takes it from malloc). */
+static void *small_alloc(lsb_heap *h, int c) {
     void **b = h->free[c];
     if (b) {
         h->free[c] = *b;
         return b;
     }
-    return carve(h, c);
+    if (!h->region) {
+        h->region = malloc(LSB_HEAP_REGION);
+        if (!h->region) return NULL;
+        h->next = h->region;
+    }
+    size_t bytes = (size_t)c * LSB_HEAP_GRAIN;
+    if ((size_t)(h->region + LSB_HEAP_REGION - h->next) < bytes) return NULL;
+    void *p = h->next;
+    h->next += bytes;
+    return p;
 }
 
 static inline void small_free(lsb_heap *h, void *p, int c) {
@@ -82,31 +74,28 @@ void *lsb_heap_realloc(lsb_heap *h, void *ptr, size_t osize, size_t nsize) {
     }
     return realloc(ptr, nsize);
 #endif
-    int oc = ptr && osize <= LSB_HEAP_SMALL ? class_of(osize) : 0;   /* 0: not a small block */
-    int nc = nsize <= LSB_HEAP_SMALL ? class_of(nsize) : 0;
+    int oc = ptr && in_heap(h, ptr) ? class_of(osize) : 0;   /* 0: a malloc block */
+    int nc = nsize && nsize <= LSB_HEAP_SMALL ? class_of(nsize) : 0;
     if (nsize == 0) {
         if (oc) small_free(h, ptr, oc);
         else free(ptr);
         return NULL;
     }
-    if (!ptr) return nc ? small_alloc(h, nc) : malloc(nsize);
     if (oc && oc == nc) return ptr;   /* same class: the block already fits */
-    if (!oc && !nc) return realloc(ptr, nsize);
-    void *p = nc ? small_alloc(h, nc) : malloc(nsize);
+    if (ptr && !oc && !nc) return realloc(ptr, nsize);
+    void *p = nc ? small_alloc(h, nc) : NULL;
+    if (!p) p = malloc(nsize);
     if (!p) return NULL;              /* Lua keeps the old block on failure */
-    memcpy(p, ptr, osize < nsize ? osize : nsize);
-    if (oc) small_free(h, ptr, oc);
-    else free(ptr);
+    if (ptr) {
+        memcpy(p, ptr, osize < nsize ? osize : nsize);
+        if (oc) small_free(h, ptr, oc);
+        else free(ptr);
+    }
     return p;
 }
 
 void lsb_heap_release(lsb_heap *h) {
-    char *c = h->chunks;
-    while (c) {
-        char *next = *(char **)c;
-        free(c);
-        c = next;
-    }
+    free(h->region);
     memset(h, 0, sizeof *h);
 }
 

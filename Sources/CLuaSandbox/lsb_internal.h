@@ -20,13 +20,15 @@ int lsb_buf_putc(lsb_buf *b, char c);
 char *lsb_strndup(const char *s, size_t n);
 
 /* A state's small-block heap (lsb_heap.c): blocks up to LSB_HEAP_SMALL bytes come from per-size
- * free lists in 16 KiB chunks, larger ones from malloc. */
+ * free lists in one region of LSB_HEAP_REGION bytes (so a state never holds more than that
+ * unused), larger ones and the overflow from malloc. */
 #define LSB_HEAP_GRAIN 16
 #define LSB_HEAP_SMALL 256
+#define LSB_HEAP_REGION (64 * 1024)
 typedef struct {
     void *free[LSB_HEAP_SMALL / LSB_HEAP_GRAIN + 1];   /* class c: blocks of c * GRAIN bytes */
-    char *next, *end;                                   /* the current chunk's uncarved part */
-    char *chunks;                                       /* all chunks, linked through their first bytes */
+    char *region;                                       /* made on first use */
+    char *next;                                         /* the region's uncarved part */
 } lsb_heap;
 
 /* realloc with Lua's allocator contract (osize is the block's exact size; nsize 0 frees). */

@@ -89,15 +89,16 @@ public final class Transformation: @unchecked Sendable {
     /// discarded by another call's limit error is started again once (its earlier requests
     /// are made again).
     private func complete(_ inputs: [[SandboxInput]], batched: Bool) -> [(CallOutcome, Duration)] {
-        complete(count: inputs.count, batched: batched) { inputs[$0] }
+        var none: [Int: (InvocationStep, ContinuousClock.Instant)] = [:]
+        return complete(count: inputs.count, batched: batched, begun: &none) { inputs[$0] }
     }
 
     /// `complete` for `count` calls whose inputs `input(i)` makes on demand. `begun`: calls
     /// already started on the current state and suspended on a host request, with their start
-    /// (they are continued, not started again, unless a limit error discards the state).
-    private func complete(count: Int, batched: Bool, begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [:],
+    /// (they are continued, not started again, unless a limit error discards the state); emptied
+    /// once they are handed over, so none outlives the state it belongs to.
+    private func complete(count: Int, batched: Bool, begun suspended: inout [Int: (InvocationStep, ContinuousClock.Instant)],
                           inputs input: (Int) -> [SandboxInput]) -> [(CallOutcome, Duration)] {
-        let first = begun
         var outcomes = [CallOutcome?](repeating: nil, count: count)
         var durations = [Duration](repeating: .zero, count: count)
         var restarted = Set<Int>()
@@ -144,7 +145,7 @@ public final class Transformation: @unchecked Sendable {
             for i in open {
                 if state.isPoisoned { break }   // the rest start on a rebuilt state
                 begun.insert(i)
-                if gen == 1, let (step, start) = first[i] {
+                if gen == 1, let (step, start) = suspended.removeValue(forKey: i) {
                     starts[i] = start
                     settle(i, step)
                 } else {
@@ -152,6 +153,7 @@ public final class Transformation: @unchecked Sendable {
                     settle(i, state.begin(entry: entryPoint.rawValue, inputs: input(i), batched: batched))
                 }
             }
+            if gen == 1 { suspended = [:] }   // any not handed over belong to a discarded state: abandoned now
             while !waiting.isEmpty && !state.isPoisoned {
                 let (g, i, reply) = replies.pop()
                 guard g == gen, let inv = waiting.removeValue(forKey: i) else { continue }
@@ -212,6 +214,7 @@ public final class Transformation: @unchecked Sendable {
             case .failure(let f):
                 let r = result(of: CallOutcome(result: .failure(f)), duration: .zero)
                 while outcomes.count < items.count { outcomes.append(.step(r)) }
+                for i in again { outcomes[i] = .step(r) }   // cut short on the discarded state
                 return outcomes
             case .success(let s): state = s
             }
@@ -241,7 +244,7 @@ public final class Transformation: @unchecked Sendable {
             var begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [:]
             for (k, i) in waiting.enumerated() { if let s = suspended[i] { begun[k] = s } }
             suspended = [:]
-            let done = complete(count: waiting.count, batched: false, begun: begun) { k in
+            let done = complete(count: waiting.count, batched: false, begun: &begun) { k in
                 [Self.sandboxInput(bytes: bytes, item: items[waiting[k]], lines: lines)]
             }
             for (k, (o, duration)) in done.enumerated() { outcomes[waiting[k]] = .step(result(of: o, duration: duration)) }
