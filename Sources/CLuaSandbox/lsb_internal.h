@@ -9,11 +9,8 @@
 
 #define LSB_MAX_REQUIRE_DEPTH 32
 
-/* A growable host-side byte buffer (malloc, never the Lua heap). */
-typedef struct {
-    char *data;
-    size_t len, cap;
-} lsb_buf;
+/* A growable host-side byte buffer (malloc, never the Lua heap): lsb.h's lsb_bytes. */
+typedef lsb_bytes lsb_buf;
 
 int lsb_buf_put(lsb_buf *b, const char *s, size_t n);   /* 0 on success, -1 on ENOMEM */
 int lsb_buf_putc(lsb_buf *b, char c);

@@ -10,19 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int put(lsb_bytes *b, const char *s, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
+static int put(lsb_bytes *b, const char *s, size_t n) { return lsb_buf_put(b, s, n); }
 
 static int puts_(lsb_bytes *b, const char *s) { return put(b, s, strlen(s)); }
 
