@@ -29,8 +29,9 @@ typedef struct {
     lua_State *L;
     lsb_buf *out;
     size_t max;
-    int arrays;          /* stack index of the ARRAYS set */
-    int lazycache;       /* stack index of the lazy record cache (lsb_lazy_pushcache) */
+    int arrays;          /* stack index of the ARRAYS set (nil until a table needs it) */
+    const char **raw;    /* lsb_json_encode_raw: where an unchanged lazy object's bytes go, or NULL */
+    size_t *rawlen;
     char *err;
     size_t errlen;
     jstep path[JE_MAX_PATH];
@@ -177,6 +178,10 @@ static int table(je *e, int idx, int depth) {
     if (badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
     int is_array;
     if (count == 0) {
+        if (lua_type(L, e->arrays) == LUA_TNIL) {
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+            lua_replace(L, e->arrays);
+        }
         lua_pushvalue(L, idx);
         lua_rawget(L, e->arrays);
         is_array = lua_toboolean(L, -1);
@@ -282,52 +287,36 @@ static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
 }
 
 /* Is the lazy table at idx exactly its input (every touched member present and unchanged, no
- * added keys)? */
+ * added keys)? Conservative: "no" only costs writing the members one by one. While nothing was
+ * assigned the table's keys are touched members' (lsb_lazy.h), so looking up those suffices. */
 static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
-    if (depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
-    /* one pass over what the table holds: every key a touched member, every value unchanged,
-     * and every touched member still there */
-    int present = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int i = -1;
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            size_t n;
-            const char *k = lua_tolstring(L, -2, &n);
-            i = lsb_lazy_find(z, k, n);
+    if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
+    for (uint64_t t = z->touched; t; t &= t - 1) {
+        const lsb_lazy_member *m = &z->m[__builtin_ctzll(t)];
+        lua_pushlstring(L, z->base + m->koff, m->klen);
+        int ok;
+        switch (lua_rawget(L, idx)) {
+        case LUA_TNIL: ok = 0; break;   /* deleted */
+        case LUA_TTABLE: {
+            const lsb_lazy *c = lsb_lazy_of(L, -1);
+            /* json.array() marks can change how an empty child is written */
+            ok = c && c->base == z->base && c->off == m->voff && !c->marked &&
+                 lazy_clean(e, lua_gettop(L), c, depth + 1);
+            break;
         }
-        int ok = i >= 0 && (z->touched >> i & 1);
-        if (ok) {
-            const lsb_lazy_member *m = &z->m[i];
-            if (lua_type(L, -1) == LUA_TTABLE) {
-                const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazycache);
-                ok = c && c->base == z->base && c->off == m->voff;
-                if (ok) {   /* json.array() marks can change how an empty child is written */
-                    lua_pushvalue(L, -1);
-                    ok = lua_rawget(L, e->arrays) == LUA_TNIL;
-                    lua_pop(L, 1);
-                }
-                ok = ok && lazy_clean(e, lua_gettop(L), c, depth + 1);
-            } else ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
+        default: ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
         }
         lua_pop(L, 1);
-        if (!ok) {
-            lua_pop(L, 1);
-            return 0;
-        }
-        present++;
+        if (!ok) return 0;
     }
-    return present == __builtin_popcountll(z->touched);
+    return 1;
 }
 
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
-    lua_pushvalue(L, idx);
-    int marked = lua_rawget(L, e->arrays) != LUA_TNIL && lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
+    if (z->marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
         int empty = 1;
         for (int i = 0; i < z->count && empty; i++) empty = (z->touched >> i & 1) != 0;
         if (empty) {
@@ -339,7 +328,14 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         }
         if (empty) return put(e, "[]", 2);
     }
-    if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) return put_raw(e, z, z->base + z->off, z->len);
+    if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) {
+        if (e->raw && depth == 0 && z->compact && e->out->len + z->len <= e->max) {
+            *e->raw = z->base + z->off;
+            *e->rawlen = z->len;
+            return 0;
+        }
+        return put_raw(e, z, z->base + z->off, z->len);
+    }
     /* added keys: strings are written after the members, sorted; any other key makes this
      * the eager table's error (or, with no member left, the plain table it now is) */
     size_t extra = 0;
@@ -462,7 +458,7 @@ static int value(je *e, int idx, int depth) {
     case LUA_TTABLE:
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
         {
-            lsb_lazy *z = lsb_lazy_of(L, idx, e->lazycache);
+            lsb_lazy *z = lsb_lazy_of(L, idx);
             if (z) return lazy_object(e, idx, z, depth);
         }
         return table(e, idx, depth);
@@ -471,26 +467,32 @@ static int value(je *e, int idx, int depth) {
     }
 }
 
-int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {
+int lsb_json_encode_raw(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, const char **raw, size_t *rawlen,
+                       char *err, size_t errlen) {
     idx = lua_absindex(L, idx);
     if (!lua_checkstack(L, 8)) {
         snprintf(err, errlen, "stack exhausted");
         return -1;
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+    lua_pushnil(L);   /* the ARRAYS set, fetched when a table needs it */
     je e;   /* path steps are written before they are read */
     e.L = L;
     e.out = out;
     e.max = max_bytes ? max_bytes : (size_t)-1;
     e.arrays = lua_gettop(L);
-    lsb_lazy_pushcache(L);
-    e.lazycache = lua_gettop(L);
+    e.raw = raw;
+    e.rawlen = rawlen;
     e.err = err;
     e.errlen = errlen;
     e.depth = 0;
+    if (raw) *raw = NULL;
     int r = value(&e, idx, 0);
-    lua_pop(L, 2);
+    lua_pop(L, 1);
     return r;
+}
+
+int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {
+    return lsb_json_encode_raw(L, idx, out, max_bytes, NULL, NULL, err, errlen);
 }
 
 /* ---- the `json` table ---- */
@@ -525,6 +527,8 @@ static int j_array(lua_State *L) {
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_settop(L, 1);
+    lsb_lazy *z = lsb_lazy_of(L, 1);
+    if (z) z->marked = 1;
     return 1;
 }
 
