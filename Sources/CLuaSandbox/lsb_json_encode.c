@@ -29,7 +29,7 @@ typedef struct {
     lua_State *L;
     lsb_buf *out;
     size_t max;
-    int arrays;          /* stack index of the ARRAYS set (nil until a table needs it) */
+    void *lazy;          /* the state's lazy record cache (lsb_lazy_of_table) */
     const char **raw;    /* lsb_json_encode_raw: where an unchanged lazy object's bytes go, or NULL */
     size_t *rawlen;
     char *err;
@@ -178,14 +178,11 @@ static int table(je *e, int idx, int depth) {
     if (badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
     int is_array;
     if (count == 0) {
-        if (lua_type(L, e->arrays) == LUA_TNIL) {
-            lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
-            lua_replace(L, e->arrays);
-        }
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
         lua_pushvalue(L, idx);
-        lua_rawget(L, e->arrays);
+        lua_rawget(L, -2);
         is_array = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     } else if (strings == count) is_array = 0;
     else if (ints == count && badint == 0 && (lua_Unsigned)count == n) is_array = 1;
     else if (strings > 0) return efail(e, "%s", "table mixes string keys with integer keys");
@@ -263,13 +260,14 @@ static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n) {
     return r;
 }
 
-/* Is the value at vidx still the one member m decoded to? (Conservative: "no" re-encodes.) */
-static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
-    switch (lua_type(L, vidx)) {
+/* Is the value at vidx, of type `type`, still the one member m decoded to? (Conservative: "no"
+ * re-encodes.) `escapes`: the input may hold a backslash. */
+static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t n, int escapes) {
+    switch (type) {
     case LUA_TSTRING: {
         size_t sl;
         const char *sv = lua_tolstring(L, vidx, &sl);
-        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !memchr(tok + 1, '\\', sl);
+        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !(escapes && memchr(tok + 1, '\\', sl));
     }
     case LUA_TBOOLEAN: return tok[0] == (lua_toboolean(L, vidx) ? 't' : 'f');
     case LUA_TLIGHTUSERDATA: return lua_touserdata(L, vidx) == NULL && tok[0] == 'n';
@@ -292,22 +290,23 @@ static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
 static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
+    int v = lua_gettop(L) + 1;   /* where each member's value is looked at */
     for (uint64_t t = z->touched; t; t &= t - 1) {
         const lsb_lazy_member *m = &z->m[__builtin_ctzll(t)];
+        const char *tok = z->base + m->voff;
         lua_pushlstring(L, z->base + m->koff, m->klen);
-        int ok;
-        switch (lua_rawget(L, idx)) {
-        case LUA_TNIL: ok = 0; break;   /* deleted */
-        case LUA_TTABLE: {
-            const lsb_lazy *c = lsb_lazy_of(L, -1);
+        int ok, type = lua_rawget(L, idx);
+        if (type == LUA_TSTRING) {   /* the usual scalar, inline */
+            size_t sl;
+            const char *sv = lua_tolstring(L, v, &sl);
+            ok = tok[0] == '"' && sl == m->vlen - 2 && memcmp(sv, tok + 1, sl) == 0 &&
+                 !(z->escapes && memchr(tok + 1, '\\', sl));
+        } else if (type == LUA_TTABLE) {
+            const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
             /* json.array() marks can change how an empty child is written */
-            ok = c && c->base == z->base && c->off == m->voff && !c->marked &&
-                 lazy_clean(e, lua_gettop(L), c, depth + 1);
-            break;
-        }
-        default: ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
-        }
-        lua_pop(L, 1);
+            ok = c && c->base == z->base && c->off == m->voff && !c->marked && lazy_clean(e, v, c, depth + 1);
+        } else ok = type != LUA_TNIL && same_scalar(L, v, type, tok, m->vlen, z->escapes);
+        lua_settop(L, v - 1);
         if (!ok) return 0;
     }
     return 1;
@@ -422,7 +421,8 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         if (!first && (r = put(e, ",", 1))) break;
         first = 0;
         if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
-        if (lua_type(L, -1) != LUA_TTABLE && same_scalar(L, -1, z->base + m->voff, m->vlen)) {
+        int type = lua_type(L, -1);
+        if (type != LUA_TTABLE && same_scalar(L, -1, type, z->base + m->voff, m->vlen, z->escapes)) {
             r = put_raw(e, z, z->base + m->voff, m->vlen);
         } else {
             size_t old = path_push_key(e, k, m->klen);
@@ -458,7 +458,7 @@ static int value(je *e, int idx, int depth) {
     case LUA_TTABLE:
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
         {
-            lsb_lazy *z = lsb_lazy_of(L, idx);
+            lsb_lazy *z = lsb_lazy_of_table(L, e->lazy, idx);
             if (z) return lazy_object(e, idx, z, depth);
         }
         return table(e, idx, depth);
@@ -474,21 +474,18 @@ int lsb_json_encode_raw(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, c
         snprintf(err, errlen, "stack exhausted");
         return -1;
     }
-    lua_pushnil(L);   /* the ARRAYS set, fetched when a table needs it */
     je e;   /* path steps are written before they are read */
     e.L = L;
     e.out = out;
     e.max = max_bytes ? max_bytes : (size_t)-1;
-    e.arrays = lua_gettop(L);
+    e.lazy = lsb_get(L)->lazy;
     e.raw = raw;
     e.rawlen = rawlen;
     e.err = err;
     e.errlen = errlen;
     e.depth = 0;
     if (raw) *raw = NULL;
-    int r = value(&e, idx, 0);
-    lua_pop(L, 1);
-    return r;
+    return value(&e, idx, 0);
 }
 
 int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {

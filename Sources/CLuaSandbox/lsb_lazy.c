@@ -340,23 +340,22 @@ static void push_map(lua_State *L, int cidx) {
 
 /* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
  * (absolute or an upvalue), or 0: pushed here when needed. Pushes nothing. */
-static lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
-    const void *t = lua_topointer(L, idx);
-    unsigned s = cache_slot(t);
-    if (c->e[s].t == t) return c->e[s].z;
-    if (!cidx) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
-        lsb_lazy *z = record_of(L, c, lua_gettop(L), idx);
-        lua_pop(L, 1);
-        return z;
-    }
-    push_map(L, cidx);
+static lsb_lazy *record_miss(lua_State *L, lazy_cache *c, int cidx, int idx, const void *t, unsigned s) {
+    if (!cidx) lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    push_map(L, cidx ? cidx : lua_gettop(L));
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
     lsb_lazy *z = lua_touserdata(L, -1);
-    lua_pop(L, 2);
+    lua_pop(L, cidx ? 2 : 3);
     if (z) c->e[s].t = t, c->e[s].z = z;
     return z;
+}
+
+static inline lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    if (c->e[s].t == t) return c->e[s].z;
+    return record_miss(L, c, cidx, idx, t, s);
 }
 
 /* Pushes the cache (for the functions the sandbox calls directly) and returns it. */
@@ -398,6 +397,7 @@ static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t l
     z->len = (uint32_t)len;
     z->touched = 0;
     z->compact = (unsigned char)d->compact;
+    z->escapes = (unsigned char)d->escapes;
     z->assigned = 0;
     z->marked = 0;
     z->count = count;
@@ -438,6 +438,17 @@ int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
 }
 
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx) { return lookup(L, lsb_get(L)->lazy, 0, lua_absindex(L, idx)); }
+
+lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
+    lazy_cache *c = cache;
+    if (!lua_getmetatable(L, idx)) return NULL;
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt != c->meta) return NULL;
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    return c->e[s].t == t ? c->e[s].z : record_miss(L, c, 0, idx, t, s);
+}
 
 /* Pushes member i's value (z is the record of the table at t). */
 static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i) {

@@ -54,6 +54,7 @@ typedef struct {
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
     unsigned char compact; /* no whitespace outside strings in base */
+    unsigned char escapes; /* some backslash occurs in base */
     unsigned char assigned;/* some key was written by __newindex or rawset (see above) */
     unsigned char marked;  /* json.array(t) was applied */
     uint32_t height;       /* nesting of this object's token: 1 when no member is a container */
@@ -73,6 +74,8 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
 
 /* The lazy record of the table at idx, or NULL. Pushes nothing. */
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx);
+/* The same for a table at absolute index idx, given the state's cache (lsb_state.lazy). */
+lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx);
 
 /* Materialises every member of the lazy table at idx into it (no-op for other values). */
 void lsb_lazy_force(lua_State *L, int idx);
