@@ -286,11 +286,16 @@ static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t
 
 /* Is the lazy table at idx exactly its input (every touched member present and unchanged, no
  * added keys)? Conservative: "no" only costs writing the members one by one. While nothing was
- * assigned the table's keys are touched members' (lsb_lazy.h), so looking up those suffices. */
-static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
+ * assigned the table's keys are touched members' (lsb_lazy.h), so looking up those suffices.
+ * `top` is the top of the stack, with `room` slots known to be free above it. */
+static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int room) {
     lua_State *L = e->L;
-    if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
-    int v = lua_gettop(L) + 1;   /* where each member's value is looked at */
+    if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH) return 0;
+    if (room < 5) {   /* a level holds one value, and a lookup below it pushes up to three more */
+        if (!lua_checkstack(L, 16)) return 0;
+        room = 16;
+    }
+    int v = top + 1;   /* where each member's value is looked at */
     for (uint64_t t = z->touched; t; t &= t - 1) {
         const lsb_lazy_member *m = &z->m[__builtin_ctzll(t)];
         const char *tok = z->base + m->voff;
@@ -304,9 +309,9 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
         } else if (type == LUA_TTABLE) {
             const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
             /* json.array() marks can change how an empty child is written */
-            ok = c && c->base == z->base && c->off == m->voff && !c->marked && lazy_clean(e, v, c, depth + 1);
+            ok = c && c->base == z->base && c->off == m->voff && !c->marked && lazy_clean(e, v, c, depth + 1, v, room - 1);
         } else ok = type != LUA_TNIL && same_scalar(L, v, type, tok, m->vlen, z->escapes);
-        lua_settop(L, v - 1);
+        lua_settop(L, top);
         if (!ok) return 0;
     }
     return 1;
@@ -327,7 +332,8 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         }
         if (empty) return put(e, "[]", 2);
     }
-    if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) {
+    /* value() made room for 8 more slots */
+    if (lazy_clean(e, idx, z, depth, lua_gettop(L), 8) && !raw_too_deep(depth, z->height)) {
         if (e->raw && depth == 0 && z->compact && e->out->len + z->len <= e->max) {
             *e->raw = z->base + z->off;
             *e->rawlen = z->len;
