@@ -60,6 +60,7 @@ struct lsb_state {
     lsb_buf tb;                /* traceback of the last error */
     lsb_buf scratch;           /* JSON decoder's unescape buffer */
     lsb_buf enc;               /* json.encode's output buffer */
+    void *lazy;                /* the lazy record cache (lsb_lazy.c; the registry keeps it) */
     int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
                                 * may be left in enc (its report output then has json NULL) */
     int output_in_enc;         /* the last call did so */
@@ -141,6 +142,11 @@ void lsb_push_frozen(lua_State *L, int idx);
 /* JSON bridge. decode pushes one value or raises; encode appends to b or returns an error. */
 int lsb_json_decode_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen);
+/* lsb_json_encode, except that when the value is a lazy event object written back as its input
+ * bytes unchanged (lsb_lazy.h) and they need no compacting, *raw points to them (valid while the
+ * value is alive), *rawlen is their length and out is left as it was; otherwise *raw is NULL. */
+int lsb_json_encode_raw(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, const char **raw, size_t *rawlen,
+                       char *err, size_t errlen);
 void lsb_open_json(lua_State *L);   /* pushes the `json` table */
 
 /* Logging host functions (log/print). */

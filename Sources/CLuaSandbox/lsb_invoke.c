@@ -124,7 +124,11 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
     o.origin = j->batched && lua_type(L, idx) == LUA_TTABLE ? origin_of(L, j, idx, originmap) : -1;
     char err[700];
     S->enc.len = 0;
-    if (lsb_json_encode(L, idx, &S->enc, S->cfg.max_output_bytes, err, sizeof err)) {
+    /* an unchanged lazy event goes from its input bytes straight into the report's copy */
+    int direct = S->direct_output && !as_slot;
+    const char *raw = NULL;
+    size_t len = 0;
+    if (lsb_json_encode_raw(L, idx, &S->enc, S->cfg.max_output_bytes, direct ? NULL : &raw, &len, err, sizeof err)) {
         if (!as_slot) {
             j->kind = LSB_ERR_OUTPUT;
             snprintf(j->detail, sizeof j->detail, "returned value cannot be JSON: %s", err);
@@ -132,18 +136,21 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
         }
         o.error = lsb_strndup(err, strlen(err));
     } else {
-        j->inv->output_total += S->enc.len;
+        if (!raw) len = S->enc.len;
+        j->inv->output_total += len;
         if (S->cfg.max_output_bytes && j->inv->output_total > S->cfg.max_output_bytes) {
             j->kind = LSB_ERR_OUTPUT;
             snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
             luaL_error(L, "invalid output");
         }
-        if (S->direct_output && !as_slot && S->enc.data) {
+        if (raw) {
+            o.json = lsb_strndup(raw, len);
+        } else if (direct && S->enc.data) {
             S->output_in_enc = 1;   /* lsb_run_share copies it straight into its answer */
         } else {
             o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
         }
-        o.json_len = S->enc.len;
+        o.json_len = len;
     }
     add_output(j, o);
     lsb_check_deadline(L);
@@ -227,9 +234,11 @@ static int start_body(lua_State *L) {
 /* Classifies the returned value (argument 2) and encodes the outputs. */
 static int output_body(lua_State *L) {
     job *j = lua_touserdata(L, 1);
-    int r = 2;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
-    int originmap = lua_gettop(L);
+    int r = 2, originmap = 0;   /* outputs are attributed to inputs only in a batch */
+    if (j->batched) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+        originmap = lua_gettop(L);
+    }
     switch (lua_type(L, r)) {
     case LUA_TNIL: j->out->shape = LSB_SHAPE_NIL; break;
     case LUA_TTABLE:

@@ -29,8 +29,9 @@ typedef struct {
     lua_State *L;
     lsb_buf *out;
     size_t max;
-    int arrays;          /* stack index of the ARRAYS set */
-    int lazycache;       /* stack index of the lazy record cache (lsb_lazy_pushcache) */
+    void *lazy;          /* the state's lazy record cache (lsb_lazy_of_table) */
+    const char **raw;    /* lsb_json_encode_raw: where an unchanged lazy object's bytes go, or NULL */
+    size_t *rawlen;
     char *err;
     size_t errlen;
     jstep path[JE_MAX_PATH];
@@ -177,10 +178,11 @@ static int table(je *e, int idx, int depth) {
     if (badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
     int is_array;
     if (count == 0) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
         lua_pushvalue(L, idx);
-        lua_rawget(L, e->arrays);
+        lua_rawget(L, -2);
         is_array = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     } else if (strings == count) is_array = 0;
     else if (ints == count && badint == 0 && (lua_Unsigned)count == n) is_array = 1;
     else if (strings > 0) return efail(e, "%s", "table mixes string keys with integer keys");
@@ -258,13 +260,14 @@ static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n) {
     return r;
 }
 
-/* Is the value at vidx still the one member m decoded to? (Conservative: "no" re-encodes.) */
-static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
-    switch (lua_type(L, vidx)) {
+/* Is the value at vidx, of type `type`, still the one member m decoded to? (Conservative: "no"
+ * re-encodes.) `escapes`: the input may hold a backslash. */
+static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t n, int escapes) {
+    switch (type) {
     case LUA_TSTRING: {
         size_t sl;
         const char *sv = lua_tolstring(L, vidx, &sl);
-        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !memchr(tok + 1, '\\', sl);
+        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !(escapes && memchr(tok + 1, '\\', sl));
     }
     case LUA_TBOOLEAN: return tok[0] == (lua_toboolean(L, vidx) ? 't' : 'f');
     case LUA_TLIGHTUSERDATA: return lua_touserdata(L, vidx) == NULL && tok[0] == 'n';
@@ -282,52 +285,42 @@ static int same_scalar(lua_State *L, int vidx, const char *tok, size_t n) {
 }
 
 /* Is the lazy table at idx exactly its input (every touched member present and unchanged, no
- * added keys)? */
-static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth) {
+ * added keys)? Conservative: "no" only costs writing the members one by one. While nothing was
+ * assigned the table's keys are touched members' (lsb_lazy.h), so looking up those suffices.
+ * `top` is the top of the stack, with `room` slots known to be free above it. */
+static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int room) {
     lua_State *L = e->L;
-    if (depth > LSB_JSON_MAX_OUT_DEPTH || !lua_checkstack(L, 6)) return 0;
-    /* one pass over what the table holds: every key a touched member, every value unchanged,
-     * and every touched member still there */
-    int present = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int i = -1;
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            size_t n;
-            const char *k = lua_tolstring(L, -2, &n);
-            i = lsb_lazy_find(z, k, n);
-        }
-        int ok = i >= 0 && (z->touched >> i & 1);
-        if (ok) {
-            const lsb_lazy_member *m = &z->m[i];
-            if (lua_type(L, -1) == LUA_TTABLE) {
-                const lsb_lazy *c = lsb_lazy_of(L, -1, e->lazycache);
-                ok = c && c->base == z->base && c->off == m->voff;
-                if (ok) {   /* json.array() marks can change how an empty child is written */
-                    lua_pushvalue(L, -1);
-                    ok = lua_rawget(L, e->arrays) == LUA_TNIL;
-                    lua_pop(L, 1);
-                }
-                ok = ok && lazy_clean(e, lua_gettop(L), c, depth + 1);
-            } else ok = same_scalar(L, -1, z->base + m->voff, m->vlen);
-        }
-        lua_pop(L, 1);
-        if (!ok) {
-            lua_pop(L, 1);
-            return 0;
-        }
-        present++;
+    if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH) return 0;
+    if (room < 5) {   /* a level holds one value, and a lookup below it pushes up to three more */
+        if (!lua_checkstack(L, 16)) return 0;
+        room = 16;
     }
-    return present == __builtin_popcountll(z->touched);
+    int v = top + 1;   /* where each member's value is looked at */
+    for (uint64_t t = z->touched; t; t &= t - 1) {
+        const lsb_lazy_member *m = &z->m[__builtin_ctzll(t)];
+        const char *tok = z->base + m->voff;
+        lua_pushlstring(L, z->base + m->koff, m->klen);
+        int ok, type = lua_rawget(L, idx);
+        if (type == LUA_TSTRING) {   /* the usual scalar, inline */
+            size_t sl;
+            const char *sv = lua_tolstring(L, v, &sl);
+            ok = tok[0] == '"' && sl == m->vlen - 2 && memcmp(sv, tok + 1, sl) == 0 &&
+                 !(z->escapes && memchr(tok + 1, '\\', sl));
+        } else if (type == LUA_TTABLE) {
+            const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
+            /* json.array() marks can change how an empty child is written */
+            ok = c && c->base == z->base && c->off == m->voff && !c->marked && lazy_clean(e, v, c, depth + 1, v, room - 1);
+        } else ok = type != LUA_TNIL && same_scalar(L, v, type, tok, m->vlen, z->escapes);
+        lua_settop(L, top);
+        if (!ok) return 0;
+    }
+    return 1;
 }
 
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
-    lua_pushvalue(L, idx);
-    int marked = lua_rawget(L, e->arrays) != LUA_TNIL && lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
+    if (z->marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
         int empty = 1;
         for (int i = 0; i < z->count && empty; i++) empty = (z->touched >> i & 1) != 0;
         if (empty) {
@@ -339,7 +332,15 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         }
         if (empty) return put(e, "[]", 2);
     }
-    if (lazy_clean(e, idx, z, depth) && !raw_too_deep(depth, z->height)) return put_raw(e, z, z->base + z->off, z->len);
+    /* value() made room for 8 more slots */
+    if (lazy_clean(e, idx, z, depth, lua_gettop(L), 8) && !raw_too_deep(depth, z->height)) {
+        if (e->raw && depth == 0 && z->compact && e->out->len + z->len <= e->max) {
+            *e->raw = z->base + z->off;
+            *e->rawlen = z->len;
+            return 0;
+        }
+        return put_raw(e, z, z->base + z->off, z->len);
+    }
     /* added keys: strings are written after the members, sorted; any other key makes this
      * the eager table's error (or, with no member left, the plain table it now is) */
     size_t extra = 0;
@@ -426,7 +427,8 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         if (!first && (r = put(e, ",", 1))) break;
         first = 0;
         if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
-        if (lua_type(L, -1) != LUA_TTABLE && same_scalar(L, -1, z->base + m->voff, m->vlen)) {
+        int type = lua_type(L, -1);
+        if (type != LUA_TTABLE && same_scalar(L, -1, type, z->base + m->voff, m->vlen, z->escapes)) {
             r = put_raw(e, z, z->base + m->voff, m->vlen);
         } else {
             size_t old = path_push_key(e, k, m->klen);
@@ -462,7 +464,7 @@ static int value(je *e, int idx, int depth) {
     case LUA_TTABLE:
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
         {
-            lsb_lazy *z = lsb_lazy_of(L, idx, e->lazycache);
+            lsb_lazy *z = lsb_lazy_of_table(L, e->lazy, idx);
             if (z) return lazy_object(e, idx, z, depth);
         }
         return table(e, idx, depth);
@@ -471,26 +473,29 @@ static int value(je *e, int idx, int depth) {
     }
 }
 
-int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {
+int lsb_json_encode_raw(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, const char **raw, size_t *rawlen,
+                       char *err, size_t errlen) {
     idx = lua_absindex(L, idx);
     if (!lua_checkstack(L, 8)) {
         snprintf(err, errlen, "stack exhausted");
         return -1;
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
     je e;   /* path steps are written before they are read */
     e.L = L;
     e.out = out;
     e.max = max_bytes ? max_bytes : (size_t)-1;
-    e.arrays = lua_gettop(L);
-    lsb_lazy_pushcache(L);
-    e.lazycache = lua_gettop(L);
+    e.lazy = lsb_get(L)->lazy;
+    e.raw = raw;
+    e.rawlen = rawlen;
     e.err = err;
     e.errlen = errlen;
     e.depth = 0;
-    int r = value(&e, idx, 0);
-    lua_pop(L, 2);
-    return r;
+    if (raw) *raw = NULL;
+    return value(&e, idx, 0);
+}
+
+int lsb_json_encode(lua_State *L, int idx, lsb_buf *out, size_t max_bytes, char *err, size_t errlen) {
+    return lsb_json_encode_raw(L, idx, out, max_bytes, NULL, NULL, err, errlen);
 }
 
 /* ---- the `json` table ---- */
@@ -525,6 +530,8 @@ static int j_array(lua_State *L) {
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_settop(L, 1);
+    lsb_lazy *z = lsb_lazy_of(L, 1);
+    if (z) z->marked = 1;
     return 1;
 }
 

@@ -339,18 +339,23 @@ static void push_map(lua_State *L, int cidx) {
 }
 
 /* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
- * (absolute or an upvalue). Pushes nothing. */
-static lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
-    const void *t = lua_topointer(L, idx);
-    unsigned s = cache_slot(t);
-    if (c->e[s].t == t) return c->e[s].z;
-    push_map(L, cidx);
+ * (absolute or an upvalue), or 0: pushed here when needed. Pushes nothing. */
+static lsb_lazy *record_miss(lua_State *L, lazy_cache *c, int cidx, int idx, const void *t, unsigned s) {
+    if (!cidx) lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    push_map(L, cidx ? cidx : lua_gettop(L));
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
     lsb_lazy *z = lua_touserdata(L, -1);
-    lua_pop(L, 2);
+    lua_pop(L, cidx ? 2 : 3);
     if (z) c->e[s].t = t, c->e[s].z = z;
     return z;
+}
+
+static inline lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    if (c->e[s].t == t) return c->e[s].z;
+    return record_miss(L, c, cidx, idx, t, s);
 }
 
 /* Pushes the cache (for the functions the sandbox calls directly) and returns it. */
@@ -391,7 +396,10 @@ static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t l
     z->off = (uint32_t)off;
     z->len = (uint32_t)len;
     z->touched = 0;
-    z->compact = d->compact;
+    z->compact = (unsigned char)d->compact;
+    z->escapes = (unsigned char)d->escapes;
+    z->assigned = 0;
+    z->marked = 0;
     z->count = count;
     z->height = height;
     memcpy(z->m, m, (size_t)count * sizeof m[0]);
@@ -429,15 +437,17 @@ int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
     return -1;
 }
 
-void lsb_lazy_pushcache(lua_State *L) { push_cache(L); }
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx) { return lookup(L, lsb_get(L)->lazy, 0, lua_absindex(L, idx)); }
 
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache) {
-    idx = lua_absindex(L, idx);
-    if (cache) return lookup(L, lua_touserdata(L, cache), cache, idx);
-    lazy_cache *c = push_cache(L);
-    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
+lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
+    lazy_cache *c = cache;
+    if (!lua_getmetatable(L, idx)) return NULL;
+    const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
-    return z;
+    if (mt != c->meta) return NULL;
+    const void *t = lua_topointer(L, idx);
+    unsigned s = cache_slot(t);
+    return c->e[s].t == t ? c->e[s].z : record_miss(L, c, 0, idx, t, s);
 }
 
 /* Pushes member i's value (z is the record of the table at t). */
@@ -513,9 +523,10 @@ static void touch(lsb_lazy *z, lua_State *L, int keyidx) {
 
 static int lazy_newindex(lua_State *L) {
     lua_settop(L, 3);
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
-        if (z) touch(z, L, 2);
+    lsb_lazy *z = record_of(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1), 1);
+    if (z) {
+        z->assigned = 1;
+        if (lua_type(L, 2) == LUA_TSTRING) touch(z, L, 2);
     }
     lua_rawset(L, 1);
     return 0;
@@ -549,13 +560,11 @@ static int lazy_pairs(lua_State *L) {
 }
 
 void lsb_lazy_touch(lua_State *L, int idx, int keyidx) {
-    if (lua_type(L, keyidx) != LUA_TSTRING) return;
-    idx = lua_absindex(L, idx);
-    keyidx = lua_absindex(L, keyidx);
-    lazy_cache *c = push_cache(L);
-    lsb_lazy *z = lookup(L, c, lua_gettop(L), idx);
-    if (z) touch(z, L, keyidx);
-    lua_pop(L, 1);
+    lsb_lazy *z = lookup(L, lsb_get(L)->lazy, 0, lua_absindex(L, idx));
+    if (z) {
+        z->assigned = 1;
+        if (lua_type(L, keyidx) == LUA_TSTRING) touch(z, L, keyidx);
+    }
 }
 
 void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
@@ -705,6 +714,7 @@ void lsb_lazy_init(lua_State *L) {
     lua_setfield(L, -2, "__pairs");
     lua_setiuservalue(L, -2, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    lsb_get(L)->lazy = c;
 }
 
 /* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */
@@ -725,7 +735,7 @@ int lsb_rawget(lua_State *L) {
 
 int lsb_getmetatable(lua_State *L) {
     luaL_checkany(L, 1);
-    if (lsb_lazy_of(L, 1, 0) || !lua_getmetatable(L, 1)) {
+    if (lsb_lazy_of(L, 1) || !lua_getmetatable(L, 1)) {
         lua_pushnil(L);
         return 1;
     }

@@ -13,6 +13,13 @@
  *   limit applies to untouched bytes as to tables.
  * - Each object remembers which members were handed out or assigned (`touched`). A touched
  *   member absent from the table was deleted and never comes back from the bytes.
+ * - `assigned` is set by every write that can add a key to the table: __newindex (any key; Lua
+ *   calls it whenever the key's raw value is nil) and the sandbox's rawset (lsb_lazy_touch).
+ *   Every other raw write to a lazy table is a materialisation, which adds a touched member's
+ *   key. So while `assigned` is clear the table's keys are touched members' keys; the values of
+ *   keys already present can still be replaced (or deleted) by plain assignment, which runs no
+ *   metamethod, so only comparing them tells whether they changed.
+ * - `marked` is set when json.array was applied to the table (it is in ARRAYS too).
  * - The encoder emits an untouched member, or a touched one whose value is still the one
  *   decoded, as its input bytes; members keep their input order and keys the script added
  *   follow, sorted.
@@ -46,7 +53,10 @@ typedef struct {
     const lsb_lazy_doc *doc;
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
-    int compact;           /* no whitespace outside strings in base */
+    unsigned char compact; /* no whitespace outside strings in base */
+    unsigned char escapes; /* some backslash occurs in base */
+    unsigned char assigned;/* some key was written by __newindex or rawset (see above) */
+    unsigned char marked;  /* json.array(t) was applied */
     uint32_t height;       /* nesting of this object's token: 1 when no member is a container */
     int count;
     lsb_lazy_member m[];
@@ -62,17 +72,17 @@ void lsb_lazy_init(lua_State *L);
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 
-/* Pushes the per-state lookup cache of lazy records (for lsb_lazy_of in a loop). */
-void lsb_lazy_pushcache(lua_State *L);
-/* The lazy record of the table at idx, or NULL. `cache` is the stack index of what
- * lsb_lazy_pushcache pushed, or 0 to push it here. Pushes nothing. */
-lsb_lazy *lsb_lazy_of(lua_State *L, int idx, int cache);
+/* The lazy record of the table at idx, or NULL. Pushes nothing. */
+lsb_lazy *lsb_lazy_of(lua_State *L, int idx);
+/* The same for a table at absolute index idx, given the state's cache (lsb_state.lazy). */
+lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx);
 
 /* Materialises every member of the lazy table at idx into it (no-op for other values). */
 void lsb_lazy_force(lua_State *L, int idx);
 /* lsb_lazy_force, then makes it a plain table (no metatable, no record). */
 void lsb_lazy_strip(lua_State *L, int idx);
-/* Marks member `key` of the lazy table at idx as assigned (before a raw write of it). */
+/* Marks member `key` of the lazy table at idx as assigned, and the table as written to (before
+ * a raw write of key, whatever its type). */
 void lsb_lazy_touch(lua_State *L, int idx, int keyidx);
 /* rawget for a lazy table: materialises member key first. Pushes the value. */
 void lsb_lazy_rawget(lua_State *L, int idx, int keyidx);

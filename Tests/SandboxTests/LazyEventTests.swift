@@ -1280,6 +1280,62 @@ final class LazyEventTests: XCTestCase {
         XCTAssertEqual(try lazyOutput("e.b = nil e.a = nil return e", #"{"b":1,"a":2}"#), "{}")
     }
 
+    /// The encoder's "unchanged" shortcut: while no key of a lazy table was written through
+    /// __newindex or rawset, only its touched members are looked up. A plain write to a member
+    /// already read runs no metamethod, so each of these changes must still be seen, at any depth,
+    /// and reads alone must still give the input bytes.
+    func testUnchangedShortcutSeesEveryChange() throws {
+        let input = #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#
+        let cases: [(body: String, lazy: String)] = [
+            // reads only, at every depth: the input bytes (1.50 and all)
+            ("local _ = e.context.traits.email, e.a.inn.q, e.k, e.n, e.z, e.c return e", input),
+            ("local t = e.context.traits local _ = t.email, t.age return e", input),
+            // in place, on a nested table read from the event (the event itself is only read)
+            ("local t = e.context.traits local m = t.email t.email = m:lower() return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"a@b.c","age":30}}}"#),
+            ("local q = e.a.inn.q e.a.inn.q = q .. '!' return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r!"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local n = e.n e.n = n + 1 return e",
+             #"{"k":"v","n":8,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local n = e.n e.n = 7.0 return e",
+             #"{"k":"v","n":7.0,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local z = e.z e.z = false return e",
+             #"{"k":"v","n":7,"f":1.50,"z":false,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            // replaced by an equal value: still the input bytes
+            ("local k, n, z, a = e.k, e.n, e.z, e.a e.k = 'v' e.n = 7 e.z = json.null e.a = a return e", input),
+            // deleted after a read, and deleted then put back (that write is an assignment)
+            ("local _ = e.a.x e.a.x = nil return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local v = e.k e.k = nil e.k = v return e", input),
+            // two children read, then swapped; a child replaced by a plain copy of itself
+            ("local a, b = e.a, e.b e.a, e.b = b, a return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"y":2},"b":{"x":1,"s":"t","inn":{"q":"r"}},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local b = e.b e.b = {y = b.y} return e", input),
+            ("local inner = e.a.inn local b = e.b e.b = inner return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"q":"r"},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            // rawset: an equal value, a different one, a new key
+            ("local _ = e.k rawset(e, 'k', 'v') rawset(e.a, 'x', 1) return e", input),
+            ("local _ = e.a.s rawset(e.a, 's', 'u') return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"u","inn":{"q":"r"}},"b":{"y":2},"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local _ = e.c rawset(e.c, 'new', true) return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":{"new":true},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            // json.array on a read child, empty or emptied
+            ("json.array(e.c) return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":{"y":2},"c":[],"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+            ("local b = e.b local _ = b.y json.array(b) b.y = nil return e",
+             #"{"k":"v","n":7,"f":1.50,"z":null,"a":{"x":1,"s":"t","inn":{"q":"r"}},"b":[],"c":{},"context":{"traits":{"email":"A@B.C","age":30}}}"#),
+        ]
+        for c in cases {
+            try differential(c.body, inputs: [input, Self.rich, "{}"])
+            XCTAssertEqual(try lazyOutput(c.body, input), c.lazy, c.body)
+        }
+        // keys other than strings, added to a read child with a plain write or table.insert
+        try differential("local c = e.c c[1] = 'x' return e", inputs: [input])
+        try differential("local b = e.b local _ = b.y table.insert(b, 'x') return e", inputs: [input])
+        try differential("local c = e.c table.insert(c, 'x') return e.c", inputs: [input])
+        try differential("local c = e.c rawset(c, 1, 'x') return e.c", inputs: [input])
+    }
+
     func testPrettyInputComesBackCompact() throws {
         let pretty = "{\n  \"b\" : 1,\n\t\"a\" : { \"s\" : \"x  y\\n z\" , \"t\" : [ 1 , 2 ] , \"o\" : { } }\r\n}\n"
         XCTAssertEqual(try lazyOutput("return e", pretty), #"{"b":1,"a":{"s":"x  y\n z","t":[1,2],"o":{}}}"#)
