@@ -33,10 +33,22 @@ struct CustomTransformRoute {
         // group events by their chain, keeping input positions
         var groups: [[String]: [Int]] = [:]
         var order: [[String]] = []
+        var run: (versions: [String], positions: [Int])? = nil   // consecutive events of one chain, added at once
         for (i, e) in events.enumerated() where e.problem == nil {
             guard let v = e.versions else { continue }
-            if groups[v] == nil { order.append(v) }
-            groups[v, default: []].append(i)
+            if run?.versions == v {
+                run!.positions.append(i)
+                continue
+            }
+            if let r = run {
+                if groups[r.versions] == nil { order.append(r.versions) }
+                groups[r.versions, default: []] += r.positions
+            }
+            run = (v, [i])
+        }
+        if let r = run {
+            if groups[r.versions] == nil { order.append(r.versions) }
+            groups[r.versions, default: []] += r.positions
         }
         // each event's answer entries, already joined by commas
         var answers = [ArraySlice<UInt8>](repeating: [], count: events.count)
@@ -75,20 +87,22 @@ struct CustomTransformRoute {
                 }
             }
         }
-        var out: [UInt8] = [UInt8(ascii: "[")]
+        // the response is written once, straight into the buffer the server sends
+        var out = ByteBuffer()
         out.reserveCapacity(answers.reduce(2) { $0 + $1.count + 1 })
+        out.writeInteger(UInt8(ascii: "["))
         var first = true
         func emit(_ entry: ArraySlice<UInt8>) {
             if entry.isEmpty { return }
-            if !first { out.append(UInt8(ascii: ",")) }
+            if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            out += entry
+            out.writeBytes(entry)
         }
         if filterCode {
             for i in answers.indices where dropped[i] { emit(answers[i]) }
         }
         for i in answers.indices where !dropped[i] { emit(answers[i]) }
-        out.append(UInt8(ascii: "]"))
+        out.writeInteger(UInt8(ascii: "]"))
         let elapsed = ContinuousClock.now - started
         metrics.request(duration: elapsed, events: events.count)
         var headers = HTTPFields()

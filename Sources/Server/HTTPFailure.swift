@@ -16,7 +16,11 @@ struct HTTPFailure: Error {
 }
 
 func jsonResponse(_ bytes: [UInt8], status: HTTPResponse.Status = .ok, extra: HTTPFields = [:]) -> Response {
+    jsonResponse(ByteBuffer(bytes: bytes), status: status, extra: extra)
+}
+
+func jsonResponse(_ buffer: ByteBuffer, status: HTTPResponse.Status = .ok, extra: HTTPFields = [:]) -> Response {
     var headers = extra
     headers[.contentType] = "application/json"
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
 }

@@ -8,14 +8,27 @@ enum RequestBody {
         if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
             throw HTTPFailure(status: .unsupportedMediaType, message: "content type must be application/json, got '\(type)'")
         }
-        var buffer: ByteBuffer
+        let tooLarge = HTTPFailure(status: .contentTooLarge, message: "request body is larger than the limit of \(limit) bytes")
+        // The chunks go straight into one array (sized by Content-Length when given): one copy of
+        // the body, where collecting into a ByteBuffer first would make two.
+        var bytes: [UInt8] = []
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }) {
+            if declared > limit { throw tooLarge }
+            bytes.reserveCapacity(min(declared, 8 << 20))   // a claimed size is not yet bytes received
+        }
         do {
-            buffer = try await request.body.collect(upTo: limit)
+            for try await chunk in request.body {
+                if chunk.readableBytes > limit - bytes.count { throw tooLarge }
+                chunk.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
+            }
+        } catch let e as HTTPFailure {
+            throw e
         } catch {
-            throw HTTPFailure(status: .contentTooLarge, message: "request body is larger than the limit of \(limit) bytes")
+            throw HTTPFailure(status: .badRequest, message: "request body could not be read: \(error)")
         }
         let encoding = request.headers[.contentEncoding]?.lowercased()
-        if encoding == "gzip" || (encoding == nil && buffer.readableBytesView.starts(with: [0x1F, 0x8B])) {
+        if encoding == "gzip" || (encoding == nil && bytes.starts(with: [0x1F, 0x8B])) {
+            var buffer = ByteBuffer(bytes: bytes)
             // CompressNIO stops quietly when the input runs out before the end of the gzip
             // stream. A sentinel byte after the body is left unread only when the stream ends
             // properly; a truncated stream consumes it (or fails on it).
@@ -35,9 +48,10 @@ enum RequestBody {
             } catch {
                 throw HTTPFailure(status: .badRequest, message: "body is not valid gzip (\(error))")
             }
+            return buffer.withUnsafeReadableBytes { Array($0) }   // one memcpy (the view's generic init copies byte by byte)
         } else if let encoding, encoding != "identity" {
             throw HTTPFailure(status: .unsupportedMediaType, message: "unsupported content encoding '\(encoding)' (use gzip or none)")
         }
-        return buffer.withUnsafeReadableBytes { Array($0) }   // one memcpy (the view's generic init copies byte by byte)
+        return bytes
     }
 }

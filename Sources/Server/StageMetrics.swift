@@ -9,14 +9,18 @@ import Runtime
 final class StageMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
 
+    /// Latency buckets, for batches and events alike.
+    static let buckets: [Duration] = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+        .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+    ]
+    static let eventBuckets: [Double] = buckets.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 }
+
     init() {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
-            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
-        ]
+        factory.defaultDurationHistogramBuckets = Self.buckets
         MetricsSystem.bootstrap(factory)
         self.registry = registry
     }
@@ -25,7 +29,9 @@ final class StageMetrics: Sendable {
         let dims = [("transformation", chain)]
         Counter(label: "luaform_events_in_total", dimensions: dims).increment(by: answers.count)
         var out = 0, dropped = 0
-        let timer = Timer(label: "luaform_event_duration_seconds", dimensions: dims)
+        // straight on the registry with buckets in seconds as Doubles: a swift-metrics Timer
+        // compares Durations (128-bit) against every bucket for each event
+        let durations = registry.makeValueHistogram(name: "luaform_event_duration_seconds", labels: dims, buckets: Self.eventBuckets)
         for a in answers {
             switch a.status {
             case .kept: out += a.outputs
@@ -34,7 +40,8 @@ final class StageMetrics: Sendable {
                 Counter(label: "luaform_events_errored_total",
                         dimensions: dims + [("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
             }
-            timer.recordNanoseconds(nanoseconds(a.duration))
+            let (seconds, attoseconds) = a.duration.components
+            durations.record(Double(seconds) + Double(attoseconds) * 1e-18)
         }
         Counter(label: "luaform_events_out_total", dimensions: dims).increment(by: out)
         Counter(label: "luaform_events_dropped_total", dimensions: dims).increment(by: dropped)

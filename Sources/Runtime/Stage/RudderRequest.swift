@@ -20,13 +20,21 @@ public struct RudderRequestEvent: Sendable {
     public var metadataRange: Range<Int>?
     /// The event is known to be valid JSON (the whole body was).
     public var validated: Bool
-    /// The input metadata bytes, echoed in answers (`{}` when absent).
-    public var metadata: [UInt8]
+    /// The input metadata bytes, echoed in answers (`{}` when absent): `body[metadataRange]`,
+    /// copied only when asked for (the share path reads it in the body).
+    public var metadata: [UInt8] {
+        if let r = metadataRange { return Array(body[r]) }
+        return ownMetadata ?? Array("{}".utf8)
+    }
+    /// The metadata of an element with a problem (it has no body), nil for `{}`.
+    private var ownMetadata: [UInt8]?
     /// VersionIDs of the destination's transformations, in chain order; nil when missing.
     public var versions: [String]?
     /// Why the element is unusable (answered 400), if it is.
     public var problem: String?
 
+    /// `metadata` is the echoed metadata when `metadataRange` is nil (`{}`, or an element with a
+    /// problem's own); with a range, the metadata is `body[metadataRange]`.
     public init(index: Int, body: [UInt8], messageRange: Range<Int>?, metadataRange: Range<Int>?, validated: Bool,
                 metadata: [UInt8], versions: [String]?, problem: String?) {
         self.index = index
@@ -34,7 +42,8 @@ public struct RudderRequestEvent: Sendable {
         self.messageRange = messageRange
         self.metadataRange = metadataRange
         self.validated = validated
-        self.metadata = metadata
+        // usable elements keep a range of the body; others (no body) keep their own copy
+        if metadataRange == nil, metadata != Array("{}".utf8) { self.ownMetadata = metadata }
         self.versions = versions
         self.problem = problem
     }
@@ -102,26 +111,24 @@ public enum RudderRequest {
         guard body[element].first == UInt8(ascii: "{") else {
             return problem("event \(index): expected an object with message, metadata and destination")
         }
-        var metadata = empty
         var metadataRange: Range<Int>?
         if let m = found[1], body[m.lowerBound] == UInt8(ascii: "{") {
-            let md = Array(body[m])
             // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
-            if !validated, let failure = JSONBridge.validate(md) {
+            if !validated, let failure = JSONBridge.validate(Array(body[m])) {
                 return problem("event \(index): metadata: \(failure.message)")
             }
-            metadata = md
             metadataRange = m
         }
         guard let m = found[0], body[m.lowerBound] == UInt8(ascii: "{") else {
-            return problem("event \(index): 'message' is missing or not an object", metadata: metadata)
+            return problem("event \(index): 'message' is missing or not an object",
+                           metadata: metadataRange.map { Array(body[$0]) } ?? empty)
         }
         // `message` is the event itself, whatever its fields: not an envelope to unwrap again
         // (an event with its own `message` object field must reach the script unchanged).
         // Checked by the split when the whole body is valid (the common case), otherwise by the
         // worker that runs it (Stage), so a batch's events are checked in parallel.
         return RudderRequestEvent(index: index, body: body, messageRange: m, metadataRange: metadataRange, validated: validated,
-                                  metadata: metadata, versions: versions, problem: nil)
+                                  metadata: empty, versions: versions, problem: nil)
     }
 
     /// `Transformations[].VersionID` of a destination object, or nil when absent or empty. Only
