@@ -55,15 +55,6 @@ static inline void small_free(lsb_heap *h, void *p, int c) {
     h->free[c] = b;
 }
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LSB_HEAP_PLAIN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define LSB_HEAP_PLAIN 1
-#endif
-
 void *lsb_heap_realloc(lsb_heap *h, void *ptr, size_t osize, size_t nsize) {
 #ifdef LSB_HEAP_PLAIN   /* under AddressSanitizer every block is its own malloc, so misuse is caught */
     (void)h;

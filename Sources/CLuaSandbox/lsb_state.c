@@ -57,7 +57,7 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lsb_state *S = ud;
     if (ptr == NULL) osize = 0;   /* osize is a type tag for new blocks */
     if (nsize == 0) {
-        lsb_heap_realloc(&S->heap, ptr, osize, 0);
+        if (ptr && !lsb_heap_push(&S->heap, ptr, osize)) lsb_heap_realloc(&S->heap, ptr, osize, 0);
         S->used -= osize;
         return NULL;
     }
@@ -70,7 +70,8 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
             return NULL;
         }
     }
-    void *p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);
+    void *p = ptr ? NULL : lsb_heap_pop(&S->heap, nsize);
+    if (!p) p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);
     if (!p) return NULL;
     S->used = S->used - osize + nsize;
     if (S->used > S->peak) S->peak = S->used;
