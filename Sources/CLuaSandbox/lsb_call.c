@@ -96,12 +96,25 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
     lsb_install_hook(S->L);
 }
 
+void lsb_ref_clear(lua_State *L, int ref) {
+    if (ref < 0) return;
+    lua_pushnil(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+}
+
+void lsb_ref_replace(lua_State *L, int *ref) {
+    if (*ref >= 0) {   /* the slot is ours: overwrite it (luaL_unref + luaL_ref cost ~10x more) */
+        lua_rawseti(L, LUA_REGISTRYINDEX, *ref);
+    } else {
+        *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
     lsb_push_fresh_env(L, S->env_slots);
     int env = lua_gettop(L);
-    luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
     lua_pushvalue(L, env);
-    S->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lsb_ref_replace(L, &S->env_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
     S->loaded_ref = LUA_NOREF;   /* made by the first require */
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->chunk_ref);
@@ -221,9 +234,10 @@ void lsb_finish(job *j, int status) {
     free_invocation(j);
     /* drop per-call references so the call's garbage can go */
     if (!S->poisoned) {
-        luaL_unref(L, LUA_REGISTRYINDEX, S->env_ref);
+        /* the environment's and context's slots stay the state's, emptied, for the next call */
+        lsb_ref_clear(L, S->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, S->ctx_ref);
+        lsb_ref_clear(L, S->ctx_ref);
         /* An idle state keeps little garbage: collect when the heap is past twice what it
          * settled at (and at least LSB_IDLE_HEAP_BYTES), so a call's big temporaries do not
          * stay resident in every warm state. */
@@ -233,7 +247,8 @@ void lsb_finish(job *j, int status) {
             S->settled = S->used;
         }
     }
-    S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+    S->loaded_ref = LUA_NOREF;
+    if (S->poisoned) S->env_ref = S->ctx_ref = LUA_NOREF;
     lua_settop(L, 0);
 }
 

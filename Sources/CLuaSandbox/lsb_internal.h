@@ -91,7 +91,9 @@ struct lsb_state {
     int mem_exceeded;          /* sticky for the current load/call */
 
     /* per-call */
-    int env_ref;               /* registry ref of the current call's environment */
+    int env_ref;               /* registry ref of the current call's environment; between calls the
+                                  state keeps the slot, emptied (as for ctx_ref); a suspended call
+                                  takes both with it */
     int loaded_ref;            /* registry ref of the current call's require cache */
     const char *loading[LSB_MAX_REQUIRE_DEPTH];
     int loading_depth;
@@ -206,6 +208,11 @@ int lsb_compile(lua_State *L, const char *src, size_t len, const char *chunkname
 void lsb_push_fresh_env(lua_State *L, int slots);
 
 /* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
+/* Stores the value on top of the stack (popping it) under *ref in the registry: in the ref's own
+ * slot when *ref is one, else in a new ref (a nil value gives LUA_REFNIL, as luaL_ref does). */
+void lsb_ref_replace(lua_State *L, int *ref);
+/* Empties the registry slot `ref` (if it is one) but keeps it allocated, for lsb_ref_replace. */
+void lsb_ref_clear(lua_State *L, int ref);
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
 
 #endif

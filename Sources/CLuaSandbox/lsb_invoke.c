@@ -72,8 +72,7 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         }
         if (!j->batched) {
             lua_pushvalue(L, -1);
-            luaL_unref(L, LUA_REGISTRYINDEX, j->S->ctx_ref);
-            j->S->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            lsb_ref_replace(L, &j->S->ctx_ref);
         }
         if (j->batched && lua_type(L, v) == LUA_TTABLE) {
             lua_pushvalue(L, v);
@@ -315,6 +314,10 @@ static void swap_out(lsb_state *S, lsb_invocation *inv) {
 static void swap_in(lsb_state *S, lsb_invocation *inv) {
     lsb_logs_reset(S);
     free(S->logs);
+    if (!S->poisoned && !S->escaped) {   /* the state's own kept slots give way to the call's */
+        luaL_unref(S->L, LUA_REGISTRYINDEX, S->env_ref);
+        luaL_unref(S->L, LUA_REGISTRYINDEX, S->ctx_ref);
+    }
     S->env_ref = inv->env_ref;
     S->loaded_ref = inv->loaded_ref;
     S->ctx_ref = inv->ctx_ref;
