@@ -32,11 +32,33 @@ public enum JSONBridge {
         return (0..<n).map { i in starts![i]..<(starts![i] + lens![i]) }
     }
 
+    /// The result of splitting an array with fields: each element's range in the body, and the
+    /// ranges of its fields relative to the element, kept flat (no array per element).
+    public struct SplitElements: Sendable {
+        /// Element count.
+        public let count: Int
+        let keys: Int
+        let elements: [Int]   // start, length per element
+        let fields: [Int]     // start, length per (element, key); length 0: absent
+        /// Whether the whole body was valid JSON (`splitRequest`; false from `splitArray`).
+        public let validated: Bool
+
+        /// Element `i`'s range in the body.
+        public func element(_ i: Int) -> Range<Int> { elements[2 * i]..<(elements[2 * i] + elements[2 * i + 1]) }
+
+        /// The range of field `k` (its index in the keys asked for) of element `i`, relative to
+        /// the element; nil when absent or when the element is not an object.
+        public func field(_ k: Int, of i: Int) -> Range<Int>? {
+            let at = 2 * (i * keys + k)
+            return fields[at + 1] > 0 ? fields[at]..<(fields[at] + fields[at + 1]) : nil
+        }
+    }
+
     /// `splitArray`, also finding the top-level `keys` (at most 8) of every element that is an
     /// object, in the same pass: each element's range, and its fields' ranges relative to the
     /// element (nil when absent or when the element is not an object).
     public static func splitArray(_ bytes: [UInt8], fields keys: [String]) throws(Failure) -> [(element: Range<Int>, fields: [Range<Int>?])] {
-        try split(bytes, fields: keys, strictFirst: false).elements
+        tuples(try split(bytes, fields: keys, strictFirst: false))
     }
 
     /// `splitArray(_:fields:)` for a request body: `validated` is true when the whole body is
@@ -45,11 +67,20 @@ public enum JSONBridge {
     /// second check.
     public static func splitRequest(_ bytes: [UInt8], fields keys: [String]) throws(Failure)
         -> (elements: [(element: Range<Int>, fields: [Range<Int>?])], validated: Bool) {
+        let s = try split(bytes, fields: keys, strictFirst: true)
+        return (tuples(s), s.validated)
+    }
+
+    /// `splitRequest`'s result as it comes from C, without a tuple and an array per element.
+    public static func splitRequestElements(_ bytes: [UInt8], fields keys: [String]) throws(Failure) -> SplitElements {
         try split(bytes, fields: keys, strictFirst: true)
     }
 
-    private static func split(_ bytes: [UInt8], fields keys: [String], strictFirst: Bool) throws(Failure)
-        -> (elements: [(element: Range<Int>, fields: [Range<Int>?])], validated: Bool) {
+    private static func tuples(_ s: SplitElements) -> [(element: Range<Int>, fields: [Range<Int>?])] {
+        (0..<s.count).map { i in (element: s.element(i), fields: (0..<s.keys).map { s.field($0, of: i) }) }
+    }
+
+    private static func split(_ bytes: [UInt8], fields keys: [String], strictFirst: Bool) throws(Failure) -> SplitElements {
         precondition(keys.count <= 8)
         var valid: Int32 = 0
         var starts: UnsafeMutablePointer<Int>?
@@ -66,15 +97,13 @@ public enum JSONBridge {
         }
         defer { free(starts); free(lens); free(found); free(err) }
         if n < 0 { throw Failure(message: err.map { String(cString: $0) } ?? "invalid JSON") }
-        let k = keys.count
-        let elements = (0..<n).map { e in
-            (element: starts![e]..<(starts![e] + lens![e]),
-             fields: (0..<k).map { i -> Range<Int>? in
-                 let s = found![(e * k + i) * 2], l = found![(e * k + i) * 2 + 1]
-                 return l > 0 ? s..<(s + l) : nil
-             })
+        var elements = [Int](repeating: 0, count: 2 * n)
+        for i in 0..<n {
+            elements[2 * i] = starts![i]
+            elements[2 * i + 1] = lens![i]
         }
-        return (elements, valid != 0)
+        let fields = n == 0 ? [] : Array(UnsafeBufferPointer(start: found, count: 2 * n * keys.count))
+        return SplitElements(count: n, keys: keys.count, elements: elements, fields: fields, validated: strictFirst && valid != 0)
     }
 
     /// What one event's bytes hold, from a single validating pass.

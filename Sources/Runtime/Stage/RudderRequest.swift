@@ -67,42 +67,49 @@ public enum RudderRequest {
     /// Splits the body into events, one per array element. Throws only when the body is not a
     /// JSON array; an unusable element gets a `problem` instead.
     public static func parse(_ body: [UInt8]) throws(Invalid) -> [RudderRequestEvent] {
-        let elements: [(element: Range<Int>, fields: [Range<Int>?])]
-        let validated: Bool   // the whole body is valid JSON: messages and metadata need no other check
+        let split: JSONBridge.SplitElements   // validated: the whole body is valid JSON, so messages and metadata need no other check
         do {
-            (elements, validated) = try JSONBridge.splitRequest(body, fields: fieldNames)   // one pass over the body
+            split = try JSONBridge.splitRequestElements(body, fields: fieldNames)   // one pass over the body
         } catch {
             throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
         }
-        var lastDestination: ([UInt8], [String]?)? = nil   // a batch's events usually share theirs
-        return elements.enumerated().map { i, e in
+        var lastDestination: (range: Range<Int>, versions: [String]?)? = nil   // a batch's events usually share theirs
+        var events: [RudderRequestEvent] = []
+        events.reserveCapacity(split.count)
+        for i in 0..<split.count {
+            let e = split.element(i)
             // field ranges in body's indices: the element is never copied whole
-            let found = e.fields.map { $0.map { ($0.lowerBound + e.element.lowerBound)..<($0.upperBound + e.element.lowerBound) } }
-            let versions: [String]?
-            if let d = found[2], let last = lastDestination, same(body[d], last.0) {
-                versions = last.1
-            } else {
-                let destination = found[2].map { Array(body[$0]) }
-                versions = Self.versions(destination: destination)
-                if let destination { lastDestination = (destination, versions) }
+            func found(_ k: Int) -> Range<Int>? {
+                split.field(k, of: i).map { ($0.lowerBound + e.lowerBound)..<($0.upperBound + e.lowerBound) }
             }
-            return element(body, e.element, index: i, found: found, versions: versions, validated: validated)
+            let versions: [String]?
+            let destination = found(2)
+            if let d = destination, let last = lastDestination, same(body, d, last.range) {
+                versions = last.versions
+            } else {
+                versions = Self.versions(destination: destination.map { Array(body[$0]) })
+                if let d = destination { lastDestination = (d, versions) }
+            }
+            events.append(element(body, e, index: i, message: found(0), metadata: found(1), versions: versions,
+                                  validated: split.validated))
         }
+        return events
     }
 
     private static let fieldNames = ["message", "metadata", "destination"]
 
-    /// Byte equality with one memcmp (a generic `elementsEqual` goes byte by byte).
-    private static func same(_ a: ArraySlice<UInt8>, _ b: [UInt8]) -> Bool {
+    /// Whether two ranges of `body` hold the same bytes (one memcmp; a generic `elementsEqual`
+    /// goes byte by byte).
+    private static func same(_ body: [UInt8], _ a: Range<Int>, _ b: Range<Int>) -> Bool {
         guard a.count == b.count else { return false }
-        if b.isEmpty { return true }
-        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, b.count) == 0 } }
+        if a == b || a.isEmpty { return true }
+        return body.withUnsafeBytes { p in memcmp(p.baseAddress! + a.lowerBound, p.baseAddress! + b.lowerBound, a.count) == 0 }
     }
 
-    /// One element (`body[element]`), given the ranges (in `body`) of its message, metadata and
-    /// destination. `validated`: every member value of the element is known to be valid JSON.
-    static func element(_ body: [UInt8], _ element: Range<Int>, index: Int, found: [Range<Int>?], versions: [String]?,
-                        validated: Bool = false) -> RudderRequestEvent {
+    /// One element (`body[element]`), given the ranges (in `body`) of its message and metadata.
+    /// `validated`: every member value of the element is known to be valid JSON.
+    static func element(_ body: [UInt8], _ element: Range<Int>, index: Int, message: Range<Int>?, metadata: Range<Int>?,
+                        versions: [String]?, validated: Bool = false) -> RudderRequestEvent {
         let empty = Array("{}".utf8)
         func problem(_ why: String, metadata: [UInt8] = empty) -> RudderRequestEvent {
             RudderRequestEvent(index: index, body: [], messageRange: nil, metadataRange: nil, validated: false,
@@ -112,14 +119,14 @@ public enum RudderRequest {
             return problem("event \(index): expected an object with message, metadata and destination")
         }
         var metadataRange: Range<Int>?
-        if let m = found[1], body[m.lowerBound] == UInt8(ascii: "{") {
+        if let m = metadata, body[m.lowerBound] == UInt8(ascii: "{") {
             // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
             if !validated, let failure = JSONBridge.validate(Array(body[m])) {
                 return problem("event \(index): metadata: \(failure.message)")
             }
             metadataRange = m
         }
-        guard let m = found[0], body[m.lowerBound] == UInt8(ascii: "{") else {
+        guard let m = message, body[m.lowerBound] == UInt8(ascii: "{") else {
             return problem("event \(index): 'message' is missing or not an object",
                            metadata: metadataRange.map { Array(body[$0]) } ?? empty)
         }
