@@ -23,12 +23,6 @@
 #include <malloc.h>
 #endif
 
-static inline int class_of(size_t n) { return (int)((n + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN); }
-
-static inline int in_heap(const lsb_heap *h, const void *p) {
-    return h->region && (const char *)p >= h->region && (const char *)p < h->region + LSB_HEAP_REGION;
-}
-
 /* A block of class c from its free list or the region's uncarved part; NULL when the region
  * is used up (the caller then takes it from malloc). */
 static void *small_alloc(lsb_heap *h, int c) {
@@ -65,8 +59,8 @@ void *lsb_heap_realloc(lsb_heap *h, void *ptr, size_t osize, size_t nsize) {
     }
     return realloc(ptr, nsize);
 #endif
-    int oc = ptr && in_heap(h, ptr) ? class_of(osize) : 0;   /* 0: a malloc block */
-    int nc = nsize && nsize <= LSB_HEAP_SMALL ? class_of(nsize) : 0;
+    int oc = ptr && lsb_heap_owns(h, ptr) ? lsb_heap_class(osize) : 0;   /* 0: a malloc block */
+    int nc = nsize && nsize <= LSB_HEAP_SMALL ? lsb_heap_class(nsize) : 0;
     if (nsize == 0) {
         if (oc) small_free(h, ptr, oc);
         else free(ptr);

@@ -40,6 +40,12 @@ void *lsb_heap_realloc(lsb_heap *h, void *ptr, size_t osize, size_t nsize);
 #define LSB_HEAP_PLAIN 1
 #endif
 
+/* A small block's size class, and whether p is a block of the region (else it came from malloc). */
+static inline int lsb_heap_class(size_t n) { return (int)((n + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN); }
+static inline int lsb_heap_owns(const lsb_heap *h, const void *p) {
+    return h->region && (const char *)p >= h->region && (const char *)p < h->region + LSB_HEAP_REGION;
+}
+
 /* The two common cases, inline in the allocator (lsb_heap_realloc does the rest): a new small
  * block from its free list (NULL if the list is empty), and freeing a block of the region
  * (0 if it is not one). */
@@ -50,8 +56,8 @@ static inline void *lsb_heap_pop(lsb_heap *h, size_t nsize) {
     return NULL;
 #else
     if (nsize > LSB_HEAP_SMALL) return NULL;
-    void **b = h->free[(nsize + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN];
-    if (b) h->free[(nsize + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN] = *b;
+    void **b = h->free[lsb_heap_class(nsize)];
+    if (b) h->free[lsb_heap_class(nsize)] = *b;
     return b;
 #endif
 }
@@ -63,10 +69,10 @@ static inline int lsb_heap_push(lsb_heap *h, void *ptr, size_t osize) {
     (void)osize;
     return 0;
 #else
-    if (!h->region || (char *)ptr < h->region || (char *)ptr >= h->region + LSB_HEAP_REGION) return 0;
+    if (!lsb_heap_owns(h, ptr)) return 0;
     void **b = ptr;
-    *b = h->free[(osize + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN];
-    h->free[(osize + LSB_HEAP_GRAIN - 1) / LSB_HEAP_GRAIN] = b;
+    *b = h->free[lsb_heap_class(osize)];
+    h->free[lsb_heap_class(osize)] = b;
     return 1;
 #endif
 }
@@ -207,12 +213,12 @@ int lsb_compile(lua_State *L, const char *src, size_t len, const char *chunkname
 /* A fresh environment with room for `slots` globals (_G included). */
 void lsb_push_fresh_env(lua_State *L, int slots);
 
-/* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 /* Stores the value on top of the stack (popping it) under *ref in the registry: in the ref's own
  * slot when *ref is one, else in a new ref (a nil value gives LUA_REFNIL, as luaL_ref does). */
 void lsb_ref_replace(lua_State *L, int *ref);
 /* Empties the registry slot `ref` (if it is one) but keeps it allocated, for lsb_ref_replace. */
 void lsb_ref_clear(lua_State *L, int ref);
+/* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
 
 #endif

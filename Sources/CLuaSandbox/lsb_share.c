@@ -10,9 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int put(lsb_bytes *b, const char *s, size_t n) { return lsb_buf_put(b, s, n); }
-
-static int puts_(lsb_bytes *b, const char *s) { return put(b, s, strlen(s)); }
+static int puts_(lsb_bytes *b, const char *s) { return lsb_buf_put(b, s, strlen(s)); }
 
 static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
@@ -20,15 +18,15 @@ static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t
 static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const char *member) {
     size_t close = n;
     while (close > 0 && md[close - 1] != '}') close--;
-    if (close == 0) return put(b, md, n);   /* not an object: echoed as is */
+    if (close == 0) return lsb_buf_put(b, md, n);   /* not an object: echoed as is */
     close--;
     size_t open = 0;
     while (open < close && md[open] != '{') open++;
     int empty = 1;
     for (size_t i = open + 1; i < close; i++)
         if (!is_ws(md[i])) { empty = 0; break; }
-    if (put(b, md, close) || (!empty && put(b, ",", 1)) || puts_(b, member)) return -1;
-    return put(b, "}", 1);
+    if (lsb_buf_put(b, md, close) || (!empty && lsb_buf_put(b, ",", 1)) || puts_(b, member)) return -1;
+    return lsb_buf_put(b, "}", 1);
 }
 
 /* Writes the answers of a finished call that are common (kept, dropped); returns 0, or 1 when
@@ -62,8 +60,8 @@ static int answer_from(const lsb_report *r, const char *direct, const lsb_answer
         a->kind = LSB_ANSWER_KEPT;
         for (size_t i = 0; i < count; i++) {
             if (i > 0 && puts_(b, f->separator)) return -1;
-            if (puts_(b, f->kept_open) || put(b, one ? one : r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
-                put(b, md, mdn) || puts_(b, f->kept_close))
+            if (puts_(b, f->kept_open) || lsb_buf_put(b, one ? one : r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
+                lsb_buf_put(b, md, mdn) || puts_(b, f->kept_close))
                 return -1;
         }
     }

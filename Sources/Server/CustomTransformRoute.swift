@@ -30,25 +30,23 @@ struct CustomTransformRoute {
         }
         let filterCode = ["?1", "true"].contains(request.headers[HTTPField.Name("X-Feature-Filter-Code")!]?.lowercased() ?? "")
 
-        // group events by their chain, keeping input positions
-        var groups: [[String]: [Int]] = [:]
-        var order: [[String]] = []
-        var run: (versions: [String], positions: [Int])? = nil   // consecutive events of one chain, added at once
+        // group events by their chain, keeping input positions; a batch's events usually share
+        // one chain, so the last group is tried before the dictionary (no hashing per event)
+        var groups: [(versions: [String], positions: [Int])] = []
+        var groupOf: [[String]: Int] = [:]
+        var last = -1
         for (i, e) in events.enumerated() where e.problem == nil {
             guard let v = e.versions else { continue }
-            if run?.versions == v {
-                run!.positions.append(i)
-                continue
+            if last < 0 || groups[last].versions != v {
+                if let g = groupOf[v] {
+                    last = g
+                } else {
+                    last = groups.count
+                    groupOf[v] = last
+                    groups.append((v, []))
+                }
             }
-            if let r = run {
-                if groups[r.versions] == nil { order.append(r.versions) }
-                groups[r.versions, default: []] += r.positions
-            }
-            run = (v, [i])
-        }
-        if let r = run {
-            if groups[r.versions] == nil { order.append(r.versions) }
-            groups[r.versions, default: []] += r.positions
+            groups[last].positions.append(i)
         }
         // each event's answer entries, already joined by commas
         var answers = [ArraySlice<UInt8>](repeating: [], count: events.count)
@@ -61,8 +59,7 @@ struct CustomTransformRoute {
             }
         }
         await withTaskGroup(of: ([Int], [String], Stage.AnswerOutcome).self) { group in
-            for versions in order {
-                let positions = groups[versions]!
+            for (versions, positions) in groups {
                 let requests = positions.map { events[$0] }
                 group.addTask { (positions, versions, await stage.answer(requests: requests, versions: versions, separator: .comma)) }
             }

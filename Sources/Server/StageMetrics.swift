@@ -15,7 +15,7 @@ final class StageMetrics: Sendable {
         .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
     ]
-    static let eventBuckets: [Double] = buckets.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 }
+    static let eventBuckets: [Double] = buckets.map(seconds)
 
     init() {
         let registry = PrometheusCollectorRegistry()
@@ -40,8 +40,7 @@ final class StageMetrics: Sendable {
                 Counter(label: "luaform_events_errored_total",
                         dimensions: dims + [("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
             }
-            let (seconds, attoseconds) = a.duration.components
-            durations.record(Double(seconds) + Double(attoseconds) * 1e-18)
+            durations.record(Self.seconds(a.duration))
         }
         Counter(label: "luaform_events_out_total", dimensions: dims).increment(by: out)
         Counter(label: "luaform_events_dropped_total", dimensions: dims).increment(by: dropped)
@@ -76,6 +75,10 @@ final class StageMetrics: Sendable {
     }
 
     func render() -> [UInt8] { registry.emitToBuffer() }
+
+    private static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
 
     private func nanoseconds(_ d: Duration) -> Int64 {
         d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000

@@ -93,6 +93,20 @@ final class CustomTransformTests: XCTestCase {
         XCTAssertEqual(codes.prefix(100), ArraySlice(repeating: 298, count: 100))
     }
 
+    func testChainsThatAlternateAreAnsweredInInputOrder() throws {
+        // events of two chains interleaved: each chain runs as one group, answers keep input order
+        let ids = ["a", "b", "c", "d", "e"]
+        let versions = [["24"], ["tag"], ["24"], ["tag"], ["24"]]
+        let events = zip(ids, versions).enumerated().map { i, p in
+            rudderEvent(["type": "track", "messageId": p.0], jobId: i, versions: p.1)
+        }
+        let r = try server.request("/customTransform", body: try data(events), headers: ["Content-Type": "application/json"])
+        XCTAssertEqual(r.status, 200, r.text)
+        let outputs = try XCTUnwrap(try r.json() as? [[String: Any]]).map { $0["output"] as? [String: Any] }
+        XCTAssertEqual(outputs.map { $0?["messageId"] as? String }, ids)
+        XCTAssertEqual(outputs.map { $0?["tagged"] as? String }, [nil, "src-1", nil, "src-1", nil])
+    }
+
     func testMalformedRequests() throws {
         var r = try server.request("/customTransform", body: Data("{not json".utf8))
         XCTAssertEqual(r.status, 400)

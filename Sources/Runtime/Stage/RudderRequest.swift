@@ -24,7 +24,7 @@ public struct RudderRequestEvent: Sendable {
     /// copied only when asked for (the share path reads it in the body).
     public var metadata: [UInt8] {
         if let r = metadataRange { return Array(body[r]) }
-        return ownMetadata ?? Array("{}".utf8)
+        return ownMetadata ?? RudderRequest.emptyObject
     }
     /// The metadata of an element with a problem (it has no body), nil for `{}`.
     private var ownMetadata: [UInt8]?
@@ -43,7 +43,7 @@ public struct RudderRequestEvent: Sendable {
         self.metadataRange = metadataRange
         self.validated = validated
         // usable elements keep a range of the body; others (no body) keep their own copy
-        if metadataRange == nil, metadata != Array("{}".utf8) { self.ownMetadata = metadata }
+        if metadataRange == nil, metadata != RudderRequest.emptyObject { self.ownMetadata = metadata }
         self.versions = versions
         self.problem = problem
     }
@@ -51,7 +51,7 @@ public struct RudderRequestEvent: Sendable {
     /// The element as an event input (its bytes copied); `{}` with no metadata for an element
     /// with a problem.
     public var input: EventInput {
-        guard let m = messageRange, problem == nil else { return EventInput(index: index, message: Array("{}".utf8)) }
+        guard let m = messageRange, problem == nil else { return EventInput(index: index, message: RudderRequest.emptyObject) }
         return EventInput(index: index, message: Array(body[m]), metadata: metadata, validated: validated)
     }
 }
@@ -97,6 +97,8 @@ public enum RudderRequest {
     }
 
     private static let fieldNames = ["message", "metadata", "destination"]
+    /// `{}`: the metadata echoed for an element without one.
+    static let emptyObject = Array("{}".utf8)
 
     /// Whether two ranges of `body` hold the same bytes (one memcmp; a generic `elementsEqual`
     /// goes byte by byte).
@@ -110,7 +112,7 @@ public enum RudderRequest {
     /// `validated`: every member value of the element is known to be valid JSON.
     static func element(_ body: [UInt8], _ element: Range<Int>, index: Int, message: Range<Int>?, metadata: Range<Int>?,
                         versions: [String]?, validated: Bool = false) -> RudderRequestEvent {
-        let empty = Array("{}".utf8)
+        let empty = emptyObject
         func problem(_ why: String, metadata: [UInt8] = empty) -> RudderRequestEvent {
             RudderRequestEvent(index: index, body: [], messageRange: nil, metadataRange: nil, validated: false,
                                metadata: metadata, versions: nil, problem: why)
