@@ -111,6 +111,7 @@ void lsb_ref_replace(lua_State *L, int *ref) {
 }
 
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
+    S->top_level_runs++;
     lsb_push_fresh_env(L, S->env_slots);
     int env = lua_gettop(L);
     lua_pushvalue(L, env);
@@ -234,6 +235,7 @@ void lsb_finish(job *j, int status) {
     free_invocation(j);
     /* drop per-call references so the call's garbage can go */
     if (!S->poisoned) {
+        lsb_env_leave(L, S);   /* kept for the next call if the call left it unchanged */
         /* the environment's and context's slots stay the state's, emptied, for the next call */
         lsb_ref_clear(L, S->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
@@ -300,6 +302,7 @@ static int load_body(lua_State *L) {
     }
     luaL_unref(L, LUA_REGISTRYINDEX, S->chunk_ref);
     S->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lsb_env_forget(S);   /* a kept environment belongs to the chunk it came from */
     lsb_run_chunk_fresh(L, S);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
     S->env_slots = 0;

@@ -87,6 +87,25 @@ static void copy_all_except(lua_State *L, int src, int dst, const char *const *s
     }
 }
 
+/* A library function whose answer can differ between runs (upvalue 1): marks the state impure
+ * (lsb_reuse.c) and calls it. */
+int lsb_impure_call(lua_State *L) {
+    lsb_mark_impure(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Wraps the listed functions of the table at t with lsb_impure_call. */
+static void mark_impure(lua_State *L, int t, const char *const *names) {
+    for (; *names; names++) {
+        lua_getfield(L, t, *names);
+        lua_pushcclosure(L, lsb_impure_call, 1);
+        lua_setfield(L, t, *names);
+    }
+}
+
 static void new_weak_table(lua_State *L, const char *key, const char *mode) {
     lua_newtable(L);
     lua_createtable(L, 0, 1);
@@ -184,6 +203,7 @@ int lsb_build_env(lua_State *L) {
     lua_newtable(L);
     static const char *const math_skip[] = {"randomseed", NULL};
     copy_all_except(L, mth, lua_gettop(L), math_skip);
+    mark_impure(L, lua_gettop(L), (const char *const[]){"random", NULL});
     lsb_push_frozen(L, -1);
     lua_setfield(L, base, "math");
     lua_pop(L, 1);
@@ -212,6 +232,7 @@ int lsb_build_env(lua_State *L) {
     lua_newtable(L);
     static const char *const os_names[] = {"time", "clock", "date", "difftime", NULL};
     copy_fields(L, os, lua_gettop(L), os_names);
+    mark_impure(L, lua_gettop(L), (const char *const[]){"time", "clock", "date", NULL});
     lsb_push_frozen(L, -1);
     lua_setfield(L, base, "os");
     lua_pop(L, 1);

@@ -33,6 +33,7 @@ static int enrich_done(lua_State *L, int status, lua_KContext required) {
 
 int lsb_enrich(lua_State *L) {
     lsb_state *S = lsb_get(L);
+    S->impure++;
     lsb_check_deadline(L);
     const char *provider = luaL_checkstring(L, 1);
     luaL_argexpected(L, lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER, 2, "string");
@@ -71,6 +72,7 @@ static int http_done(lua_State *L, int status, lua_KContext ctx) {
 
 static int http_request(lua_State *L, const char *method, int body_idx, int opts_idx) {
     lsb_state *S = lsb_get(L);
+    S->impure++;
     lsb_check_deadline(L);
     const char *url = luaL_checkstring(L, 1);
     char err[300];
@@ -118,6 +120,7 @@ int lsb_http_post(lua_State *L) { return http_request(L, "POST", 2, 3); }
 
 int lsb_secret(lua_State *L) {
     lsb_state *S = lsb_get(L);
+    S->impure++;
     const char *name = luaL_checkstring(L, 1);
     char *out = NULL;
     size_t n = 0;

@@ -120,6 +120,20 @@ struct lsb_state {
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */
     int poisoned;              /* a limit fired: the host must discard this state */
+
+    /* reuse of the main chunk's environment between calls (lsb_reuse.c) */
+    int reuse_ref;             /* registry ref of the kept environment's record, or LUA_NOREF */
+    uint64_t *reuse_fp;        /* its fingerprints (malloc) */
+    size_t reuse_fp_len;
+    int reuse_held;            /* the current call runs in the kept environment */
+    int reuse_off;             /* every call runs the main chunk afresh (see lsb_reuse.c) */
+    int reuse_misses;          /* calls in a row that left the kept environment changed */
+    size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
+    unsigned array_marks;      /* json.array calls (they can mark a table of the kept environment) */
+    unsigned reuse_marks_at;   /* array_marks when the current call entered the kept environment */
+    unsigned impure;           /* calls of host functions whose answer can differ between runs
+                                  (clocks, random, log, metadata, lookups): a top level that made
+                                  one is run afresh for every call */
     int escaped;               /* left mid-operation by the watchdog: never touch L again */
 };
 
@@ -220,5 +234,28 @@ void lsb_ref_replace(lua_State *L, int *ref);
 void lsb_ref_clear(lua_State *L, int ref);
 /* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
+
+/* The environment of a call that is starting (lsb_reuse.c): the state's kept one when the last
+ * call left it exactly as the main chunk made it, else a fresh run of the chunk (kept for the
+ * next call when it can be checked). Sets env_ref (and loaded_ref). Allocates; runs protected. */
+void lsb_env_enter(lua_State *L, lsb_state *S);
+/* At the end of a call that ran in the kept environment: keeps it when unchanged, drops it
+ * otherwise. Allocation-free and error-free; call outside protection only on a healthy state. */
+void lsb_env_leave(lua_State *L, lsb_state *S);
+/* The call is suspended and takes its environment along: the state no longer keeps it. */
+void lsb_env_give_up(lsb_state *S);
+/* A new main chunk: drops the kept environment and starts checking afresh. */
+void lsb_env_forget(lsb_state *S);
+/* Frees the record's host memory (lsb_free). */
+void lsb_env_free(lsb_state *S);
+/* A library function whose answer can differ between runs (clocks, random), wrapped: marks the
+ * state impure, then calls the function (its upvalue, fixed). */
+int lsb_impure_call(lua_State *L);
+/* Host functions whose answers can differ between runs call this (see lsb_state.impure). */
+static inline void lsb_mark_impure(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    ((lsb_state *)ud)->impure++;
+}
 
 #endif

@@ -177,7 +177,7 @@ static int is_sequence(lua_State *L, int idx) {
 static int start_body(lua_State *L) {
     job *j = lua_touserdata(L, 1);
     lsb_state *S = j->S;
-    lsb_run_chunk_fresh(L, S);
+    lsb_env_enter(L, S);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
     if (lua_getfield(L, -1, j->entry) != LUA_TFUNCTION) {
         j->kind = LSB_ERR_INTERNAL;
@@ -294,6 +294,7 @@ static int reply_body(lua_State *L) {
 }
 
 static void swap_out(lsb_state *S, lsb_invocation *inv) {
+    lsb_env_give_up(S);   /* the environment goes with the call */
     inv->env_ref = S->env_ref;
     inv->loaded_ref = S->loaded_ref;
     inv->ctx_ref = S->ctx_ref;

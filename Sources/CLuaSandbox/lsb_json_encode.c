@@ -525,6 +525,7 @@ static int j_array(lua_State *L) {
     if (lua_isnoneornil(L, 1)) lua_newtable(L);
     else luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    lsb_get(L)->array_marks++;   /* lsb_reuse.c: an existing table may have been marked */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
     lua_pushvalue(L, 1);
     lua_pushboolean(L, 1);

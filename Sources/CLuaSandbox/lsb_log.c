@@ -61,6 +61,7 @@ static int append_value(lua_State *L, int i, lsb_buf *line, size_t room) {
 
 int lsb_log(lua_State *L) {
     lsb_state *S = lsb_get(L);
+    S->impure++;   /* a top level that logs must log for every event */
     lsb_check_deadline(L);
     int n = lua_gettop(L);
     size_t max_lines = S->cfg.max_log_lines, max_bytes = S->cfg.max_log_bytes;

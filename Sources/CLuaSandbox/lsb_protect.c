@@ -283,6 +283,7 @@ int lsb_tostring(lua_State *L) {
 /* ---- collectgarbage: only options that leave no state behind ---- */
 
 int lsb_collectgarbage(lua_State *L) {
+    lsb_mark_impure(L);
     lsb_check_deadline(L);
     const char *opt = luaL_optstring(L, 1, "collect");
     if (strcmp(opt, "count") == 0) {
@@ -332,6 +333,7 @@ static void decode_context(lua_State *L, lsb_state *S) {
 
 int lsb_metadata(lua_State *L) {
     lsb_state *S = lsb_get(L);
+    S->impure++;
     if (lua_type(L, 1) == LUA_TTABLE) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
         int map = lua_gettop(L);

@@ -1,7 +1,8 @@
 /*
  * require(name): loads libraries/NAME.lua through the host's loader (a C trampoline into
  * Swift that returns bytes or an error code and never raises). Each state compiles a library
- * once; each call runs it afresh in its own environment, so a library's module-level state
+ * once; each run of the top level runs it afresh in its own environment (lsb_reuse.c keeps the
+ * result while no call changes it), so a library's module-level state
  * cannot carry data from one event to the next. Cycles and missing libraries are errors that
  * name both files.
  */

@@ -170,7 +170,7 @@ lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen) {
         return NULL;
     }
     S->cfg = *cfg;
-    S->env_ref = S->loaded_ref = S->chunk_ref = S->spare_ref = LUA_NOREF;
+    S->env_ref = S->loaded_ref = S->chunk_ref = S->spare_ref = S->ctx_ref = S->reuse_ref = LUA_NOREF;
     S->L = lua_newstate(lsb_alloc, S);
     if (!S->L) {
         snprintf(err, errlen, "cannot create a Lua state");
@@ -206,6 +206,7 @@ void lsb_free(lsb_state *S) {
     /* An escaped state may be inconsistent anywhere: its memory is left allocated
      * (counted by lsb_watchdog_abandoned_bytes) rather than walked by lua_close. */
     lsb_logs_reset(S);
+    lsb_env_free(S);
     free(S->logs);
     free(S->tb.data);
     free(S->scratch.data);
@@ -215,6 +216,8 @@ void lsb_free(lsb_state *S) {
 }
 
 size_t lsb_memory_used(const lsb_state *S) { return S->used; }
+
+size_t lsb_top_level_runs(const lsb_state *S) { return S->top_level_runs; }
 
 int lsb_is_poisoned(const lsb_state *S) { return S->poisoned; }
 

@@ -55,6 +55,11 @@ public final class SandboxState: @unchecked Sendable {
     /// Heap bytes the state holds now.
     public var memoryUsed: Int { lsb_memory_used(handle) }
 
+    /// How many times the transformation's top level has run in this state, the load included.
+    /// Each call sees it as a fresh run made it; it is run again only when the last call changed
+    /// something it made, or when that cannot be checked (see lsb_reuse.c).
+    public var topLevelRuns: Int { lsb_top_level_runs(handle) }
+
     /// Compiles `source` (text only) under `chunkName` and runs it once in a fresh environment.
     /// Returns which of `entries` it defined as global functions.
     public func load(source: [UInt8], chunkName: String, entries: [String]) -> Result<Set<String>, SandboxFailure> {
@@ -71,7 +76,7 @@ public final class SandboxState: @unchecked Sendable {
         return .success(found)
     }
 
-    /// Re-runs the main chunk in a fresh environment and calls global `entry`, answering
+    /// Calls global `entry` in globals exactly as a fresh run of the main chunk makes them, answering
     /// host requests with `host` one at a time.
     ///
     /// Not batched: `entry(value, metadata)` with exactly one input. Batched:

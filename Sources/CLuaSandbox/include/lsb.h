@@ -153,6 +153,10 @@ int lsb_is_poisoned(const lsb_state *S);
 /* Bytes currently held by the state's heap. */
 size_t lsb_memory_used(const lsb_state *S);
 
+/* How many times the main chunk's top level has run in this state (the load included). A call
+ * runs it only when the last call changed what it made, or when that cannot be checked. */
+size_t lsb_top_level_runs(const lsb_state *S);
+
 /* The watchdog (see lsb_watchdog.c). Signals sent to threads past their deadline so far. */
 unsigned long lsb_watchdog_signals(void);
 /* Last resort for a long-running server: when a thread is still running user code this long

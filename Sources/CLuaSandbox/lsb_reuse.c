@@ -1,0 +1,406 @@
+/*
+ * Keeping the main chunk's environment between calls, without weakening "fresh globals for
+ * every event".
+ *
+ * Every call must see the globals, module-level locals and library state exactly as a fresh run
+ * of the file's top level makes them. Re-running the top level for each event costs more than
+ * a small filter's own work, so after a fresh run the state records everything that run left
+ * reachable to user code (the record), and at the end of each call compares it with what is
+ * there now. When nothing differs, the next call runs in the same environment: indistinguishable
+ * from a fresh run. When anything differs, the environment is dropped and the next call runs the
+ * top level afresh, as before.
+ *
+ * What the record holds, from the call's environment and its require cache outward: each table
+ * (its members in iteration order, its metatable, its length and whether json.array marked it)
+ * and each function (its upvalues), recursively. Numbers compare with their subtype and bits
+ * (1 and 1.0, 0.0 and -0.0 differ). Read-only library proxies and the shared base are leaves:
+ * nothing can change them. The environment is not kept (every call runs the top level afresh,
+ * as before) when:
+ *   - the top level called a host function whose answer can differ between runs (clocks,
+ *     random, log/print, metadata, lookups, secrets, collectgarbage): a fresh run could differ;
+ *   - anything reachable is a coroutine or a userdata (their insides cannot be compared), or a
+ *     table with a metatable that is not a script's own (lazy event tables);
+ *   - the record would exceed LSB_REUSE_MAX_SLOTS values (checking would cost more than a run);
+ *   - LSB_REUSE_MAX_MISSES calls in a row changed it (a script that keeps state on purpose).
+ * A call that is suspended on a lookup takes its environment along; the state then keeps none,
+ * so two calls never share one.
+ *
+ * The record has two parts. In Lua (S->reuse_ref): [1] the environment, [2] the require cache
+ * (or false), [3] every collectable value recorded (kept alive, so no address is reused while
+ * the record lives), then the nodes. In host memory (S->reuse_fp), one entry per node, each
+ * value as a fingerprint (type tag and bits: an address for collectable values):
+ *   table:    1, node's index in the Lua part, metatable address (0: none), marked, #T, n,
+ *             then n times key tag, key bits, value tag, value bits (in iteration order)
+ *   function: 2, node's index, n, then n times upvalue tag, upvalue bits
+ * Checking it allocates nothing and raises nothing.
+ */
+#include "lsb_internal.h"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LSB_REUSE_MAX_SLOTS 4096   /* fingerprint words */
+#define LSB_REUSE_MAX_MISSES 3
+#define LSB_REUSE_NO_LENGTH UINT64_MAX   /* a table without integer keys: # is 0 while they stay the same */
+
+/* ---- fingerprints ---- */
+
+/* The value at idx as a type tag and bits that differ whenever a script could tell two values
+ * apart: numbers by subtype and bits (1 and 1.0, 0.0 and -0.0 differ), others by identity. */
+static inline __attribute__((always_inline)) void fingerprint(lua_State *L, int idx, uint64_t *tag, uint64_t *bits) {
+    int t = lua_type(L, idx);
+    *tag = (uint64_t)t;
+    switch (t) {
+    case LUA_TNIL: *bits = 0; break;
+    case LUA_TBOOLEAN: *bits = (uint64_t)lua_toboolean(L, idx); break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            *tag |= 16;
+            *bits = (uint64_t)lua_tointeger(L, idx);
+        } else {
+            lua_Number x = lua_tonumber(L, idx);
+            memcpy(bits, &x, sizeof x);
+        }
+        break;
+    case LUA_TLIGHTUSERDATA: *bits = (uint64_t)(uintptr_t)lua_touserdata(L, idx); break;
+    default: *bits = (uint64_t)(uintptr_t)lua_topointer(L, idx); break;
+    }
+}
+
+static int collectable(int t) { return t == LUA_TSTRING || t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TTHREAD; }
+
+/* ---- recording (after a fresh run; allocates, runs protected) ---- */
+
+typedef struct {
+    int rec, keep, seen, frozen, arrays, envmeta, base, snapshots;   /* stack indices */
+    lua_Integer nodes, qhead, kept;                                  /* rec entries; queue position; keep entries */
+    uint64_t *fp;
+    size_t len, cap;
+    int ok;
+} recorder;
+
+static void fp_put(recorder *r, uint64_t w) {
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        if (cap > LSB_REUSE_MAX_SLOTS) {
+            r->ok = 0;
+            return;
+        }
+        uint64_t *n = realloc(r->fp, cap * sizeof *n);
+        if (!n) {
+            r->ok = 0;
+            return;
+        }
+        r->fp = n;
+        r->cap = cap;
+    }
+    r->fp[r->len++] = w;
+}
+
+/* Appends the fingerprint of the value at idx, keeping it alive when collectable. */
+static void fp_value(lua_State *L, recorder *r, int idx) {
+    uint64_t tag, bits;
+    fingerprint(L, idx, &tag, &bits);
+    fp_put(r, tag);
+    fp_put(r, bits);
+    if (collectable(lua_type(L, idx))) {
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, r->keep, ++r->kept);
+    }
+}
+
+/* Queues the value at idx as a node if it is one; clears r->ok if it cannot be compared. */
+static void visit(lua_State *L, recorder *r, int idx) {
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TTABLE:
+        if (lua_rawequal(L, idx, r->base)) return;
+        lua_pushvalue(L, idx);
+        if (lua_rawget(L, r->frozen) != LUA_TNIL) {   /* a read-only proxy: nothing can change it */
+            lua_pop(L, 1);
+            return;
+        }
+        lua_pop(L, 1);
+        break;
+    case LUA_TFUNCTION:
+        if (lua_iscfunction(L, idx)) {   /* C closures' upvalues can hold state (gmatch, wrap) */
+            if (lua_tocfunction(L, idx) == lsb_impure_call) return;   /* wraps a fixed library function */
+            if (!lua_getupvalue(L, idx, 1)) return;                     /* no upvalues */
+            lua_pop(L, 1);
+        }
+        break;
+    case LUA_TTHREAD:
+    case LUA_TUSERDATA: r->ok = 0; return;
+    default: return;   /* nil, boolean, number, string, light userdata: compared by value */
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, r->seen) != LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, r->seen);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, r->rec, ++r->nodes);
+}
+
+static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
+    fp_put(r, 1);
+    fp_put(r, (uint64_t)node);
+    if (lua_getmetatable(L, t)) {
+        int own = lua_rawequal(L, -1, r->envmeta);   /* an environment's: fixed */
+        if (!own) {
+            lua_pushvalue(L, -1);
+            own = lua_rawget(L, r->snapshots) != LUA_TNIL;   /* a script's, via setmetatable */
+            lua_pop(L, 1);
+            if (own) visit(L, r, -1);
+        }
+        if (!own) r->ok = 0;   /* a lazy event table, or something else the host made */
+        fp_put(r, (uint64_t)(uintptr_t)lua_topointer(L, -1));
+        lua_pop(L, 1);
+    } else {
+        fp_put(r, 0);
+    }
+    lua_pushvalue(L, t);
+    fp_put(r, lua_rawget(L, r->arrays) != LUA_TNIL);
+    lua_pop(L, 1);
+    size_t len_at = r->len;
+    fp_put(r, LSB_REUSE_NO_LENGTH);   /* #T, when some key is an integer (else it is 0) */
+    size_t count_at = r->len;
+    fp_put(r, 0);   /* the member count, filled in below */
+    uint64_t n = 0;
+    int integer_keys = 0;
+    lua_pushnil(L);
+    while (r->ok && lua_next(L, t)) {
+        integer_keys |= lua_isinteger(L, -2);
+        visit(L, r, -2);
+        visit(L, r, -1);
+        fp_value(L, r, -2);
+        fp_value(L, r, -1);
+        lua_pop(L, 1);
+        n++;
+    }
+    if (!r->ok) return;
+    r->fp[count_at] = n;
+    if (integer_keys) r->fp[len_at] = (uint64_t)lua_rawlen(L, t);
+}
+
+static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) {
+    fp_put(r, 2);
+    fp_put(r, (uint64_t)node);
+    size_t count_at = r->len;
+    fp_put(r, 0);
+    uint64_t n = 0;
+    while (r->ok && lua_getupvalue(L, f, (int)n + 1)) {
+        visit(L, r, -1);
+        fp_value(L, r, -1);
+        lua_pop(L, 1);
+        n++;
+    }
+    if (r->ok) r->fp[count_at] = n;
+}
+
+static void drop(lsb_state *S) {
+    luaL_unref(S->L, LUA_REGISTRYINDEX, S->reuse_ref);
+    S->reuse_ref = LUA_NOREF;
+    S->reuse_held = 0;
+    free(S->reuse_fp);
+    S->reuse_fp = NULL;
+    S->reuse_fp_len = 0;
+}
+
+/* Records the current call's environment (env_ref) and require cache (loaded_ref) as the state's
+ * kept environment; keeps none when they cannot be checked. */
+static void record(lua_State *L, lsb_state *S) {
+    int top = lua_gettop(L);
+    recorder r = {0};
+    r.ok = 1;
+    lua_createtable(L, 16, 0);
+    r.rec = lua_gettop(L);
+    lua_createtable(L, 32, 0);
+    r.keep = lua_gettop(L);
+    lua_pushvalue(L, r.keep);
+    lua_rawseti(L, r.rec, 3);
+    lua_createtable(L, 0, 16);
+    r.seen = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
+    r.frozen = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+    r.arrays = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ENVMETA);
+    r.envmeta = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
+    r.base = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_SNAPSHOTS);
+    r.snapshots = lua_gettop(L);
+
+    r.nodes = 3;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, r.rec, 1);
+    visit(L, &r, -1);
+    lua_pop(L, 1);
+    if (S->loaded_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, S->loaded_ref);
+    else lua_pushnil(L);
+    if (lua_type(L, -1) == LUA_TTABLE) visit(L, &r, -1);
+    else {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+    }
+    lua_rawseti(L, r.rec, 2);
+    r.qhead = 3;
+    while (r.ok && r.qhead < r.nodes) {
+        luaL_checkstack(L, 8, "cannot record the environment");
+        lua_Integer node = ++r.qhead;
+        lua_rawgeti(L, r.rec, node);
+        int x = lua_gettop(L);
+        if (lua_type(L, x) == LUA_TTABLE) record_table(L, &r, x, node);
+        else record_function(L, &r, x, node);
+        lua_settop(L, x - 1);
+    }
+    if (r.ok) {
+        drop(S);
+        lua_pushvalue(L, r.rec);
+        S->reuse_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        S->reuse_fp = r.fp;
+        S->reuse_fp_len = r.len;
+        S->reuse_held = 1;
+        S->reuse_marks_at = S->array_marks;
+    } else {
+        free(r.fp);
+        S->reuse_off = 1;   /* the same top level would record the same way next time */
+    }
+    lua_settop(L, top);
+}
+
+void lsb_env_enter(lua_State *L, lsb_state *S) {
+    if (!S->reuse_off && !S->reuse_held && S->reuse_ref >= 0) {
+        if (lua_rawgeti(L, LUA_REGISTRYINDEX, S->reuse_ref) == LUA_TTABLE) {
+            lua_rawgeti(L, -1, 1);
+            lsb_ref_replace(L, &S->env_ref);
+            luaL_unref(L, LUA_REGISTRYINDEX, S->loaded_ref);
+            S->loaded_ref = LUA_NOREF;
+            if (lua_rawgeti(L, -1, 2) == LUA_TTABLE) S->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            else lua_pop(L, 1);
+            lua_pop(L, 1);
+            S->reuse_held = 1;
+            S->reuse_marks_at = S->array_marks;
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    unsigned impure = S->impure;
+    lsb_run_chunk_fresh(L, S);
+    if (!S->reuse_off && S->impure == impure) record(L, S);
+}
+
+/* ---- checking (at the end of a call; no allocation, no error) ---- */
+
+static inline __attribute__((always_inline)) int same_fp(lua_State *L, int idx, const uint64_t *w) {
+    uint64_t tag, bits;
+    fingerprint(L, idx, &tag, &bits);
+    return tag == w[0] && bits == w[1];
+}
+
+/* Table node x against its entry at w; returns the entry's length, or 0 when they differ. */
+static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
+    uint64_t mt = 0;
+    if (lua_getmetatable(L, x)) {
+        mt = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+        lua_pop(L, 1);
+    }
+    if (mt != w[2]) return 0;
+    if (arrays) {   /* json.array was called during the call */
+        lua_pushvalue(L, x);
+        uint64_t marked = lua_rawget(L, arrays) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (marked != w[3]) return 0;
+    }
+    if (w[4] != LSB_REUSE_NO_LENGTH && (uint64_t)lua_rawlen(L, x) != w[4]) return 0;
+    const uint64_t *m = w + 6, *end = m + 4 * w[5];
+    lua_pushnil(L);
+    while (lua_next(L, x)) {
+        if (m == end || !same_fp(L, -2, m) || !same_fp(L, -1, m + 2)) {
+            lua_settop(L, x);
+            return 0;
+        }
+        lua_pop(L, 1);
+        m += 4;
+    }
+    return m == end ? (size_t)(end - w) : 0;
+}
+
+/* Function node x against its entry at w; returns the entry's length, or 0 when they differ. */
+static size_t check_function(lua_State *L, int x, const uint64_t *w) {
+    const uint64_t *m = w + 3;
+    for (uint64_t u = 1; u <= w[2]; u++, m += 2) {
+        if (!lua_getupvalue(L, x, (int)u)) return 0;
+        int same = same_fp(L, -1, m);
+        lua_pop(L, 1);
+        if (!same) return 0;
+    }
+    return (size_t)(m - w);
+}
+
+/* Whether everything recorded is as it was. */
+static int unchanged(lua_State *L, lsb_state *S) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, S->reuse_ref) != LUA_TTABLE) return 0;
+    int rec = lua_gettop(L);
+    /* a require cache made during the call (none was recorded) is a change */
+    lua_rawgeti(L, rec, 2);
+    int had = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!had && S->loaded_ref >= 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, S->loaded_ref);
+        int made = lua_type(L, -1) == LUA_TTABLE;
+        lua_pop(L, 1);
+        if (made) return 0;
+    }
+    int arrays = 0;
+    if (S->array_marks != S->reuse_marks_at) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+        arrays = lua_gettop(L);
+    }
+    int base = lua_gettop(L);
+    const uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len;
+    while (w < end) {
+        lua_rawgeti(L, rec, (lua_Integer)w[1]);
+        int x = base + 1;
+        size_t n = w[0] == 1 ? check_table(L, x, arrays, w) : check_function(L, x, w);
+        lua_settop(L, base);
+        if (!n) return 0;
+        w += n;
+    }
+    return 1;
+}
+
+void lsb_env_leave(lua_State *L, lsb_state *S) {
+    if (!S->reuse_held) return;
+    S->reuse_held = 0;
+    int top = lua_gettop(L);
+    int same = lua_checkstack(L, 12) && unchanged(L, S);
+    lua_settop(L, top);
+    if (same) {
+        S->reuse_misses = 0;
+        return;
+    }
+    drop(S);
+    if (++S->reuse_misses >= LSB_REUSE_MAX_MISSES) S->reuse_off = 1;
+}
+
+void lsb_env_give_up(lsb_state *S) {
+    if (S->reuse_held) drop(S);
+}
+
+void lsb_env_forget(lsb_state *S) {
+    drop(S);
+    S->reuse_off = 0;
+    S->reuse_misses = 0;
+}
+
+void lsb_env_free(lsb_state *S) {
+    free(S->reuse_fp);
+    S->reuse_fp = NULL;
+}

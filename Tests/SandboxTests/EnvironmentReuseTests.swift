@@ -1,0 +1,223 @@
+import Sandbox
+import XCTest
+
+/// A state keeps the top level's globals between calls only while the last call left them exactly
+/// as a fresh run makes them (lsb_reuse.c). Each test checks both sides: what the script sees is
+/// what a fresh run gives, and (through `topLevelRuns`) whether the top level was run again.
+final class EnvironmentReuseTests: XCTestCase {
+    /// Calls with `{"change":true}` run `change()`; every call returns `e.seen = seen()`.
+    private func sequence(_ prelude: String, seen: String, change: String,
+                          file: StaticString = #filePath, line: UInt = #line) throws -> (outputs: [String], runs: [Int]) {
+        let state = try makeState("""
+        \(prelude)
+        local function seen() \(seen) end
+        local function change() \(change) end
+        function transformEvent(e)
+          e.seen = seen()
+          if e.change then change() end
+          return e
+        end
+        """, file: file, line: line)
+        var outputs: [String] = [], runs: [Int] = []
+        for input in ["{}", #"{"change":true}"#, "{}", "{}"] {
+            outputs.append(state.callEvent(input).objectJSON ?? "error")
+            runs.append(state.topLevelRuns)
+        }
+        return (outputs, runs)
+    }
+
+    /// The four calls saw the same thing; the top level ran for the load, the first call, and
+    /// again only after the changing call.
+    private func assertFresh(_ r: (outputs: [String], runs: [Int]), seen: String,
+                             file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(r.outputs, [#"{"seen":\#(seen)}"#, #"{"change":true,"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#],
+                       file: file, line: line)
+        XCTAssertEqual(r.runs, [2, 2, 3, 3], "top-level runs after each call", file: file, line: line)
+    }
+
+    func testUnchangedGlobalsAreKeptAndTheTopLevelIsNotRunAgain() throws {
+        let state = try makeState("""
+        local KEPT = { track = true, identify = true }
+        local LIMITS = { 1, 2, 3, n = { deep = "x" } }
+        function transformEvent(e)
+          e.kept = KEPT[e.type] == true
+          e.n = #LIMITS .. LIMITS.n.deep
+          local scratch = { e.type }   -- new tables and locals are not the top level's
+          scratch[2] = "y"
+          return e
+        end
+        """)
+        XCTAssertEqual(state.topLevelRuns, 1)
+        for _ in 0..<5 {
+            XCTAssertEqual(state.callEvent(#"{"type":"track"}"#).objectJSON, #"{"kept":true,"n":"3x","type":"track"}"#)
+        }
+        XCTAssertEqual(state.topLevelRuns, 2, "only the first call ran the top level")
+    }
+
+    func testAGlobalWrittenByOneCallIsGoneInTheNext() throws {
+        assertFresh(try sequence("", seen: "return tostring(stash)", change: "stash = 1"), seen: #""nil""#)
+        assertFresh(try sequence("", seen: "return tostring(rawget(_ENV, 'x'))", change: "rawset(_ENV, 'x', 2)"), seen: #""nil""#)
+        assertFresh(try sequence("", seen: "return tostring(z)", change: "load('z = 3')()"), seen: #""nil""#)
+    }
+
+    func testModuleLocalsAndNestedTables() throws {
+        assertFresh(try sequence("local count = 0", seen: "return count", change: "count = count + 1"), seen: "0")
+        assertFresh(try sequence("local CFG = { list = { 'a' } }", seen: "return #CFG.list",
+                                 change: "table.insert(CFG.list, 'b')"), seen: "1")
+        assertFresh(try sequence("local CFG = { a = { b = { c = 'deep' } } }", seen: "return CFG.a.b.c",
+                                 change: "CFG.a.b.c = 'changed'"), seen: #""deep""#)
+        assertFresh(try sequence("local CFG = { x = 1 }", seen: "return CFG.y == nil", change: "CFG.y = 2"), seen: "true")
+        assertFresh(try sequence("local CFG = { x = 1, y = 2 }", seen: "return CFG.y", change: "CFG.y = nil"), seen: "2")
+        // a function replaced by another, and a table replaced by an equal one, are changes
+        assertFresh(try sequence("local F = { f = function() return 1 end }", seen: "return F.f()",
+                                 change: "F.f = function() return 2 end"), seen: "1")
+    }
+
+    func testNumbersDifferBySubtypeAndSign() throws {
+        assertFresh(try sequence("local CFG = { x = 1 }", seen: "return math.type(CFG.x)", change: "CFG.x = 1.0"), seen: #""integer""#)
+        assertFresh(try sequence("local CFG = { z = 0.0 }", seen: "return tostring(CFG.z)", change: "CFG.z = -0.0"), seen: #""0.0""#)
+    }
+
+    func testMetatablesAndArrayMarksAreState() throws {
+        assertFresh(try sequence("local T = {}", seen: "return tostring(T.anything)",
+                                 change: "setmetatable(T, { __index = function() return 'x' end })"), seen: #""nil""#)
+        assertFresh(try sequence("local T = setmetatable({}, { __index = function() return 'a' end })", seen: "return T.k",
+                                 change: "getmetatable(T).__index = function() return 'b' end"), seen: #""a""#)
+        assertFresh(try sequence("local T = {}", seen: "return json.encode(T)", change: "json.array(T)"), seen: #""{}""#)
+    }
+
+    func testIterationOrderAndLengthAreAsAFreshRunMakesThem() throws {
+        let state = try makeState("""
+        local T = { a = 1, b = 2, c = 3, d = 4, e = 5 }
+        local L = { 1, 2, 3 }
+        function transformEvent(e)
+          local keys = {}
+          for k in pairs(T) do keys[#keys + 1] = k end
+          e.order = table.concat(keys, ",")
+          e.len = #L
+          if e.churn then   -- grow and shrink both tables back to the same contents
+            for i = 1, 40 do T["k" .. i] = i end
+            for i = 1, 40 do T["k" .. i] = nil end
+            for i = 4, 40 do L[i] = i end
+            for i = 40, 4, -1 do L[i] = nil end
+          end
+          return e
+        end
+        """)
+        let first = state.callEvent("{}").objectJSON
+        XCTAssertNotNil(first)
+        _ = state.callEvent(#"{"churn":true}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, first)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, first)
+    }
+
+    func testLibraryStateIsFreshAndLibrariesAreKept() throws {
+        let lib = MapLoader(["counter": """
+        local M = { n = 0, seen = {} }
+        function M.bump(x) M.n = M.n + 1; M.seen[#M.seen + 1] = x end
+        return M
+        """])
+        let state = try makeState("""
+        local counter = require("counter")
+        function transformEvent(e)
+          e.before = counter.n .. "/" .. #counter.seen
+          if e.bump then counter.bump(e.bump) end
+          return e
+        end
+        """, libraries: lib)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"before":"0/0"}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"before":"0/0"}"#)
+        XCTAssertEqual(state.topLevelRuns, 2, "the library was kept with the file's globals")
+        XCTAssertEqual(state.callEvent(#"{"bump":"a"}"#).objectJSON, #"{"before":"0/0","bump":"a"}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"before":"0/0"}"#)
+        XCTAssertEqual(state.topLevelRuns, 3)
+    }
+
+    func testARequireDuringTheCallIsAChange() throws {
+        let lib = MapLoader(["m": "return { n = 0 }"])
+        let state = try makeState("""
+        function transformEvent(e)
+          if e.load then local m = require("m"); m.n = m.n + 1; e.n = m.n end
+          return e
+        end
+        """, libraries: lib)
+        for _ in 0..<3 { XCTAssertEqual(state.callEvent(#"{"load":true}"#).objectJSON, #"{"load":true,"n":1}"#) }
+    }
+
+    func testATopLevelThatCanDifferBetweenRunsRunsForEveryCall() throws {
+        let logging = try makeState("""
+        log("top level")
+        function transformEvent(e) return e end
+        """)
+        for _ in 0..<3 { XCTAssertEqual(logging.callEvent("{}").logs, ["top level"]) }
+        XCTAssertEqual(logging.topLevelRuns, 4)
+        let random = try makeState("""
+        local r = math.random(1, 1 << 40)
+        function transformEvent(e) e.r = r return e end
+        """)
+        let seen = Set((0..<4).map { _ in random.callEvent("{}").objectJSON ?? "" })
+        XCTAssertGreaterThan(seen.count, 1, "each call drew its own number")
+        for clock in ["os.time()", "os.clock()", "os.date()"] {
+            let s = try makeState("local t = \(clock)\nfunction transformEvent(e) return e end")
+            for _ in 0..<2 { _ = s.callEvent("{}") }
+            XCTAssertEqual(s.topLevelRuns, 3, clock)
+        }
+    }
+
+    func testStateThatCannotBeComparedIsNeverKept() throws {
+        // a coroutine and a gmatch iterator hold state their values do not show
+        let co = try makeState("""
+        local next_id = coroutine.wrap(function() for i = 1, 100 do coroutine.yield(i) end end)
+        function transformEvent(e) e.id = next_id() return e end
+        """)
+        for _ in 0..<3 { XCTAssertEqual(co.callEvent("{}").objectJSON, #"{"id":1}"#) }
+        let it = try makeState("""
+        local words = ("a b c"):gmatch("%a")
+        function transformEvent(e) e.w = words() return e end
+        """)
+        for _ in 0..<3 { XCTAssertEqual(it.callEvent("{}").objectJSON, #"{"w":"a"}"#) }
+        XCTAssertEqual(it.topLevelRuns, 4)
+    }
+
+    func testAScriptThatAlwaysChangesItsStateStopsBeingChecked() throws {
+        let state = try makeState("""
+        local n = 0
+        function transformEvent(e) n = n + 1 e.n = n return e end
+        """)
+        for _ in 0..<10 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":1}"#) }
+        XCTAssertEqual(state.topLevelRuns, 11)
+    }
+
+    func testACallThatFailsAfterAChangeStillDropsTheEnvironment() throws {
+        let r = try sequence("local CFG = { n = 0 }", seen: "return CFG.n", change: "CFG.n = 1 error('boom')")
+        XCTAssertEqual(r.outputs, [#"{"seen":0}"#, "error", #"{"seen":0}"#, #"{"seen":0}"#])
+        XCTAssertEqual(r.runs, [2, 2, 3, 3])
+    }
+
+    func testLoadingAnotherFileDropsTheKeptEnvironment() throws {
+        let state = try makeState("function transformEvent(e) e.by = 'first' return e end")
+        for _ in 0..<2 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"by":"first"}"#) }
+        _ = state.load(source: Array("function transformEvent(e) e.by = 'second' return e end".utf8),
+                       chunkName: "transformations/second.lua", entries: ["transformEvent"])
+        for _ in 0..<2 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"by":"second"}"#) }
+    }
+
+    func testASuspendedCallTakesItsEnvironmentAlong() throws {
+        let state = try makeState("""
+        local T = { n = 0 }
+        function transformEvent(e)
+          if e.bump then T.n = T.n + 1 end
+          if e.wait then e.v = enrich("p", "k") end
+          e.n = T.n
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)   // records and keeps
+        guard case .pending(_, let a) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(#"{"bump":true,"wait":true}"#.utf8))], batched: false) else { return XCTFail() }
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#, "the suspended call's change is its own")
+        XCTAssertEqual(state.callEvent(#"{"bump":true}"#).objectJSON, #"{"bump":true,"n":1}"#)
+        guard case .finished(let out) = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
+        XCTAssertEqual(out.objectJSON, #"{"bump":true,"n":1,"v":1,"wait":true}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)
+    }
+}
