@@ -80,29 +80,16 @@ struct RunCommand: ParsableCommand {
             throw CLIError.usage("cannot serve '\(v)'\(why.isEmpty ? ": no such transformation" : why)")
         }
         let stage = Stage(catalog: catalog, pool: WorkerPool(workers: workers))
-        let reader = try LineReader(paths: files)
+        let reader = try BatchReader(paths: files)
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         var index = 0
         // Lines only: the workers split, validate, run and answer them (Stage.answer(lines:)).
         typealias Batch = (first: Int, bytes: [UInt8], ranges: [Range<Int>])
-        var batchBytes = 1 << 16   // the last batch's size: the next one is usually alike
         func readBatch() -> Batch {
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(batchBytes + batchBytes / 4)
-            var ranges: [Range<Int>] = []
-            ranges.reserveCapacity(batchSize)
-            let first = index
-            while ranges.count < batchSize, let line = reader.nextLine(appendingTo: &bytes) {
-                if bytes[line].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
-                    bytes.removeSubrange(line)
-                    continue
-                }
-                ranges.append(line)
-                index += 1
-            }
-            batchBytes = max(batchBytes, bytes.count)
-            return (first, bytes, ranges)
+            let (bytes, ranges) = reader.next(maxLines: batchSize)
+            defer { index += ranges.count }
+            return (index, bytes, ranges)
         }
         func launch(_ batch: Batch) -> Task<Stage.AnswerOutcome, Never> {
             Task { await stage.answer(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first, versions: versions, separator: .newline) }
@@ -143,74 +130,6 @@ struct RunCommand: ParsableCommand {
             Terminal.error(String(format: "transform run: %d events in %.3f s = %.0f events/s (%d kept, %d dropped, %d errors, %d output events, %d workers)",
                                   counts.events, seconds, Double(counts.events) / max(seconds, 1e-9), counts.kept, counts.dropped,
                                   counts.errors, counts.outputs, workers))
-        }
-    }
-}
-
-/// Reads lines from files (or stdin) without loading them whole.
-final class LineReader {
-    private var fds: [Int32]
-    private var buffer: [UInt8] = []
-    private var start = 0
-    private var eof = false
-    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
-
-    init(paths: [String]) throws {
-        if paths.isEmpty {
-            fds = [STDIN_FILENO]
-        } else {
-            fds = try paths.map { p in
-                let fd = open(p, O_RDONLY)
-                if fd < 0 { throw CLIError.usage("\(p): cannot open") }
-                return fd
-            }
-        }
-    }
-
-    /// Appends buffer[range] with one memcpy (a slice append is generic and byte by byte).
-    private func copy(_ range: Range<Int>, to bytes: inout [UInt8]) {
-        buffer.withUnsafeBufferPointer { p in
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: p[range]))
-        }
-    }
-
-    /// Index of the next '\n' at or after `start` (memchr: the generic search cost ~9
-    /// instructions per byte).
-    private func newline() -> Int? {
-        buffer.withUnsafeBufferPointer { p -> Int? in
-            guard start < p.count, let base = p.baseAddress, let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
-            return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-        }
-    }
-
-    /// Appends the next line (without its newline) to `bytes` and returns where it is there.
-    func nextLine(appendingTo bytes: inout [UInt8]) -> Range<Int>? {
-        while true {
-            if let nl = newline() {
-                let at = bytes.count
-                copy(start..<nl, to: &bytes)
-                start = nl + 1
-                return at..<bytes.count
-            }
-            if eof {
-                if start < buffer.count {
-                    let at = bytes.count
-                    copy(start..<buffer.count, to: &bytes)
-                    start = buffer.count
-                    return at..<bytes.count
-                }
-                return nil
-            }
-            buffer.removeFirst(start)
-            start = 0
-            let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-            if n > 0 {
-                chunk.withUnsafeBufferPointer { buffer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[0..<n])) }
-            } else {
-                if fds[0] != STDIN_FILENO { close(fds[0]) }
-                fds.removeFirst()
-                if fds.isEmpty { eof = true }
-            }
         }
     }
 }
