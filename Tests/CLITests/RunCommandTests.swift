@@ -39,6 +39,31 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("events/s"), r.stderr)
     }
 
+    func testLinesAreReadWholeWhateverTheirSizeAndEndings() throws {
+        // lines longer than the reader's first buffer (256 KiB), CRLF endings, blank and
+        // whitespace-only lines, no final newline, and a second file
+        let long = String(repeating: "x", count: 700_000)
+        let first = [#"{"i":0}"#, "   ", #"{"i":1,"s":"\#(long)"}"#, "\t\r", #"{"i":2}\#r"#, "", #"{"i":3,"s":"\#(long)\#(long)"}"#, #"{"i":4}"#]
+            .joined(separator: "\n")
+        let dir = try makeProject([
+            "transformations/t.lua": "function transformEvent(e) return { i = e.i, n = e.s and #e.s or 0 } end",
+            "a.ndjson": first,
+            "b.ndjson": #"{"i":5}"# + "\n",
+        ])
+        for batch in ["1", "3", "200"] {
+            let r = try runTransform(["run", "t", "a.ndjson", "b.ndjson", "--batch-size", batch], in: dir)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let outputs = try r.stdout.split(separator: "\n").map {
+                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["output"] as? [String: Int]
+            }
+            // the last line of a.ndjson has no newline: it ends where b.ndjson begins
+            XCTAssertEqual(outputs.count, 5, "batch size \(batch)")
+            XCTAssertEqual(outputs.prefix(4).map { $0?["i"] }, [0, 1, 2, 3], "batch size \(batch)")
+            XCTAssertEqual(outputs.prefix(4).map { $0?["n"] }, [0, 700_000, 0, 1_400_000], "batch size \(batch)")
+            XCTAssertNil(outputs[4], "'{\"i\":4}{\"i\":5}' is one invalid line")
+        }
+    }
+
     func testReadsStdinAndRunsDestinationChains() throws {
         let dir = try makeProject([
             "transformations/a.lua": "function transformEvent(e) e.a = true return e end",
