@@ -84,6 +84,7 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
     S->loading_depth = 0;
     S->host_calls = 0;
     S->enrich_failed = 0;
+    S->arena_ok = S->arena_used = 0;
     lsb_logs_reset(S);
     free(S->errmsg);
     S->errmsg = NULL;
@@ -149,6 +150,7 @@ static void drop_outputs(lsb_report *out) {
 static void free_invocation(job *j) {
     lsb_invocation *inv = j->inv;
     if (!inv) return;
+    free(inv->arena.data);   /* its event's tables are garbage now: nothing reads them */
     if (inv->message_ids) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
         free(inv->message_ids);

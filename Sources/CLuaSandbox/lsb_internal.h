@@ -108,6 +108,10 @@ struct lsb_state {
     lsb_buf tb;                /* traceback of the last error */
     lsb_buf scratch;           /* JSON decoder's unescape buffer */
     lsb_buf enc;               /* json.encode's output buffer */
+    lsb_buf arena;             /* the current call's event bytes, when lsb_lazy_push may put them
+                                  here (arena_ok) instead of the Lua heap; see lsb_lazy_push */
+    int arena_ok;              /* the next lazy event may use the arena (one event per call) */
+    int arena_used;            /* the current call's event lives in the arena */
     void *lazy;                /* the lazy record cache (lsb_lazy.c; the registry keeps it) */
     int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
                                 * may be left in enc (its report output then has json NULL) */

@@ -215,7 +215,9 @@ static int start_body(lua_State *L) {
         }
     } else {
         if (j->count != 1) return luaL_error(L, "exactly one input expected");
+        S->arena_ok = 1;   /* the call's one event may keep its bytes in the state's arena */
         push_input(L, j, 0, ctxmap, originmap);
+        S->arena_ok = 0;
     }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
     lua_getfield(L, -1, "metadata");
@@ -295,6 +297,11 @@ static int reply_body(lua_State *L) {
 
 static void swap_out(lsb_state *S, lsb_invocation *inv) {
     lsb_env_give_up(S);   /* the environment goes with the call */
+    if (S->arena_used) {  /* and so do its event's bytes: the next call reuses the arena */
+        inv->arena = S->arena;
+        memset(&S->arena, 0, sizeof S->arena);
+        S->arena_used = 0;
+    }
     inv->env_ref = S->env_ref;
     inv->loaded_ref = S->loaded_ref;
     inv->ctx_ref = S->ctx_ref;
@@ -488,6 +495,7 @@ void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
     if (inv->logs)
         for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
     free(inv->logs);
+    free(inv->arena.data);
     if (inv->message_ids) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
         free(inv->message_ids);

@@ -18,6 +18,7 @@ struct lsb_invocation {
     size_t count;
     char **message_ids;    /* per input, for attributing outputs */
     size_t output_total;   /* bytes of all encoded outputs of this call */
+    lsb_buf arena;         /* its event's bytes, taken from the state's arena when it suspended */
 };
 
 

@@ -177,17 +177,19 @@ static void index_bytes(lsb_lazy_doc *d, const char *json, size_t len, uint64_t 
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
 /* Copies document s (its index and bytes) into mem; returns the copy. */
-static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s) {
+static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s, int with_bytes) {
     lsb_lazy_doc *d = mem;
     uint64_t *quotes = (uint64_t *)((char *)mem + ALIGN8(sizeof *d)), *brackets = quotes + s->nwords;
-    char *bytes = (char *)(brackets + s->nwords);
     *d = *s;
     memcpy(quotes, s->quotes, 8 * (size_t)s->nwords);
     memcpy(brackets, s->brackets, 8 * (size_t)s->nwords);
-    memcpy(bytes, s->bytes, s->len);
     d->quotes = quotes;
     d->brackets = brackets;
-    d->bytes = bytes;
+    if (with_bytes) {   /* else s->bytes stays: the state's arena */
+        char *bytes = (char *)(brackets + s->nwords);
+        memcpy(bytes, s->bytes, s->len);
+        d->bytes = bytes;
+    }
     return d;
 }
 
@@ -644,9 +646,19 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
             return 0;
         }
         size_t head = ALIGN8(sizeof(lsb_lazy) + (size_t)count * sizeof(lsb_lazy_member));
-        char *mem = lua_newuserdatauv(L, head + doc_size(n), 1);
+        lsb_state *S = lsb_get(L);
+        int in_arena = 0;
+        if (S->arena_ok) {   /* the bytes go to the state's arena, outside the Lua heap (see lsb.h) */
+            S->arena_ok = 0;
+            S->arena.len = 0;
+            if (lsb_buf_put(&S->arena, tmp.bytes, n) == 0) {
+                tmp.bytes = S->arena.data;
+                S->arena_used = in_arena = 1;
+            }
+        }
+        char *mem = lua_newuserdatauv(L, head + doc_size(n) - (in_arena ? n : 0), 1);
         lsb_lazy *z = (lsb_lazy *)mem;
-        d = copy_doc(mem + head, &tmp);
+        d = copy_doc(mem + head, &tmp, !in_arena);
         fill_record(z, d, 0, n, m, count, height);
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, -2, 1);

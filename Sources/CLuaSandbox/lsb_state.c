@@ -211,6 +211,7 @@ void lsb_free(lsb_state *S) {
     free(S->tb.data);
     free(S->scratch.data);
     free(S->enc.data);
+    free(S->arena.data);
     free(S->errmsg);
     free(S);
 }

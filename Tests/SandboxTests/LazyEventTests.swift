@@ -186,6 +186,33 @@ final class LazyEventTests: XCTestCase {
 
     // MARK: - Reading
 
+    /// A call suspended on a lookup keeps its event's bytes while other calls of the state run
+    /// (the state's arena moves to the suspended call): what it reads after resuming, and what it
+    /// returns untouched, are its own event's.
+    func testASuspendedLazyEventKeepsItsBytesWhileOtherCallsRun() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          if e.wait then e.looked = enrich("p", e.who) end
+          e.who_after = e.who
+          e.deep = e.context.traits.email
+          return e
+        end
+        """)
+        func input(_ who: String, wait: Bool) -> [SandboxInput] {
+            [SandboxInput(json: Array(#"{"wait":\#(wait),"who":"\#(who)","context":{"traits":{"email":"\#(who)@x.io"}},"pad":"\#(String(repeating: who, count: 300))"}"#.utf8),
+                          validated: true)]
+        }
+        guard case .pending(_, let a) = state.begin(entry: "transformEvent", inputs: input("aa", wait: true), batched: false) else { return XCTFail() }
+        for who in ["bb", "cc"] {   // reuse the state's arena meanwhile, with other bytes at the same places
+            let out = state.call(entry: "transformEvent", inputs: input(who, wait: false), batched: false).objectJSON ?? ""
+            XCTAssertTrue(out.contains(#""who_after":"\#(who)""#) && out.contains(#""deep":"\#(who)@x.io""#), out)
+        }
+        guard case .finished(let done) = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
+        let out = done.objectJSON ?? ""
+        XCTAssertTrue(out.hasPrefix(#"{"wait":true,"who":"aa","context":{"traits":{"email":"aa@x.io"}},"pad":"aaaa"#), out)
+        XCTAssertTrue(out.contains(#""deep":"aa@x.io""#) && out.contains(#""looked":1"#) && out.contains(#""who_after":"aa""#), out)
+    }
+
     func testReadingNestedFields() throws {
         try differential(#"""
         log(show(get(e, "context", "app", "name")), show(get(e, "context", "traits", "age")))
