@@ -189,6 +189,8 @@ void lsb_watch_leave(lsb_watch prev);
  * leaks it instead of closing it. */
 void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns);
 void lsb_watch_landed(lsb_watch prev, lsb_state *S);
+/* Whether the watchdog runs and this thread has its slot: then the deadline needs no count hook. */
+int lsb_watchdog_ready(void);
 /* How long past the deadline before escaping: a quarter of the limit, at least 2 ms. */
 #define LSB_ESCAPE_GRACE(S) ((S)->cfg.time_limit_ns / 4 > 2000000u ? (S)->cfg.time_limit_ns / 4 : 2000000u)
 

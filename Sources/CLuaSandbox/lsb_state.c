@@ -15,8 +15,10 @@ const char LSB_KEY_ORIGIN = 0;
 const char LSB_KEY_LIBS = 0;
 static const char LSB_TIMEOUT_SENTINEL = 0;
 
-/* Instructions between deadline checks. Lua pays the per-instruction trap once any count
- * hook is set (see design/lua-sandboxing.md F4), so the interval only bounds overshoot. */
+/* Instructions between deadline checks, when the watchdog thread could not start (it normally
+ * enforces the deadline by forcing the hook, lsb_watchdog.c). Lua pays the per-instruction
+ * trap once any count hook is set (design/lua-sandboxing.md F4: VM-bound code runs ~2x
+ * slower), so the interval only bounds overshoot. */
 #define LSB_HOOK_COUNT 1000
 /* After the deadline, growth of at least this many bytes is refused (bounds one VM
  * instruction that copies megabytes, attack t16). */
@@ -125,6 +127,8 @@ void lsb_install_hook(lua_State *L) {
     lsb_state *S = lsb_get(L);
     if (S->timed_out || S->mem_exceeded)
         lua_sethook(L, lsb_hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
+    else if (lsb_watchdog_ready())
+        lua_sethook(L, NULL, 0, 0);   /* the watchdog forces the hook at the deadline: no per-instruction trap */
     else
         lua_sethook(L, lsb_hook, LUA_MASKCOUNT, LSB_HOOK_COUNT);
 }

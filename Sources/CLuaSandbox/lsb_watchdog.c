@@ -1,11 +1,12 @@
 /*
- * The watchdog: a backstop for the time limit that does not depend on how often the count
- * hook fires.
+ * The watchdog: what enforces the time limit, without a count hook.
  *
- * The count hook checks the clock every LSB_HOOK_COUNT instructions, which bounds the
- * overshoot only while each instruction is cheap. Some single instructions are not: comparing
- * two 20 MB strings, or a call to a C function that walks a long string (utf8.len, tonumber
- * on a page of spaces). A thousand of those run for seconds between two checks.
+ * A count hook makes Lua trap on every instruction (design/lua-sandboxing.md F4: VM-bound code
+ * runs about twice as slowly), and it bounds the overshoot only while each instruction is
+ * cheap. Some single instructions are not: comparing two 20 MB strings, or a call to a C
+ * function that walks a long string (utf8.len, tonumber on a page of spaces). So no hook is
+ * set while a call runs (lsb_install_hook); the watchdog sets it at the deadline. Only when
+ * this thread cannot be started does a count hook check the clock instead.
  *
  * Every thread that runs user code owns a slot holding the deadline of its current call and
  * the lua_State (main thread or coroutine) that is executing it. One process-wide watchdog
@@ -248,6 +249,12 @@ static lsb_slot *slot(void) {
     pthread_mutex_unlock(&mu);
     pthread_setspecific(slot_key, s);
     my_slot = s;
+    /* Dispatch's and Swift concurrency's threads block nearly every signal: the watchdog's
+     * must reach this one (it is only ever sent to a slot's own thread). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, watch_signal);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     return s;
 }
 
@@ -315,5 +322,7 @@ unsigned long lsb_watchdog_escapes(void) { return atomic_load(&escapes); }
 size_t lsb_watchdog_abandoned_bytes(void) { return atomic_load(&escaped_bytes); }
 
 unsigned long lsb_watchdog_signals(void) { return atomic_load(&signals_sent); }
+
+int lsb_watchdog_ready(void) { return slot() != NULL; }
 
 void lsb_watchdog_set_fatal_overdue(uint64_t ns) { atomic_store(&fatal_overdue_ns, ns); }

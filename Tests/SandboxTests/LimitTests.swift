@@ -1,3 +1,4 @@
+import Foundation
 import Sandbox
 import XCTest
 
@@ -25,6 +26,24 @@ final class LimitTests: XCTestCase {
         try expectLimit("local function r(n) return r(n + 1) end return r(1)", .timeout)
         try expectLimit("while true do pcall(load, function() while true do end end) end", .timeout)
         try expectLimit("local s = string.rep('x', 1 << 20) while true do local t = s .. s end", .timeout)
+    }
+
+    /// No count hook runs during a call: the watchdog forces the hook at the deadline, by a signal
+    /// to the worker's thread. Dispatch's threads block signals; the watchdog's must get through.
+    func testTimeoutOnADispatchThreadThatBlocksSignals() throws {
+        let state = try makeState("function transformEvent(e) local n = 0 while true do n = n + 1 end end", limits: limits)
+        let done = expectation(description: "timed out")
+        DispatchQueue.global().async {
+            var blocked = sigset_t()
+            sigfillset(&blocked)
+            pthread_sigmask(SIG_BLOCK, &blocked, nil)   // as Dispatch's own threads do
+            let start = ContinuousClock.now
+            let outcome = state.callEvent("{}")
+            XCTAssertEqual(outcome.failure?.kind, .timeout)
+            XCTAssertLessThan(ContinuousClock.now - start, .milliseconds(1500))
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 10)
     }
 
     func testMemoryLimitCannotBeSwallowed() throws {
