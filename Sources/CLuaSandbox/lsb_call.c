@@ -155,7 +155,8 @@ static void free_invocation(job *j) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
         free(inv->message_ids);
     }
-    free(inv);
+    if (!j->S->spare_inv) j->S->spare_inv = inv;   /* the next call's, without a calloc */
+    else free(inv);
     j->inv = NULL;
 }
 

@@ -120,6 +120,7 @@ struct lsb_state {
     int chunk_ref;             /* registry ref of the compiled main chunk */
     int env_slots;             /* globals the main chunk's top level left (sizes fresh envs) */
     int spare_ref;             /* registry ref of a finished coroutine to reuse, or LUA_NOREF */
+    lsb_invocation *spare_inv; /* a finished call's invocation record, emptied, to reuse (malloc) */
     int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */

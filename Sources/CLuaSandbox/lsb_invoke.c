@@ -417,7 +417,13 @@ lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inpu
     j.out = out;
     lsb_begin_call(S, out);
     if (lsb_refuse_poisoned(S, &j)) return NULL;
-    j.inv = calloc(1, sizeof *j.inv);
+    if (S->spare_inv) {
+        j.inv = S->spare_inv;
+        S->spare_inv = NULL;
+        memset(j.inv, 0, sizeof *j.inv);
+    } else {
+        j.inv = calloc(1, sizeof *j.inv);
+    }
     if (!j.inv) {
         out->status = LSB_ERR_INTERNAL;
         out->message = lsb_strndup("out of host memory", 18);
