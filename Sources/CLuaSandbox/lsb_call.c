@@ -204,6 +204,7 @@ void lsb_finish(job *j, int status) {
         return;
     }
     S->call_ended_ns = lsb_now_ns();
+    S->arena_used = 0;   /* the call is over: the arena is free for the next one */
     if (status == LUA_OK && S->deadline_ns && S->call_ended_ns > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {

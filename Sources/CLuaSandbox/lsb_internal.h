@@ -131,6 +131,7 @@ struct lsb_state {
     uint64_t *reuse_fp;        /* its fingerprints (malloc) */
     size_t reuse_fp_len;
     int reuse_held;            /* the current call runs in the kept environment */
+    int reuse_lent;            /* a suspended call runs in it: other calls run the top level afresh */
     int reuse_off;             /* every call runs the main chunk afresh (see lsb_reuse.c) */
     int reuse_misses;          /* calls in a row that left the kept environment changed */
     size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
@@ -249,8 +250,13 @@ void lsb_env_enter(lua_State *L, lsb_state *S);
 /* At the end of a call that ran in the kept environment: keeps it when unchanged, drops it
  * otherwise. Allocation-free and error-free; call outside protection only on a healthy state. */
 void lsb_env_leave(lua_State *L, lsb_state *S);
-/* The call is suspended and takes its environment along: the state no longer keeps it. */
-void lsb_env_give_up(lsb_state *S);
+/* The call is suspended and takes its environment along (returns 1 when it is the kept one: the
+ * call then holds it until it finishes, see lsb_env_resume). */
+int lsb_env_lend(lsb_state *S);
+/* A suspended call resumes; `held`: it holds the kept environment (lsb_env_lend's answer). */
+void lsb_env_resume(lsb_state *S, int held);
+/* A suspended call is dropped; `held` as for lsb_env_resume. */
+void lsb_env_abandon(lsb_state *S, int held);
 /* A new main chunk: drops the kept environment and starts checking afresh. */
 void lsb_env_forget(lsb_state *S);
 /* Frees the record's host memory (lsb_free). */

@@ -296,7 +296,7 @@ static int reply_body(lua_State *L) {
 }
 
 static void swap_out(lsb_state *S, lsb_invocation *inv) {
-    lsb_env_give_up(S);   /* the environment goes with the call */
+    inv->reuse_held = lsb_env_lend(S);   /* the environment goes with the call */
     if (S->arena_used) {  /* and so do its event's bytes: the next call reuses the arena */
         inv->arena = S->arena;
         memset(&S->arena, 0, sizeof S->arena);
@@ -329,6 +329,9 @@ static void swap_in(lsb_state *S, lsb_invocation *inv) {
     S->env_ref = inv->env_ref;
     S->loaded_ref = inv->loaded_ref;
     S->ctx_ref = inv->ctx_ref;
+    lsb_env_resume(S, inv->reuse_held);
+    inv->reuse_held = 0;
+    S->arena_used = 0;   /* its event's bytes stay in inv->arena */
     S->host_calls = inv->host_calls;
     S->deadline_ns = inv->deadline_ns;
     S->logs = inv->logs;
@@ -474,7 +477,9 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
         inv->env_ref = S->env_ref;
         inv->loaded_ref = S->loaded_ref;
         inv->ctx_ref = S->ctx_ref;
+        inv->reuse_held = S->reuse_held;
         S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
+        S->reuse_held = 0;
         S->deadline_ns = 0;
         lsb_abandon(S, inv);
         return NULL;
@@ -492,6 +497,7 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
 
 void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
     if (!inv) return;
+    if (!S->poisoned && !S->escaped) lsb_env_abandon(S, inv->reuse_held);
     if (!S->poisoned) {
         luaL_unref(S->L, LUA_REGISTRYINDEX, inv->thread_ref);
         luaL_unref(S->L, LUA_REGISTRYINDEX, inv->env_ref);

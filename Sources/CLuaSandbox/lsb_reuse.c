@@ -22,8 +22,9 @@
  *     table with a metatable that is not a script's own (lazy event tables);
  *   - the record would exceed LSB_REUSE_MAX_SLOTS values (checking would cost more than a run);
  *   - LSB_REUSE_MAX_MISSES calls in a row changed it (a script that keeps state on purpose).
- * A call that is suspended on a lookup takes its environment along; the state then keeps none,
- * so two calls never share one.
+ * A call that is suspended on a lookup takes its environment along, and other calls meanwhile run
+ * the top level afresh (two calls never share one); the suspended call's end checks it and gives
+ * it back when unchanged.
  *
  * The record has two parts. In Lua (S->reuse_ref): [1] the environment, [2] the require cache
  * (or false), [3] every collectable value recorded (kept alive, so no address is reused while
@@ -205,7 +206,7 @@ static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) 
 static void drop(lsb_state *S) {
     luaL_unref(S->L, LUA_REGISTRYINDEX, S->reuse_ref);
     S->reuse_ref = LUA_NOREF;
-    S->reuse_held = 0;
+    S->reuse_held = S->reuse_lent = 0;
     free(S->reuse_fp);
     S->reuse_fp = NULL;
     S->reuse_fp_len = 0;
@@ -276,7 +277,7 @@ static void record(lua_State *L, lsb_state *S) {
 }
 
 void lsb_env_enter(lua_State *L, lsb_state *S) {
-    if (!S->reuse_off && !S->reuse_held && S->reuse_ref >= 0) {
+    if (!S->reuse_off && !S->reuse_held && !S->reuse_lent && S->reuse_ref >= 0) {
         if (lua_rawgeti(L, LUA_REGISTRYINDEX, S->reuse_ref) == LUA_TTABLE) {
             lua_rawgeti(L, -1, 1);
             lsb_ref_replace(L, &S->env_ref);
@@ -293,7 +294,7 @@ void lsb_env_enter(lua_State *L, lsb_state *S) {
     }
     unsigned impure = S->impure;
     lsb_run_chunk_fresh(L, S);
-    if (!S->reuse_off && S->impure == impure) record(L, S);
+    if (!S->reuse_off && S->reuse_ref < 0 && S->impure == impure) record(L, S);   /* none kept or lent */
 }
 
 /* ---- checking (at the end of a call; no allocation, no error) ---- */
@@ -384,14 +385,26 @@ void lsb_env_leave(lua_State *L, lsb_state *S) {
     lua_settop(L, top);
     if (same) {
         S->reuse_misses = 0;
+        S->reuse_lent = 0;   /* back from a suspended call, if it was lent */
         return;
     }
     drop(S);
     if (++S->reuse_misses >= LSB_REUSE_MAX_MISSES) S->reuse_off = 1;
 }
 
-void lsb_env_give_up(lsb_state *S) {
-    if (S->reuse_held) drop(S);
+int lsb_env_lend(lsb_state *S) {
+    if (!S->reuse_held) return 0;
+    S->reuse_held = 0;
+    S->reuse_lent = 1;
+    return 1;
+}
+
+void lsb_env_resume(lsb_state *S, int held) {
+    S->reuse_held = held;   /* its end checks the environment, and gives it back when unchanged */
+}
+
+void lsb_env_abandon(lsb_state *S, int held) {
+    if (held) drop(S);
 }
 
 void lsb_env_forget(lsb_state *S) {

@@ -1,3 +1,4 @@
+import Foundation
 import Sandbox
 import XCTest
 
@@ -200,6 +201,50 @@ final class EnvironmentReuseTests: XCTestCase {
         _ = state.load(source: Array("function transformEvent(e) e.by = 'second' return e end".utf8),
                        chunkName: "transformations/second.lua", entries: ["transformEvent"])
         for _ in 0..<2 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"by":"second"}"#) }
+    }
+
+    /// The bundled examples (their libraries included) keep their environment over their sample
+    /// events: the top level runs at the load and the first call only.
+    func testTheBundledExamplesKeepTheirEnvironment() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var libraries: [String: String] = [:]
+        for file in try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("libraries").path) where file.hasSuffix(".lua") {
+            libraries[String(file.dropLast(4))] = try String(contentsOf: root.appendingPathComponent("libraries/\(file)"), encoding: .utf8)
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("transformations").path)
+            .filter { $0.hasSuffix(".lua") }.map { String($0.dropLast(4)) }.sorted()
+        XCTAssertGreaterThanOrEqual(names.count, 6)
+        for name in names {
+            let source = try String(contentsOf: root.appendingPathComponent("transformations/\(name).lua"), encoding: .utf8)
+            let state = try makeState(source, libraries: MapLoader(libraries))
+            let events = try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("transformations/\(name).events.json"))) as! [[String: Any]]
+            for event in events {
+                let message = event["message"] ?? event
+                let json = try JSONSerialization.data(withJSONObject: message)
+                _ = state.call(entry: "transformEvent", inputs: [SandboxInput(json: Array(json), validated: true)], batched: false) { _ in .failure("no lookups here") }
+            }
+            XCTAssertEqual(state.topLevelRuns, 2, "\(name): top-level runs over \(events.count) events")
+        }
+    }
+
+    func testAnEnvironmentLentToASuspendedCallComesBackUnchanged() throws {
+        let state = try makeState("""
+        local T = { n = 0 }
+        function transformEvent(e)
+          if e.wait then e.v = enrich("p", "k") end
+          e.n = T.n
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)
+        guard case .pending(_, let a) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(#"{"wait":true}"#.utf8))], batched: false) else { return XCTFail() }
+        XCTAssertEqual(state.topLevelRuns, 2, "the suspended call runs in the kept environment")
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)
+        XCTAssertEqual(state.topLevelRuns, 3, "meanwhile another call runs the top level afresh")
+        guard case .finished(let out) = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
+        XCTAssertEqual(out.objectJSON, #"{"n":0,"v":1,"wait":true}"#)
+        for _ in 0..<3 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#) }
+        XCTAssertEqual(state.topLevelRuns, 3, "unchanged, it came back when the call finished")
     }
 
     func testASuspendedCallTakesItsEnvironmentAlong() throws {
