@@ -316,6 +316,7 @@ static void eager(lua_State *L, const char *s, size_t n) {
 typedef struct {
     const void *meta;          /* LAZYMETA */
     const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
+    const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
     struct {
         const void *t;
         lsb_lazy *z;
@@ -635,7 +636,13 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
         int count = 0;
         uint32_t height = 1;
-        index_bytes(&tmp, json + a, n, bits, bits + nwords);
+        const lsb_json_index *ix = c->offer;
+        if (ix && ix->json == json + a && ix->len == n)   /* found while the bytes were validated */
+            tmp = (lsb_lazy_doc){.len = (uint32_t)n, .nwords = (uint32_t)nwords, .compact = ix->compact,
+                                 .escapes = ix->escapes, .quotes = ix->quotes, .brackets = ix->brackets,
+                                 .bytes = json + a};
+        else
+            index_bytes(&tmp, json + a, n, bits, bits + nwords);
         int r = scan_object(&tmp, 0, n, m, &count, &height);
         if (r != 0) {
             if (r < 0) luaL_error(L, "event JSON: malformed object at byte 0");
@@ -670,6 +677,10 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     }
     lua_remove(L, cidx);
     return 0;
+}
+
+void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix) {
+    if (S->lazy) ((lazy_cache *)S->lazy)->offer = ix;
 }
 
 uint32_t lsb_lazy_height(const char *json, size_t len) {

@@ -37,6 +37,7 @@
  *   decoded eagerly (a plain table), which is always correct.
  */
 #include "lsb_internal.h"
+#include "lsb_json.h"
 
 #define LSB_LAZY_MAX_MEMBERS 64
 
@@ -71,6 +72,11 @@ void lsb_lazy_init(lua_State *L);
 /* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
+
+/* Offers ix (lsb_json_envelope_indexed) to state S's lsb_lazy_push: a push of exactly the bytes
+ * ix->json[0, ix->len) then uses ix's index instead of computing it. The caller keeps *ix as it
+ * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */
+void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
 
 /* The lazy record of the table at idx, or NULL. Pushes nothing. */
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx);
