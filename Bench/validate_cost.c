@@ -24,7 +24,8 @@ int main(int argc, char **argv) {
     int rounds = argc > 2 ? atoi(argv[2]) : 1;
     int plain = argc > 3 && strcmp(argv[3], "-v") == 0, indexed = argc > 3 && strcmp(argv[3], "-i") == 0;
     uint64_t bits[2 * 128];
-    lsb_json_index ix = {.quotes = bits, .brackets = bits + 128, .words = 128};
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + 128, .words = 128, .members = members};
     size_t len;
     char *buf = slurp(argv[1], &len);
     if (!buf) {

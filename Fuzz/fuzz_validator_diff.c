@@ -209,7 +209,10 @@ bad:
 
 /* ---- the comparison ---- */
 
-static unsigned long n_inputs, n_valid, n_envelopes, n_edge, n_indexed;
+static unsigned long n_inputs, n_valid, n_envelopes, n_edge, n_indexed, n_members;
+
+/* lsb_lazy.c (lsb_lazy.h needs Lua's headers): the member scan lsb_lazy_push makes itself. */
+int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height);
 
 static void same_message(const char *a, const char *b, const char *fn, const char *in, size_t len) {
     if ((a == NULL) == (b == NULL) && (!a || strcmp(a, b) == 0)) return;
@@ -245,7 +248,8 @@ static void check_indexed(const char *in, size_t len, size_t words, const char *
     uint64_t *bits = malloc(2 * (words ? words : 1) * sizeof *bits);
     if (!bits) abort();
     memset(bits, 0xA5, 2 * words * sizeof *bits);   /* what the index must overwrite */
-    lsb_json_index ix = {.quotes = bits, .brackets = bits + words, .words = words, .json = in};
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + words, .words = words, .json = in, .members = members};
     int s = 77;
     size_t o[4] = {991, 992, 993, 994};
     char *err = lsb_json_envelope_indexed(in, len, &s, &o[0], &o[1], &o[2], &o[3], &ix);
@@ -273,6 +277,16 @@ static void check_indexed(const char *in, size_t len, size_t words, const char *
         }
         free(want);
         n_indexed++;
+        uint32_t want_m[4 * LSB_JSON_INDEX_MEMBERS], want_h = 0;
+        int want_n = 0, r = lsb_lazy_scan_members(ix.json, ix.len, want_m, &want_n, &want_h);
+        if (r < 0 || (r == 0) != (ix.count >= 0) ||
+            (r == 0 && (want_n != ix.count || want_h != ix.height ||
+                        memcmp(want_m, ix.members, 4 * (size_t)want_n * sizeof *want_m)))) {
+            fprintf(stderr, "lsb_json_envelope_indexed: members differ from the lazy scan's (%d: %d %d, %u %u)\n", r,
+                    want_n, ix.count, want_h, ix.height);
+            abort();
+        }
+        n_members += ix.count > 0;
     } else if (!msg && shape == 2 && len - r[0] <= 64 * words) {
         fprintf(stderr, "lsb_json_envelope_indexed left a fitting message unindexed\n");
         abort();
@@ -531,8 +545,8 @@ static void edge_event(void) {
 }
 
 static void report(void) {
-    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes (%lu indexed): no difference\n",
-            n_inputs, n_edge, n_valid, n_envelopes, n_indexed);
+    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes (%lu indexed, %lu with members): no difference\n",
+            n_inputs, n_edge, n_valid, n_envelopes, n_indexed, n_members);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

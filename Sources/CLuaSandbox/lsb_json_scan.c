@@ -564,6 +564,7 @@ typedef struct {
     uint64_t *quotes, *brackets;   /* zeroed by the caller for every byte the value may span */
     const char *base;              /* the value's first byte: bit 0 */
     int ws;                        /* some whitespace was skipped (outside strings) */
+    int deepest;                   /* most containers open at once within the value, its own counted */
 } vrec;
 
 /* Sets the bit of byte p in bits. */
@@ -619,7 +620,7 @@ VINLINE const char *vvalue_at(const char *p, const char *end, const char *tail, 
     /* The closing bytes of the enclosing containers, pushed downwards from above the slot
      * for depth `depth`: sp == outer exactly when a container's elements would be deeper than
      * LSB_JSON_MAX_DEPTH, so that is checked once when the container opens. */
-    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth);
+    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth), *const sp0 = sp;
     int close = VTOP;   /* closing byte of the innermost open container */
 value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
     if (!(p < end && *p == '"')) {
@@ -631,7 +632,10 @@ value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
         if (!(p = vstring_r(p, end, tail, e, r))) return NULL;
         goto after;
     case '{':
-        if (r) vmark(r->brackets, r->base, p);
+        if (r) {
+            vmark(r->brackets, r->base, p);
+            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
+        }
         p = vws_r(p + 1, end, r);
         if (p < end && *p == '}') {
             if (r) vmark(r->brackets, r->base, p);
@@ -646,7 +650,10 @@ value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
         close = '}';
         goto key;
     case '[':
-        if (r) vmark(r->brackets, r->base, p);
+        if (r) {
+            vmark(r->brackets, r->base, p);
+            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
+        }
         p = vws_r(p + 1, end, r);
         if (p < end && *p == ']') {
             if (r) vmark(r->brackets, r->base, p);
@@ -710,6 +717,7 @@ static const char *vvalue_rec(const char *p, const char *end, const char *tail, 
     vrec local = *r;
     p = vvalue_at(p, end, tail, depth, e, &local);
     r->ws = local.ws;
+    r->deepest = local.deepest;
     return p;
 }
 
@@ -725,20 +733,76 @@ char *lsb_json_validate(const char *json, size_t len) {
     return vmessage(json, &e);
 }
 
-/* The message's value at p (an object that fits ix), validated while its index is recorded
- * into ix; returns the byte after it, or NULL with e set. */
+/* Records member (key k, klen bytes; value val to p) of the message at base in ix, unless ix
+ * gave up on its members: more than LSB_JSON_INDEX_MEMBERS, a key with an escape, or a key
+ * twice (the lazy table decodes those objects eagerly). *seen: a filter of key (length, first
+ * byte), as lsb_lazy's scan keeps, so most keys need no duplicate check. */
+static void vmember(lsb_json_index *ix, const char *base, const char *k, size_t klen, int key_escaped,
+                    const char *val, const char *p, uint64_t *seen) {
+    if (ix->count < 0) return;
+    uint32_t *m = ix->members, n = (uint32_t)ix->count;
+    uint64_t h = (uint64_t)1 << ((klen + (unsigned char)*k) & 63);   /* *k is the quote when klen is 0 */
+    int dup = 0;
+    if (*seen & h)
+        for (uint32_t i = 0; i < n && !dup; i++) dup = m[4 * i + 1] == klen && memcmp(base + m[4 * i], k, klen) == 0;
+    *seen |= h;
+    if (n == LSB_JSON_INDEX_MEMBERS || key_escaped || dup) {
+        ix->count = -1;
+        return;
+    }
+    m[4 * n] = (uint32_t)(k - base);
+    m[4 * n + 1] = (uint32_t)klen;
+    m[4 * n + 2] = (uint32_t)(val - base);
+    m[4 * n + 3] = (uint32_t)(p - val);
+    ix->count = (int)n + 1;
+}
+
+/* The message's value at p (an object that fits ix), validated while its index and members are
+ * recorded into ix; returns the byte after it, or NULL with e set. Its members are walked here
+ * as vvalue would walk them (the same answers, messages and offsets), each value by vvalue_rec. */
 static const char *vmessage_indexed(const char *p, const char *end, const char *tail, verr *e, lsb_json_index *ix) {
     size_t words = ((size_t)(end - p) + 63) / 64;   /* what the value may span */
     memset(ix->quotes, 0, words * sizeof *ix->quotes);
     memset(ix->brackets, 0, words * sizeof *ix->brackets);
-    vrec r = {ix->quotes, ix->brackets, p, 0};
-    e->escapes = 0;
+    vrec r = {ix->quotes, ix->brackets, p, 0, 0};
     const char *v = p;
-    if (!(p = vvalue_rec(p, end, tail, 1, e, &r))) return NULL;
+    uint64_t seen = 0;
+    int escapes = 0;
+    ix->count = 0;
+    ix->height = 1;
+    vmark(r.brackets, v, p);
+    p = vws_r(p + 1, end, &r);
+    if (p < end && *p == '}') {
+        vmark(r.brackets, v, p++);
+    } else {
+        for (;;) {
+            p = vws_r(p, end, &r);
+            if (p >= end || *p != '"') VFAIL(p, "expected a string key");
+            const char *k = p + 1;
+            e->escapes = 0;
+            if (!(p = vstring_r(p, end, tail, e, &r))) return NULL;
+            int key_escaped = e->escapes;
+            size_t klen = (size_t)(p - 1 - k);
+            if (!(p = vcolon(p, end, e, &r))) return NULL;
+            p = vws_r(p, end, &r);
+            const char *val = p;
+            r.deepest = 0;
+            if (p < end && *p == '"') {   /* a string, the common member: vvalue_rec's first step */
+                if (!(p = vstring_r(p, end, tail, e, &r))) return NULL;
+            } else if (!(p = vvalue_rec(p, end, tail, 2, e, &r))) return NULL;
+            escapes |= key_escaped | e->escapes;
+            if ((uint32_t)r.deepest + 1 > ix->height) ix->height = (uint32_t)r.deepest + 1;
+            vmember(ix, v, k, klen, key_escaped, val, p, &seen);
+            p = vws_r(p, end, &r);
+            if (p < end && *p == ',') { p++; continue; }
+            if (p < end && *p == '}') { vmark(r.brackets, v, p++); break; }
+            VFAIL(p, "expected ',' or '}'");
+        }
+    }
     ix->json = v;
     ix->len = (size_t)(p - v);
     ix->compact = !r.ws;
-    ix->escapes = e->escapes;
+    ix->escapes = escapes;
     return p;
 }
 

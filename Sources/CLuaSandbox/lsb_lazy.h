@@ -77,6 +77,10 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
  * ix->json[0, ix->len) then uses ix's index instead of computing it. The caller keeps *ix as it
  * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */
 void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
+/* For tests: the member scan lsb_lazy_push makes of the object json[0, len) (index and members
+ * found from the bytes alone): 0 with the members (4 words each, as in lsb_json_index), their
+ * count and the object's height; 1 when it would be decoded eagerly; -1 when malformed. */
+int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height);
 
 /* The lazy record of the table at idx, or NULL. Pushes nothing. */
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx);

@@ -113,7 +113,9 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
                      const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes) {
     size_t i = 0;
     uint64_t bits[2 * SHARE_INDEX_WORDS];   /* the message index: quotes, then brackets */
-    lsb_json_index ix = {.quotes = bits, .brackets = bits + SHARE_INDEX_WORDS, .words = SHARE_INDEX_WORDS};
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + SHARE_INDEX_WORDS, .words = SHARE_INDEX_WORDS,
+                         .members = members};
     for (; i < count; i++) {
         if (lsb_is_poisoned(S)) break;
         lsb_answer *a = &answers[i];
