@@ -28,7 +28,10 @@
  *   event, a bitmap of the quotes that delimit strings and one of the brackets outside strings,
  *   so skipping a nested value or string costs per bracket or quote, not per byte. An event up
  *   to 8 KiB is one userdata: the top object's record, then the document. Input must already be
- *   valid JSON (the caller validated it); scanning stays in bounds regardless.
+ *   valid JSON (the caller validated it); scanning stays in bounds regardless. When the bytes
+ *   are an envelope's message that lsb_run_share validated with lsb_json_envelope_indexed, the
+ *   index and the top object's members come from that validation (lsb_lazy_offer), equal to
+ *   what the scan here would find (Fuzz/fuzz_validator_diff.c checks that).
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
