@@ -1,5 +1,6 @@
 /*
- * Cost of the validating scan alone: lsb_json_envelope (or lsb_json_validate with -v) over
+ * Cost of the validating scan alone: lsb_json_envelope (or lsb_json_validate with -v, or
+ * lsb_json_envelope_indexed with -i, which also indexes the message for lsb_lazy_push) over
  * every line of an NDJSON file, ROUNDS times. Meant for callgrind, which counts the
  * instructions (Ir) per event; it also prints the wall time per event.
  *
@@ -7,19 +8,24 @@
  *     Bench/validate_cost.c Sources/CLuaSandbox/lsb_*.c $(pkg-config --libs lua5.4) -lm -lpthread -o validate_cost
  *   python3 ../shared/bench/gen_events.py 2000 --envelope > events.ndjson
  *   valgrind --tool=callgrind --toggle-collect=lsb_json_envelope ./validate_cost events.ndjson 1
- *     (Ir of lsb_json_envelope and what it calls, divided by the event count printed)
+ *     (Ir of lsb_json_envelope and what it calls, divided by the event count printed; with -i:
+ *     ./validate_cost events.ndjson 1 -i and --toggle-collect=lsb_json_envelope_indexed)
  */
 #include "harness.h"
 #include "lsb.h"
+#include "lsb_json.h"
 #include <time.h>
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s EVENTS.ndjson [ROUNDS=1] [-v]\n", argv[0]);
+        fprintf(stderr, "usage: %s EVENTS.ndjson [ROUNDS=1] [-v|-i]\n", argv[0]);
         return 2;
     }
     int rounds = argc > 2 ? atoi(argv[2]) : 1;
-    int plain = argc > 3 && strcmp(argv[3], "-v") == 0;
+    int plain = argc > 3 && strcmp(argv[3], "-v") == 0, indexed = argc > 3 && strcmp(argv[3], "-i") == 0;
+    uint64_t bits[2 * 128];
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + 128, .words = 128, .members = members};
     size_t len;
     char *buf = slurp(argv[1], &len);
     if (!buf) {
@@ -48,8 +54,9 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < n; i++) {
             int shape = 0;
             size_t ms = 0, ml = 0, ds = 0, dl = 0;
-            char *err = plain ? lsb_json_validate(buf + starts[i], lens[i])
-                              : lsb_json_envelope(buf + starts[i], lens[i], &shape, &ms, &ml, &ds, &dl);
+            char *err = plain     ? lsb_json_validate(buf + starts[i], lens[i])
+                        : indexed ? lsb_json_envelope_indexed(buf + starts[i], lens[i], &shape, &ms, &ml, &ds, &dl, &ix)
+                                  : lsb_json_envelope(buf + starts[i], lens[i], &shape, &ms, &ml, &ds, &dl);
             if (err) {
                 invalid++;
                 free(err);

@@ -13,6 +13,9 @@
  * token, and a generated event cut at every byte and with each byte replaced. A run prints
  * its counts on exit ("validator differential: ...").
  *
+ * lsb_json_envelope_indexed is checked on every input too: the same answers and outputs as
+ * lsb_json_envelope, and the message index it fills equal to one found here byte by byte.
+ *
  *   scripts/fuzz SECONDS validator
  */
 #include "lsb.h"
@@ -206,7 +209,10 @@ bad:
 
 /* ---- the comparison ---- */
 
-static unsigned long n_inputs, n_valid, n_envelopes, n_edge;
+static unsigned long n_inputs, n_valid, n_envelopes, n_edge, n_indexed, n_members;
+
+/* lsb_lazy.c (lsb_lazy.h needs Lua's headers): the member scan lsb_lazy_push makes itself. */
+int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height);
 
 static void same_message(const char *a, const char *b, const char *fn, const char *in, size_t len) {
     if ((a == NULL) == (b == NULL) && (!a || strcmp(a, b) == 0)) return;
@@ -215,6 +221,77 @@ static void same_message(const char *a, const char *b, const char *fn, const cha
     for (size_t i = 0; i < len && i < 400; i++) fprintf(stderr, (unsigned char)in[i] < 0x20 || (unsigned char)in[i] >= 0x7f ? "\\x%02x" : "%c", (unsigned char)in[i]);
     fprintf(stderr, "\n");
     abort();
+}
+
+/* The message index lsb_lazy_push computes, found here byte by byte: the quotes that open or
+ * close a string, the brackets outside strings, whitespace outside strings, any backslash. */
+static void reference_index(const char *m, size_t n, uint64_t *quotes, uint64_t *brackets, int *compact,
+                            int *escapes) {
+    int in = 0;
+    *compact = 1;
+    *escapes = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = m[i];
+        uint64_t bit = (uint64_t)1 << (i & 63);
+        if (in) {
+            if (c == '\\') { *escapes = 1; i++; }
+            else if (c == '"') { quotes[i >> 6] |= bit; in = 0; }
+        } else if (c == '"') { quotes[i >> 6] |= bit; in = 1; }
+        else if (c == '{' || c == '}' || c == '[' || c == ']') brackets[i >> 6] |= bit;
+        else if (c == ' ' || c == '\n' || c == '\r' || c == '\t') *compact = 0;
+    }
+}
+
+/* lsb_json_envelope_indexed with room for `words` words: the same answer and outputs as
+ * lsb_json_envelope (msg, shape, r), and when it indexed the message, the reference index. */
+static void check_indexed(const char *in, size_t len, size_t words, const char *msg, int shape, const size_t *r) {
+    uint64_t *bits = malloc(2 * (words ? words : 1) * sizeof *bits);
+    if (!bits) abort();
+    memset(bits, 0xA5, 2 * words * sizeof *bits);   /* what the index must overwrite */
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + words, .words = words, .json = in, .members = members};
+    int s = 77;
+    size_t o[4] = {991, 992, 993, 994};
+    char *err = lsb_json_envelope_indexed(in, len, &s, &o[0], &o[1], &o[2], &o[3], &ix);
+    same_message(err, msg, "lsb_json_envelope_indexed", in, len);
+    free(err);
+    if (s != shape || memcmp(o, r, sizeof o)) {
+        fprintf(stderr, "lsb_json_envelope_indexed outputs differ\n");
+        abort();
+    }
+    if (ix.json) {
+        size_t nw = (ix.len + 63) / 64;
+        if (msg || shape != 2 || ix.json != in + r[0] || ix.len != r[1] || *ix.json != '{' || nw > words) {
+            fprintf(stderr, "lsb_json_envelope_indexed indexed the wrong bytes (%zu, %zu)\n",
+                    (size_t)(ix.json - in), ix.len);
+            abort();
+        }
+        uint64_t *want = calloc(2 * nw + 1, sizeof *want);
+        int compact, escapes;
+        if (!want) abort();
+        reference_index(ix.json, ix.len, want, want + nw, &compact, &escapes);
+        if (memcmp(want, ix.quotes, nw * sizeof *want) || memcmp(want + nw, ix.brackets, nw * sizeof *want) ||
+            compact != ix.compact || escapes != ix.escapes) {
+            fprintf(stderr, "lsb_json_envelope_indexed: wrong index of %zu message bytes\n", ix.len);
+            abort();
+        }
+        free(want);
+        n_indexed++;
+        uint32_t want_m[4 * LSB_JSON_INDEX_MEMBERS], want_h = 0;
+        int want_n = 0, r = lsb_lazy_scan_members(ix.json, ix.len, want_m, &want_n, &want_h);
+        if (r < 0 || (r == 0) != (ix.count >= 0) ||
+            (r == 0 && (want_n != ix.count || want_h != ix.height ||
+                        memcmp(want_m, ix.members, 4 * (size_t)want_n * sizeof *want_m)))) {
+            fprintf(stderr, "lsb_json_envelope_indexed: members differ from the lazy scan's (%d: %d %d, %u %u)\n", r,
+                    want_n, ix.count, want_h, ix.height);
+            abort();
+        }
+        n_members += ix.count > 0;
+    } else if (!msg && shape == 2 && len - r[0] <= 64 * words) {
+        fprintf(stderr, "lsb_json_envelope_indexed left a fitting message unindexed\n");
+        abort();
+    }
+    free(bits);
 }
 
 /* Runs both validators on exactly `len` bytes (a buffer of that size, so reading past it is
@@ -242,6 +319,8 @@ static void compare(const char *data, size_t len) {
         abort();
     }
     n_envelopes += sa == 2;
+    check_indexed(in, len, (len + 63) / 64, a, sa, ra);   /* room for any message */
+    check_indexed(in, len, 2, a, sa, ra);                 /* room for 128 bytes */
     free(a);
     free(b);
     free(in);
@@ -466,8 +545,8 @@ static void edge_event(void) {
 }
 
 static void report(void) {
-    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes: no difference\n",
-            n_inputs, n_edge, n_valid, n_envelopes);
+    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes (%lu indexed, %lu with members): no difference\n",
+            n_inputs, n_edge, n_valid, n_envelopes, n_indexed, n_members);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

@@ -37,6 +37,30 @@ static inline uint64_t lsb_string_stop8(uint64_t x) {
            ((x - LSB_ONES * 0x20) & ~x & LSB_HIGHS) | (x & LSB_HIGHS);
 }
 
+/* Where an envelope's message object has its strings, brackets and members, found while
+ * lsb_json_envelope_indexed validates it: the index and the member scan lsb_lazy_push would
+ * otherwise compute (lsb_lazy.h), bit i standing for byte i of the message. */
+#define LSB_JSON_INDEX_MEMBERS 64   /* LSB_LAZY_MAX_MEMBERS */
+typedef struct lsb_json_index {
+    uint64_t *quotes;     /* the caller's `words` words: the quotes that open or close a string */
+    uint64_t *brackets;   /* the caller's `words` words: { } [ ] outside strings */
+    size_t words;         /* only a message of at most 64 * words bytes is indexed */
+    const char *json;     /* the indexed message's bytes (its first is '{'), or NULL: none */
+    size_t len;           /* and their count; bits at len and after are clear */
+    int compact;          /* no whitespace outside strings */
+    int escapes;          /* some backslash occurs */
+    uint32_t *members;    /* the caller's 4 * LSB_JSON_INDEX_MEMBERS: key offset and length, value
+                           * offset and length (offsets into json; a key between its quotes) */
+    int count;            /* members recorded, or -1: none (too many, a key with an escape or a
+                           * key twice: the lazy table decodes those objects eagerly) */
+    uint32_t height;      /* the message's nesting: 1 + the most containers open at once in a member */
+} lsb_json_index;
+
+/* lsb_json_envelope (same answers and outputs) that also fills ix when the envelope is valid
+ * and its message, the last "message" member, is an object that fits. */
+char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
+                                size_t *md_start, size_t *md_len, lsb_json_index *ix);
+
 /* The first byte at or after p (before end) that is not plain string text: the lowest flagged
  * byte of a SWAR test is always a real match. */
 static inline const char *lsb_skip_plain(const char *p, const char *end) {

@@ -391,6 +391,7 @@ int lsb_json_object_field(const char *json, size_t len, const char *key, size_t 
 typedef struct {
     const char *at;     /* where the error is reported */
     const char *what;
+    int escapes;        /* set by every escape met (reset by whoever reads it) */
 } verr;
 
 #define VFAIL(pos, msg) do { e->at = (pos); e->what = (msg); return NULL; } while (0)
@@ -473,6 +474,7 @@ static const char *vstring_special(const char *p, const char *end, verr *e) {
     if (c < 0x20) VFAIL(p, "control character in string");
     if (c == '\\') {
         unsigned cp;
+        e->escapes = 1;
         int r = lsb_json_unescape(&p, end, &cp);   /* leaves p at the backslash on failure */
         if (r) VFAIL(p, r == -2 ? "lone UTF-16 surrogate in \\u escape" : "invalid escape");
         return p;
@@ -517,7 +519,7 @@ static inline int vdigit(char c) { return (unsigned)(c - '0') < 10; }
 /* p at '-' or a digit. A number is checked for overflow (strtod, as the decoder reads it)
  * only when it has an exponent or more than 300 characters before any fraction: nothing
  * shorter can reach DBL_MAX. */
-static const char *vnumber(const char *p, const char *end, verr *e) {
+VINLINE const char *vnumber(const char *p, const char *end, verr *e) {
     const char *start = p;
     if (*p == '-') p++;
     if (p < end && *p == '0') p++;
@@ -551,11 +553,47 @@ static const char *vnumber(const char *p, const char *end, verr *e) {
     return p;
 }
 
+/* vnumber out of line: the recording validator keeps its registers for the bitmaps. */
+VNOINLINE const char *vnumber_call(const char *p, const char *end, verr *e) { return vnumber(p, end, e); }
+
+/* While a value is validated, optionally, where its strings and brackets are: the lazy
+ * index of lsb_lazy.c (lsb_json_index), found at the cost of one bit per quote and bracket.
+ * Every step below takes a vrec pointer that is a constant NULL in the plain validator, so
+ * the recording compiles away there. */
+typedef struct {
+    uint64_t *quotes, *brackets;   /* zeroed by the caller for every byte the value may span */
+    const char *base;              /* the value's first byte: bit 0 */
+    int ws;                        /* some whitespace was skipped (outside strings) */
+    int deepest;                   /* most containers open at once within the value, its own counted */
+} vrec;
+
+/* Sets the bit of byte p in bits. */
+VINLINE void vmark(uint64_t *bits, const char *base, const char *p) {
+    size_t i = (size_t)(p - base);
+    bits[i >> 6] |= (uint64_t)1 << (i & 63);
+}
+
+/* vws, noting in r whether it skipped anything (tested only where vws_run is called). */
+VINLINE const char *vws_r(const char *p, const char *end, vrec *r) {
+    if (!(p < end && (unsigned char)*p <= ' ')) return p;
+    const char *q = vws_run(p, end);
+    if (r && q != p) r->ws = 1;
+    return q;
+}
+
+/* vstring, marking both quotes in r. */
+VINLINE const char *vstring_r(const char *p, const char *end, const char *tail, verr *e, vrec *r) {
+    if (r) vmark(r->quotes, r->base, p);
+    if (!(p = vstring(p, end, tail, e))) return NULL;
+    if (r) vmark(r->quotes, r->base, p - 1);
+    return p;
+}
+
 /* After `"key"` at p inside an object: returns the byte after the ':' that must follow, or
  * NULL with e set. */
-VINLINE const char *vcolon(const char *p, const char *end, verr *e) {
+VINLINE const char *vcolon(const char *p, const char *end, verr *e, vrec *r) {
     if (!(p < end && *p == ':')) {
-        p = vws(p, end);
+        p = vws_r(p, end, r);
         if (p >= end || *p != ':') VFAIL(p, "expected ':'");
     }
     return p + 1;
@@ -563,13 +601,13 @@ VINLINE const char *vcolon(const char *p, const char *end, verr *e) {
 
 /* `"key" :` at p inside an object (whitespace before it allowed): returns the byte after the
  * ':', or NULL with e set. */
-VINLINE const char *vkey(const char *p, const char *end, const char *tail, verr *e) {
+VINLINE const char *vkey(const char *p, const char *end, const char *tail, verr *e, vrec *r) {
     if (!(p < end && *p == '"')) {
-        p = vws(p, end);
+        p = vws_r(p, end, r);
         if (p >= end || *p != '"') VFAIL(p, "expected a string key");
     }
-    if (!(p = vstring(p, end, tail, e))) return NULL;
-    return vcolon(p, end, e);
+    if (!(p = vstring_r(p, end, tail, e, r))) return NULL;
+    return vcolon(p, end, e, r);
 }
 
 #define VTOP 0x100   /* no open container: matches no byte */
@@ -578,34 +616,50 @@ VINLINE const char *vkey(const char *p, const char *end, const char *tail, verr 
  * LSB_JSON_MAX_DEPTH: returns the byte after it, or NULL with e set. A value deeper than
  * LSB_JSON_MAX_DEPTH is refused (the top-level value is at depth 0). Each step tests the byte
  * it expects first and looks for whitespace only when that fails. */
-static const char *vvalue(const char *p, const char *end, const char *tail, int depth, verr *e) {
+VINLINE const char *vvalue_at(const char *p, const char *end, const char *tail, int depth, verr *e, vrec *r) {
     /* The closing bytes of the enclosing containers, pushed downwards from above the slot
      * for depth `depth`: sp == outer exactly when a container's elements would be deeper than
      * LSB_JSON_MAX_DEPTH, so that is checked once when the container opens. */
-    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth);
+    short outer[LSB_JSON_MAX_DEPTH], *sp = outer + (LSB_JSON_MAX_DEPTH - depth), *const sp0 = sp;
     int close = VTOP;   /* closing byte of the innermost open container */
 value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
     if (!(p < end && *p == '"')) {
-        p = vws(p, end);
+        p = vws_r(p, end, r);
         if (p >= end) VFAIL(p, "unexpected end of input");
     }
     switch (*p) {
     case '"':
-        if (!(p = vstring(p, end, tail, e))) return NULL;
+        if (!(p = vstring_r(p, end, tail, e, r))) return NULL;
         goto after;
     case '{':
-        p = vws(p + 1, end);
-        if (p < end && *p == '}') { p++; goto after; }
+        if (r) {
+            vmark(r->brackets, r->base, p);
+            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
+        }
+        p = vws_r(p + 1, end, r);
+        if (p < end && *p == '}') {
+            if (r) vmark(r->brackets, r->base, p);
+            p++;
+            goto after;
+        }
         if (sp == outer) {   /* the first member's value would be too deep */
-            if (!(p = vkey(p, end, tail, e))) return NULL;
+            if (!(p = vkey(p, end, tail, e, r))) return NULL;
             VFAIL(p, "nested too deeply");
         }
         *--sp = (short)close;
         close = '}';
         goto key;
     case '[':
-        p = vws(p + 1, end);
-        if (p < end && *p == ']') { p++; goto after; }
+        if (r) {
+            vmark(r->brackets, r->base, p);
+            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
+        }
+        p = vws_r(p + 1, end, r);
+        if (p < end && *p == ']') {
+            if (r) vmark(r->brackets, r->base, p);
+            p++;
+            goto after;
+        }
         if (sp == outer) VFAIL(p, "nested too deeply");
         *--sp = (short)close;
         close = ']';
@@ -624,13 +678,13 @@ value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
         goto after;
     case '-': case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
-        if (!(p = vnumber(p, end, e))) return NULL;
+        if (!(p = r ? vnumber_call(p, end, e) : vnumber(p, end, e))) return NULL;
         goto after;
     default:
         VFAIL(p, "unexpected character");
     }
 key:     /* inside an object: `"key" :` is expected at p */
-    if (!(p = vkey(p, end, tail, e))) return NULL;
+    if (!(p = vkey(p, end, tail, e, r))) return NULL;
     goto value;
 after:   /* a value ended at p */
     if (p < end) {
@@ -641,15 +695,30 @@ after:   /* a value ended at p */
             return p;   /* the top level */
         }
         if ((unsigned char)c == close) {   /* never at the top level */
+            if (r) vmark(r->brackets, r->base, p);
             p++;
             close = *sp++;
             goto after;
         }
     }
     if (close == VTOP) return p;
-    p = vws(p, end);
+    p = vws_r(p, end, r);
     if (p < end && (*p == ',' || (unsigned char)*p == close)) goto after;
     VFAIL(p, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+}
+
+/* vvalue_at without recording. */
+static const char *vvalue(const char *p, const char *end, const char *tail, int depth, verr *e) {
+    return vvalue_at(p, end, tail, depth, e, NULL);
+}
+
+/* vvalue_at recording into r (through a local copy, which can live in registers). */
+static const char *vvalue_rec(const char *p, const char *end, const char *tail, int depth, verr *e, vrec *r) {
+    vrec local = *r;
+    p = vvalue_at(p, end, tail, depth, e, &local);
+    r->ws = local.ws;
+    r->deepest = local.deepest;
+    return p;
 }
 
 char *lsb_json_validate(const char *json, size_t len) {
@@ -664,11 +733,85 @@ char *lsb_json_validate(const char *json, size_t len) {
     return vmessage(json, &e);
 }
 
-char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
-                        size_t *md_start, size_t *md_len) {
+/* Records member (key k, klen bytes; value val to p) of the message at base in ix, unless ix
+ * gave up on its members: more than LSB_JSON_INDEX_MEMBERS, a key with an escape, or a key
+ * twice (the lazy table decodes those objects eagerly). *seen: a filter of key (length, first
+ * byte), as lsb_lazy's scan keeps, so most keys need no duplicate check. */
+static void vmember(lsb_json_index *ix, const char *base, const char *k, size_t klen, int key_escaped,
+                    const char *val, const char *p, uint64_t *seen) {
+    if (ix->count < 0) return;
+    uint32_t *m = ix->members, n = (uint32_t)ix->count;
+    uint64_t h = (uint64_t)1 << ((klen + (unsigned char)*k) & 63);   /* *k is the quote when klen is 0 */
+    int dup = 0;
+    if (*seen & h)
+        for (uint32_t i = 0; i < n && !dup; i++) dup = m[4 * i + 1] == klen && memcmp(base + m[4 * i], k, klen) == 0;
+    *seen |= h;
+    if (n == LSB_JSON_INDEX_MEMBERS || key_escaped || dup) {
+        ix->count = -1;
+        return;
+    }
+    m[4 * n] = (uint32_t)(k - base);
+    m[4 * n + 1] = (uint32_t)klen;
+    m[4 * n + 2] = (uint32_t)(val - base);
+    m[4 * n + 3] = (uint32_t)(p - val);
+    ix->count = (int)n + 1;
+}
+
+/* The message's value at p (an object that fits ix), validated while its index and members are
+ * recorded into ix; returns the byte after it, or NULL with e set. Its members are walked here
+ * as vvalue would walk them (the same answers, messages and offsets), each value by vvalue_rec. */
+static const char *vmessage_indexed(const char *p, const char *end, const char *tail, verr *e, lsb_json_index *ix) {
+    size_t words = ((size_t)(end - p) + 63) / 64;   /* what the value may span */
+    memset(ix->quotes, 0, words * sizeof *ix->quotes);
+    memset(ix->brackets, 0, words * sizeof *ix->brackets);
+    vrec r = {ix->quotes, ix->brackets, p, 0, 0};
+    const char *v = p;
+    uint64_t seen = 0;
+    int escapes = 0;
+    ix->count = 0;
+    ix->height = 1;
+    vmark(r.brackets, v, p);
+    p = vws_r(p + 1, end, &r);
+    if (p < end && *p == '}') {
+        vmark(r.brackets, v, p++);
+    } else {
+        for (;;) {
+            p = vws_r(p, end, &r);
+            if (p >= end || *p != '"') VFAIL(p, "expected a string key");
+            const char *k = p + 1;
+            e->escapes = 0;
+            if (!(p = vstring_r(p, end, tail, e, &r))) return NULL;
+            int key_escaped = e->escapes;
+            size_t klen = (size_t)(p - 1 - k);
+            if (!(p = vcolon(p, end, e, &r))) return NULL;
+            p = vws_r(p, end, &r);
+            const char *val = p;
+            r.deepest = 0;
+            if (p < end && *p == '"') {   /* a string, the common member: vvalue_rec's first step */
+                if (!(p = vstring_r(p, end, tail, e, &r))) return NULL;
+            } else if (!(p = vvalue_rec(p, end, tail, 2, e, &r))) return NULL;
+            escapes |= key_escaped | e->escapes;
+            if ((uint32_t)r.deepest + 1 > ix->height) ix->height = (uint32_t)r.deepest + 1;
+            vmember(ix, v, k, klen, key_escaped, val, p, &seen);
+            p = vws_r(p, end, &r);
+            if (p < end && *p == ',') { p++; continue; }
+            if (p < end && *p == '}') { vmark(r.brackets, v, p++); break; }
+            VFAIL(p, "expected ',' or '}'");
+        }
+    }
+    ix->json = v;
+    ix->len = (size_t)(p - v);
+    ix->compact = !r.ws;
+    ix->escapes = escapes;
+    return p;
+}
+
+VINLINE char *envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len, size_t *md_start,
+                      size_t *md_len, lsb_json_index *ix) {
     const char *end = json + len, *tail = vtail(json, len);
     const char *p = vws(json, end);
     verr e;
+    if (ix) ix->json = NULL;
     *shape = 0;
     *msg_len = *md_len = 0;
     if (p < end && *p == '{') {   /* the top-level members, with their keys compared */
@@ -687,8 +830,14 @@ char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_st
                 if (p >= end || *p != ':') { e.at = p; e.what = "expected ':'"; goto bad; }
                 p = vws(p + 1, end);
                 const char *v = p;
-                if (!(p = vvalue(p, end, tail, 1, &e))) goto bad;
-                if (kl == 7 && memcmp(k, "message", 7) == 0) {   /* the last duplicate wins */
+                int is_msg = kl == 7 && memcmp(k, "message", 7) == 0;
+                if (ix && is_msg && p < end && *p == '{' && (size_t)(end - p) <= 64 * ix->words) {
+                    if (!(p = vmessage_indexed(p, end, tail, &e, ix))) goto bad;
+                } else {
+                    if (!(p = vvalue(p, end, tail, 1, &e))) goto bad;
+                    if (ix && is_msg) ix->json = NULL;   /* an earlier message's index is not this one's */
+                }
+                if (is_msg) {   /* the last duplicate wins */
                     has_msg = *v == '{';
                     *msg_start = (size_t)(v - json);
                     *msg_len = (size_t)(p - v);
@@ -718,7 +867,18 @@ char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_st
         e.what = "trailing characters after the value";
     }
 bad:
+    if (ix) ix->json = NULL;
     return vmessage(json, &e);
+}
+
+char *lsb_json_envelope(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
+                        size_t *md_start, size_t *md_len) {
+    return envelope(json, len, shape, msg_start, msg_len, md_start, md_len, NULL);
+}
+
+char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,
+                                size_t *md_start, size_t *md_len, lsb_json_index *ix) {
+    return envelope(json, len, shape, msg_start, msg_len, md_start, md_len, ix);
 }
 
 /* ---- the request split's fast path ----

@@ -5,6 +5,7 @@
 #include "lsb_lazy.h"
 #include "lsb_json.h"
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -318,6 +319,7 @@ static void eager(lua_State *L, const char *s, size_t n) {
 typedef struct {
     const void *meta;          /* LAZYMETA */
     const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
+    const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
     struct {
         const void *t;
         lsb_lazy *z;
@@ -637,8 +639,21 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
         int count = 0;
         uint32_t height = 1;
-        index_bytes(&tmp, json + a, n, bits, bits + nwords);
-        int r = scan_object(&tmp, 0, n, m, &count, &height);
+        const lsb_json_index *ix = c->offer;
+        int r = 1;
+        if (ix && ix->json == json + a && ix->len == n) {   /* found while the bytes were validated */
+            tmp = (lsb_lazy_doc){.len = (uint32_t)n, .nwords = (uint32_t)nwords, .compact = ix->compact,
+                                 .escapes = ix->escapes, .quotes = ix->quotes, .brackets = ix->brackets,
+                                 .bytes = json + a};
+            if (ix->count >= 0) {   /* and the members: scan_object's answer */
+                count = ix->count;
+                height = ix->height;
+                memcpy(m, ix->members, (size_t)count * sizeof m[0]);
+                r = 0;
+            }
+        } else
+            index_bytes(&tmp, json + a, n, bits, bits + nwords);
+        if (r) r = scan_object(&tmp, 0, n, m, &count, &height);
         if (r != 0) {
             if (r < 0) luaL_error(L, "event JSON: malformed object at byte 0");
             eager(L, json + a, n);
@@ -682,6 +697,31 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     }
     lua_remove(L, cidx);
     return 0;
+}
+
+_Static_assert(LSB_JSON_INDEX_MEMBERS == LSB_LAZY_MAX_MEMBERS, "lsb_json_index holds a lazy object's members");
+_Static_assert(sizeof(lsb_lazy_member) == 4 * sizeof(uint32_t), "lsb_json_index's members are lsb_lazy_members");
+
+int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height) {
+    size_t nwords = (len + 63) / 64;
+    uint64_t *bits = malloc(2 * (nwords ? nwords : 1) * sizeof *bits);
+    lsb_lazy_doc d;
+    if (!bits || len > UINT32_MAX) {
+        free(bits);
+        return -1;
+    }
+    index_bytes(&d, json, len, bits, bits + nwords);
+    lsb_lazy_member m[LSB_LAZY_MAX_MEMBERS];
+    *count = 0;
+    *height = 1;
+    int r = scan_object(&d, 0, len, m, count, height);
+    if (r == 0) memcpy(members, m, (size_t)*count * sizeof m[0]);
+    free(bits);
+    return r;
+}
+
+void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix) {
+    if (S->lazy) ((lazy_cache *)S->lazy)->offer = ix;
 }
 
 uint32_t lsb_lazy_height(const char *json, size_t len) {

@@ -33,7 +33,10 @@
  *   event, a bitmap of the quotes that delimit strings and one of the brackets outside strings,
  *   so skipping a nested value or string costs per bracket or quote, not per byte. An event up
  *   to 8 KiB is one userdata: the top object's record, then the document. Input must already be
- *   valid JSON (the caller validated it); scanning stays in bounds regardless.
+ *   valid JSON (the caller validated it); scanning stays in bounds regardless. When the bytes
+ *   are an envelope's message that lsb_run_share validated with lsb_json_envelope_indexed, the
+ *   index and the top object's members come from that validation (lsb_lazy_offer), equal to
+ *   what the scan here would find (Fuzz/fuzz_validator_diff.c checks that).
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
@@ -42,6 +45,7 @@
  *   decoded eagerly (a plain table), which is always correct.
  */
 #include "lsb_internal.h"
+#include "lsb_json.h"
 
 #define LSB_LAZY_MAX_MEMBERS 64
 
@@ -76,6 +80,15 @@ void lsb_lazy_init(lua_State *L);
 /* Pushes the value of the JSON text json[0..len) (already validated): a lazy table for an
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
+
+/* Offers ix (lsb_json_envelope_indexed) to state S's lsb_lazy_push: a push of exactly the bytes
+ * ix->json[0, ix->len) then uses ix's index instead of computing it. The caller keeps *ix as it
+ * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */
+void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
+/* For tests: the member scan lsb_lazy_push makes of the object json[0, len) (index and members
+ * found from the bytes alone): 0 with the members (4 words each, as in lsb_json_index), their
+ * count and the object's height; 1 when it would be decoded eagerly; -1 when malformed. */
+int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height);
 
 /* The lazy record of the table at idx, or NULL. Pushes nothing. */
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx);

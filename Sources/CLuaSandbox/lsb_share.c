@@ -7,6 +7,7 @@
  * is handed back as its invocation. No Swift frame runs per event.
  */
 #include "lsb_internal.h"
+#include "lsb_lazy.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,8 +71,9 @@ static int answer_from(const lsb_report *r, const char *direct, const lsb_answer
     return puts_(b, f->separator);
 }
 
-/* Finds the event and its metadata in an item; returns 0, or 1 when it is not usable input. */
-static int split_item(const lsb_item *it, int lines, lsb_input *in) {
+/* Finds the event and its metadata in an item; returns 0, or 1 when it is not usable input.
+ * An envelope's message is indexed into ix on the way (lsb_json_envelope_indexed). */
+static int split_item(const lsb_item *it, int lines, lsb_input *in, lsb_json_index *ix) {
     memset(in, 0, sizeof *in);
     in->validated = 1;
     if (!lines) {
@@ -85,7 +87,7 @@ static int split_item(const lsb_item *it, int lines, lsb_input *in) {
     }
     int shape;
     size_t ms = 0, ml = 0, ds = 0, dl = 0;
-    char *err = lsb_json_envelope(it->json, it->json_len, &shape, &ms, &ml, &ds, &dl);
+    char *err = lsb_json_envelope_indexed(it->json, it->json_len, &shape, &ms, &ml, &ds, &dl, ix);
     if (err) { free(err); return 1; }
     if (shape == 0) return 1;
     if (shape == 1) {
@@ -105,22 +107,31 @@ static int split_item(const lsb_item *it, int lines, lsb_input *in) {
 
 uint64_t lsb_clock_ns(void) { return lsb_now_ns(); }
 
+#define SHARE_INDEX_WORDS 128   /* messages up to 8 KiB are indexed while validated (lsb_lazy's STACK_WORDS) */
+
 size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
                      const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes) {
     size_t i = 0;
+    uint64_t bits[2 * SHARE_INDEX_WORDS];   /* the message index: quotes, then brackets */
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+    lsb_json_index ix = {.quotes = bits, .brackets = bits + SHARE_INDEX_WORDS, .words = SHARE_INDEX_WORDS,
+                         .members = members};
     for (; i < count; i++) {
         if (lsb_is_poisoned(S)) break;
         lsb_answer *a = &answers[i];
         memset(a, 0, sizeof *a);
         lsb_input in;
-        if (split_item(&items[i], lines, &in)) {
+        ix.json = NULL;
+        if (split_item(&items[i], lines, &in, &ix)) {
             a->kind = LSB_ANSWER_INVALID;
             continue;
         }
         S->call_ended_ns = 0;
         S->output_in_enc = 0;
         S->direct_output = 1;
+        lsb_lazy_offer(S, ix.json ? &ix : NULL);
         a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
+        lsb_lazy_offer(S, NULL);
         S->direct_output = 0;
         a->started_ns = S->call_started_ns;   /* the call's own clock readings: no extra ones */
         if (a->invocation) {   /* suspended on a host request: the caller answers it */
