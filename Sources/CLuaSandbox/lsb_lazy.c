@@ -663,7 +663,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         size_t head = ALIGN8(sizeof(lsb_lazy) + (size_t)count * sizeof(lsb_lazy_member));
         lsb_state *S = lsb_get(L);
         int in_arena = 0;
-        if (S->arena_ok) {   /* the bytes go to the state's arena, outside the Lua heap (see lsb.h) */
+        if (S->arena_ok) {   /* the bytes go to the state's arena, outside the Lua heap (see lsb_lazy.h) */
             S->arena_ok = 0;
             S->arena.len = 0;
             if (lsb_buf_put(&S->arena, tmp.bytes, n) == 0) {

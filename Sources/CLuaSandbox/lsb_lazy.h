@@ -29,8 +29,9 @@
  *   call, so they add no garbage for the collector) and the document points there. That is
  *   safe because no lazy table is reachable once its call has ended (a kept environment that
  *   holds one is dropped, lsb_reuse.c; outputs are encoded before the call ends), and a call
- *   that suspends takes the arena along (lsb_invocation.arena) until it finishes. The document also holds, computed once per
- *   event, a bitmap of the quotes that delimit strings and one of the brackets outside strings,
+ *   that suspends takes the arena along (lsb_invocation.arena) until it finishes. The
+ *   document also holds, computed once per event, a bitmap of the quotes that delimit strings
+ *   and one of the brackets outside strings,
  *   so skipping a nested value or string costs per bracket or quote, not per byte. An event up
  *   to 8 KiB is one userdata: the top object's record, then the document. Input must already be
  *   valid JSON (the caller validated it); scanning stays in bounds regardless. When the bytes
