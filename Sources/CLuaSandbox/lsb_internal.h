@@ -132,6 +132,7 @@ struct lsb_state {
     size_t reuse_fp_len;
     int reuse_held;            /* the current call runs in the kept environment */
     int reuse_lent;            /* a suspended call runs in it: other calls run the top level afresh */
+    unsigned reuse_gen;        /* which record it is (a suspended call names the one it holds) */
     int reuse_off;             /* every call runs the main chunk afresh (see lsb_reuse.c) */
     int reuse_misses;          /* calls in a row that left the kept environment changed */
     size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
@@ -250,13 +251,15 @@ void lsb_env_enter(lua_State *L, lsb_state *S);
 /* At the end of a call that ran in the kept environment: keeps it when unchanged, drops it
  * otherwise. Allocation-free and error-free; call outside protection only on a healthy state. */
 void lsb_env_leave(lua_State *L, lsb_state *S);
-/* The call is suspended and takes its environment along (returns 1 when it is the kept one: the
- * call then holds it until it finishes, see lsb_env_resume). */
-int lsb_env_lend(lsb_state *S);
-/* A suspended call resumes; `held`: it holds the kept environment (lsb_env_lend's answer). */
-void lsb_env_resume(lsb_state *S, int held);
+/* The call is suspended and takes its environment along. Returns the kept record's generation
+ * when that is the one it runs in (the call then holds it until it finishes, lsb_env_resume),
+ * else 0. */
+unsigned lsb_env_lend(lsb_state *S);
+/* A suspended call resumes; `held`: lsb_env_lend's answer. A record dropped meanwhile (a new
+ * chunk) is not the state's to check any more: the call's environment is then just its own. */
+void lsb_env_resume(lsb_state *S, unsigned held);
 /* A suspended call is dropped; `held` as for lsb_env_resume. */
-void lsb_env_abandon(lsb_state *S, int held);
+void lsb_env_abandon(lsb_state *S, unsigned held);
 /* A new main chunk: drops the kept environment and starts checking afresh. */
 void lsb_env_forget(lsb_state *S);
 /* Frees the record's host memory (lsb_free). */

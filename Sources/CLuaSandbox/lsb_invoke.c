@@ -477,7 +477,7 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
         inv->env_ref = S->env_ref;
         inv->loaded_ref = S->loaded_ref;
         inv->ctx_ref = S->ctx_ref;
-        inv->reuse_held = S->reuse_held;
+        inv->reuse_held = S->reuse_held ? S->reuse_gen : 0;
         S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
         S->reuse_held = 0;
         S->deadline_ns = 0;

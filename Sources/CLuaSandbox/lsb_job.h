@@ -19,7 +19,7 @@ struct lsb_invocation {
     char **message_ids;    /* per input, for attributing outputs */
     size_t output_total;   /* bytes of all encoded outputs of this call */
     lsb_buf arena;         /* its event's bytes, taken from the state's arena when it suspended */
-    int reuse_held;        /* it runs in the state's kept environment (lsb_reuse.c) */
+    unsigned reuse_held;   /* it runs in the state's kept environment: its generation, else 0 (lsb_reuse.c) */
 };
 
 

@@ -268,6 +268,7 @@ static void record(lua_State *L, lsb_state *S) {
         S->reuse_fp = r.fp;
         S->reuse_fp_len = r.len;
         S->reuse_held = 1;
+        if (++S->reuse_gen == 0) S->reuse_gen = 1;   /* 0 names none */
         S->reuse_marks_at = S->array_marks;
     } else {
         free(r.fp);
@@ -392,19 +393,21 @@ void lsb_env_leave(lua_State *L, lsb_state *S) {
     if (++S->reuse_misses >= LSB_REUSE_MAX_MISSES) S->reuse_off = 1;
 }
 
-int lsb_env_lend(lsb_state *S) {
+unsigned lsb_env_lend(lsb_state *S) {
     if (!S->reuse_held) return 0;
     S->reuse_held = 0;
     S->reuse_lent = 1;
-    return 1;
+    return S->reuse_gen;
 }
 
-void lsb_env_resume(lsb_state *S, int held) {
-    S->reuse_held = held;   /* its end checks the environment, and gives it back when unchanged */
+static int holds(const lsb_state *S, unsigned held) { return held && S->reuse_lent && held == S->reuse_gen; }
+
+void lsb_env_resume(lsb_state *S, unsigned held) {
+    S->reuse_held = holds(S, held);   /* its end checks the environment, and gives it back when unchanged */
 }
 
-void lsb_env_abandon(lsb_state *S, int held) {
-    if (held) drop(S);
+void lsb_env_abandon(lsb_state *S, unsigned held) {
+    if (holds(S, held)) drop(S);
 }
 
 void lsb_env_forget(lsb_state *S) {

@@ -247,6 +247,33 @@ final class EnvironmentReuseTests: XCTestCase {
         XCTAssertEqual(state.topLevelRuns, 3, "unchanged, it came back when the call finished")
     }
 
+    func testACallSuspendedAcrossANewChunkDoesNotGiveBackAnotherCallsEnvironment() throws {
+        let source = """
+        local T = { n = 0 }
+        function transformEvent(e)
+          if e.bump then T.n = T.n + 1 end
+          if e.wait then e.v = enrich("p", "k") end
+          e.n = T.n
+          return e
+        end
+        """
+        let state = try makeState(source)
+        func begin(_ json: String) -> Invocation? {
+            if case .pending(_, let inv) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(json.utf8))], batched: false) { return inv }
+            return nil
+        }
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)    // kept
+        let a = try XCTUnwrap(begin(#"{"wait":true}"#))                    // A holds it
+        _ = state.load(source: Array(source.utf8), chunkName: "transformations/test.lua", entries: ["transformEvent"])
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)    // the new chunk's, kept
+        let c = try XCTUnwrap(begin(#"{"wait":true}"#))                    // C holds that one
+        guard case .finished = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
+        // A's environment came from the old chunk: its end must not hand C's back to the state
+        XCTAssertEqual(state.callEvent(#"{"bump":true}"#).objectJSON, #"{"bump":true,"n":1}"#)
+        guard case .finished(let out) = state.resume(c, with: .value(Array("1".utf8))) else { return XCTFail() }
+        XCTAssertEqual(out.objectJSON, #"{"n":0,"v":1,"wait":true}"#, "C saw another call's change")
+    }
+
     func testASuspendedCallTakesItsEnvironmentAlong() throws {
         let state = try makeState("""
         local T = { n = 0 }
