@@ -247,6 +247,87 @@ final class EnvironmentReuseTests: XCTestCase {
         XCTAssertEqual(state.topLevelRuns, 3, "unchanged, it came back when the call finished")
     }
 
+    /// Differential: a long-lived state (which keeps its environment when it can) against a new
+    /// state for every event (always a fresh top level), over random sequences of calls that
+    /// each change one part of the top level's state, or nothing. Each call reports everything
+    /// the top level made, before its change; the two must agree call by call.
+    func testAKeptEnvironmentAnswersAsAFreshStatePerEvent() throws {
+        let source = """
+        local CFG = { n = 1, f = 1.5, z = 0.0, s = "text", list = { "a", "b" }, deep = { x = { y = 1 } }, flag = true }
+        local count = 0
+        local helper = function(v) return v end
+        local WEAK = setmetatable({}, { __mode = "k" })
+        local OBJ = setmetatable({}, { __index = function(_, k) return "meta:" .. k end })
+        glob = "g"
+        local function dump(v, depth)
+          if depth > 4 then return "..." end
+          if type(v) ~= "table" then
+            return math.type(v) and (math.type(v) .. ":" .. string.format("%q", v)) or tostring(v)
+          end
+          local keys = {}
+          for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+          table.sort(keys)
+          local parts = {}
+          for _, k in ipairs(keys) do
+            local val = v[k]
+            if val == nil then val = v[tonumber(k)] end
+            parts[#parts + 1] = k .. "=" .. dump(val, depth + 1)
+          end
+          return "{" .. table.concat(parts, ",") .. "}#" .. #v .. (getmetatable(v) and "m" or "")
+        end
+        local OPS = {
+          function() CFG.n = CFG.n + 1 end,
+          function() CFG.n = 1.0 end,
+          function() CFG.z = -0.0 end,
+          function() CFG.f = 1.5 end,   -- the same value: no change
+          function() CFG.s = "te" .. "xt" end,   -- an equal string: no change
+          function() table.insert(CFG.list, "c") end,
+          function() CFG.list[2] = nil end,
+          function() CFG.deep.x.y = CFG.deep.x.y + 1 end,
+          function() CFG.deep.x = { y = 1 } end,
+          function() CFG.extra = {} end,
+          function() CFG.flag = nil end,
+          function() count = count + 1 end,
+          function() helper = function(v) return v .. "!" end end,
+          function() glob = "changed" end,
+          function() newglob = 1 end,
+          function() rawset(_ENV, "raw", true) end,
+          function() setmetatable(CFG.deep, { __index = function() return 0 end }) end,
+          function() json.array(CFG.extra or CFG.list) end,
+          function() getmetatable(OBJ).__index = function(_, k) return "other:" .. k end end,
+          function() WEAK[CFG] = true end,
+          function() local t = {} t.a = 1 end,   -- local work only
+          function() CFG.tmp = 1 CFG.tmp = nil end,   -- changed and changed back
+        }
+        function transformEvent(e)
+          e.seen = dump(CFG, 0) .. "|" .. count .. "|" .. helper("h") .. "|" .. tostring(glob) .. "|" ..
+                   tostring(newglob) .. "|" .. tostring(rawget(_ENV, "raw")) .. "|" .. OBJ.k .. "|" ..
+                   json.encode(CFG.list) .. "|" .. tostring(next(WEAK) ~= nil) .. "|" .. tostring(CFG.deep.q)
+          if e.op > 0 then OPS[e.op]() end
+          return e
+        end
+        """
+        let opCount = 22
+        var rng = SplitMix64(seed: 0x5EED_2026_1205)   // fixed: a failure names its sequence and step
+        var reuses = 0, calls = 0
+        for sequence in 0..<40 {
+            let kept = try makeState(source)   // three changes in a row would stop its checking for good
+            for step in 0..<25 {
+                // mostly calls that change nothing, so the environment is kept and then tested
+                let op = Int.random(in: 0..<(5 * opCount), using: &rng) < 4 * opCount ? 0 : Int.random(in: 1...opCount, using: &rng)
+                calls += 1
+                let input = #"{"op":\#(op)}"#
+                let runsBefore = kept.topLevelRuns
+                let got = kept.callEvent(input).objectJSON
+                if kept.topLevelRuns == runsBefore { reuses += 1 }
+                let fresh = try makeState(source).callEvent(input).objectJSON
+                XCTAssertEqual(got, fresh, "sequence \(sequence), step \(step), op \(op)")
+                if got != fresh { return }
+            }
+        }
+        XCTAssertGreaterThan(reuses, calls / 2, "the environment was kept for most of the calls")
+    }
+
     func testACallSuspendedAcrossANewChunkDoesNotGiveBackAnotherCallsEnvironment() throws {
         let source = """
         local T = { n = 0 }
@@ -291,5 +372,19 @@ final class EnvironmentReuseTests: XCTestCase {
         guard case .finished(let out) = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
         XCTAssertEqual(out.objectJSON, #"{"bump":true,"n":1,"v":1,"wait":true}"#)
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)
+    }
+}
+
+/// A small seeded generator (SplitMix64), so the differential test's sequences are the same on
+/// every run.
+private struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
