@@ -91,10 +91,7 @@ static void copy_all_except(lua_State *L, int src, int dst, const char *const *s
  * (lsb_reuse.c) and calls it. */
 int lsb_impure_call(lua_State *L) {
     lsb_mark_impure(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return lsb_call_upvalue(L);
 }
 
 /* Wraps the listed functions of the table at t with lsb_impure_call. */

@@ -264,6 +264,14 @@ void lsb_env_abandon(lsb_state *S, unsigned held);
 void lsb_env_forget(lsb_state *S);
 /* Frees the record's host memory (lsb_free). */
 void lsb_env_free(lsb_state *S);
+/* Calls upvalue 1 with the function's arguments and returns all its results (the body of a C
+ * closure that wraps another function). */
+static inline int lsb_call_upvalue(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
 /* A library function whose answer can differ between runs (clocks, random), wrapped: marks the
  * state impure, then calls the function (its upvalue, fixed). */
 int lsb_impure_call(lua_State *L);

@@ -573,6 +573,13 @@ VINLINE void vmark(uint64_t *bits, const char *base, const char *p) {
     bits[i >> 6] |= (uint64_t)1 << (i & 63);
 }
 
+/* A container opens at p, `open` containers deep within the recorded value: marks its bracket. */
+VINLINE void vopen_r(vrec *r, const char *p, int open) {
+    if (!r) return;
+    vmark(r->brackets, r->base, p);
+    if (open > r->deepest) r->deepest = open;
+}
+
 /* vws, noting in r whether it skipped anything (tested only where vws_run is called). */
 VINLINE const char *vws_r(const char *p, const char *end, vrec *r) {
     if (!(p < end && (unsigned char)*p <= ' ')) return p;
@@ -632,10 +639,7 @@ value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
         if (!(p = vstring_r(p, end, tail, e, r))) return NULL;
         goto after;
     case '{':
-        if (r) {
-            vmark(r->brackets, r->base, p);
-            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
-        }
+        vopen_r(r, p, (int)(sp0 - sp) + 1);
         p = vws_r(p + 1, end, r);
         if (p < end && *p == '}') {
             if (r) vmark(r->brackets, r->base, p);
@@ -650,10 +654,7 @@ value:   /* a value is expected at p (at most LSB_JSON_MAX_DEPTH deep) */
         close = '}';
         goto key;
     case '[':
-        if (r) {
-            vmark(r->brackets, r->base, p);
-            if ((int)(sp0 - sp) + 1 > r->deepest) r->deepest = (int)(sp0 - sp) + 1;
-        }
+        vopen_r(r, p, (int)(sp0 - sp) + 1);
         p = vws_r(p + 1, end, r);
         if (p < end && *p == ']') {
             if (r) vmark(r->brackets, r->base, p);

@@ -188,10 +188,7 @@ int lsb_co_wrap(lua_State *L) {
 
 int lsb_co_close(lua_State *L) {
     lsb_reraise_limits(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return lsb_call_upvalue(L);
 }
 
 /* ---- setmetatable: a private snapshot without __gc/__close ---- */
