@@ -180,6 +180,20 @@ final class EnvironmentReuseTests: XCTestCase {
         XCTAssertEqual(it.topLevelRuns, 4)
     }
 
+    func testATopLevelTooLargeToCompareRunsForEveryCall() throws {
+        // ~1,000 members is the most a record compares (LSB_REUSE_MAX_SLOTS); a bigger top level
+        // is run afresh for every call, and one just under it is kept
+        for (size, runs) in [(2_000, 4), (500, 2)] {
+            let state = try makeState("""
+            local BIG = {}
+            for i = 1, \(size) do BIG["k" .. i] = i end
+            function transformEvent(e) e.n = BIG.k1 return e end
+            """)
+            for _ in 0..<3 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":1}"#) }
+            XCTAssertEqual(state.topLevelRuns, runs, "\(size) members")
+        }
+    }
+
     func testAScriptThatAlwaysChangesItsStateStopsBeingChecked() throws {
         let state = try makeState("""
         local n = 0
@@ -308,7 +322,7 @@ final class EnvironmentReuseTests: XCTestCase {
         end
         """
         let opCount = 22
-        var rng = SplitMix64(seed: 0x5EED_2026_1205)   // fixed: a failure names its sequence and step
+        var rng = SplitMix(seed: 0x5EED_2026_1205)   // fixed: a failure names its sequence and step
         var reuses = 0, calls = 0
         for sequence in 0..<40 {
             let kept = try makeState(source)   // three changes in a row would stop its checking for good
@@ -328,8 +342,9 @@ final class EnvironmentReuseTests: XCTestCase {
         XCTAssertGreaterThan(reuses, calls / 2, "the environment was kept for most of the calls")
     }
 
-    func testACallSuspendedAcrossANewChunkDoesNotGiveBackAnotherCallsEnvironment() throws {
-        let source = """
+    /// `{"bump":true}` changes the top level's table, `{"wait":true}` suspends on a lookup; every
+    /// call reports the table's count.
+    private static let suspending = """
         local T = { n = 0 }
         function transformEvent(e)
           if e.bump then T.n = T.n + 1 end
@@ -338,16 +353,25 @@ final class EnvironmentReuseTests: XCTestCase {
           return e
         end
         """
-        let state = try makeState(source)
-        func begin(_ json: String) -> Invocation? {
-            if case .pending(_, let inv) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(json.utf8))], batched: false) { return inv }
-            return nil
+
+    private struct DidNotSuspend: Error {}
+
+    /// Starts a call that must suspend on its lookup (the test fails if it does not).
+    private func begin(_ state: SandboxState, _ json: String) throws -> Invocation {
+        guard case .pending(_, let inv) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(json.utf8))], batched: false) else {
+            throw DidNotSuspend()
         }
+        return inv
+    }
+
+    func testACallSuspendedAcrossANewChunkDoesNotGiveBackAnotherCallsEnvironment() throws {
+        let source = Self.suspending
+        let state = try makeState(source)
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)    // kept
-        let a = try XCTUnwrap(begin(#"{"wait":true}"#))                    // A holds it
+        let a = try begin(state, #"{"wait":true}"#)                          // A holds it
         _ = state.load(source: Array(source.utf8), chunkName: "transformations/test.lua", entries: ["transformEvent"])
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)    // the new chunk's, kept
-        let c = try XCTUnwrap(begin(#"{"wait":true}"#))                    // C holds that one
+        let c = try begin(state, #"{"wait":true}"#)                          // C holds that one
         guard case .finished = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
         // A's environment came from the old chunk: its end must not hand C's back to the state
         XCTAssertEqual(state.callEvent(#"{"bump":true}"#).objectJSON, #"{"bump":true,"n":1}"#)
@@ -356,35 +380,13 @@ final class EnvironmentReuseTests: XCTestCase {
     }
 
     func testASuspendedCallTakesItsEnvironmentAlong() throws {
-        let state = try makeState("""
-        local T = { n = 0 }
-        function transformEvent(e)
-          if e.bump then T.n = T.n + 1 end
-          if e.wait then e.v = enrich("p", "k") end
-          e.n = T.n
-          return e
-        end
-        """)
+        let state = try makeState(Self.suspending)
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)   // records and keeps
-        guard case .pending(_, let a) = state.begin(entry: "transformEvent", inputs: [SandboxInput(json: Array(#"{"bump":true,"wait":true}"#.utf8))], batched: false) else { return XCTFail() }
+        let a = try begin(state, #"{"bump":true,"wait":true}"#)
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#, "the suspended call's change is its own")
         XCTAssertEqual(state.callEvent(#"{"bump":true}"#).objectJSON, #"{"bump":true,"n":1}"#)
         guard case .finished(let out) = state.resume(a, with: .value(Array("1".utf8))) else { return XCTFail() }
         XCTAssertEqual(out.objectJSON, #"{"bump":true,"n":1,"v":1,"wait":true}"#)
         XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":0}"#)
-    }
-}
-
-/// A small seeded generator (SplitMix64), so the differential test's sequences are the same on
-/// every run.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

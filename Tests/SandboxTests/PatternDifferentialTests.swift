@@ -141,8 +141,8 @@ final class PatternDifferentialTests: XCTestCase {
     func testGeneratedCasesMatchLua() throws { try compare(Self.generated(count: 3000)) }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct SplitMix {
+/// A small deterministic generator (SplitMix64), also for the standard library's random APIs.
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
