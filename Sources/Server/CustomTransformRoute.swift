@@ -19,63 +19,58 @@ struct CustomTransformRoute {
 
     func handle(_ request: Request) async -> Response {
         let started = ContinuousClock.now
-        let body: [UInt8]
-        let events: [RudderRequestEvent]
+        let batch: RudderBatch
         do {
-            body = try await RequestBody.json(request, limit: options.maxBodyBytes)
-            events = try RudderRequest.decode(body)
+            batch = try RudderRequest.decode(try await RequestBody.json(request, limit: options.maxBodyBytes))
         } catch {
             metrics.rejectedRequest(status: Int(error.status.code))
             return error.response
         }
+        let events = batch.events
         let filterCode = ["?1", "true"].contains(request.headers[HTTPField.Name("X-Feature-Filter-Code")!]?.lowercased() ?? "")
 
-        // group events by their chain, keeping input positions; a batch's events usually share
-        // one chain, so the last group is tried before the dictionary (no hashing per event)
-        var groups: [(versions: [String], positions: [Int])] = []
-        var groupOf: [[String]: Int] = [:]
-        var last = -1
-        for (i, e) in events.enumerated() where e.problem == nil {
-            guard let v = e.versions else { continue }
-            if last < 0 || groups[last].versions != v {
-                if let g = groupOf[v] {
-                    last = g
-                } else {
-                    last = groups.count
-                    groupOf[v] = last
-                    groups.append((v, []))
-                }
-            }
-            groups[last].positions.append(i)
-        }
-        // each event's answer entries, already joined by commas
-        var answers = [ArraySlice<UInt8>](repeating: [], count: events.count)
+        // Each event's answer entries (already joined by commas) are `pieces[at.piece][at.range]`:
+        // a worker's part, or the bytes of an answer made here. Index pairs, not slices, so
+        // placing 200 answers retains nothing.
+        var pieces: [[UInt8]] = []
+        var at = [(piece: Int, range: Range<Int>)](repeating: (0, 0..<0), count: events.count)
         var dropped = [Bool](repeating: false, count: events.count)
-        for (i, e) in events.enumerated() {
-            if let problem = e.problem {
-                answers[i] = RudderAnswers.error(problem, e.metadata, status: 400)[...]
-            } else if e.versions == nil {
-                answers[i] = RudderAnswers.error("Transformation VersionID not found", e.metadata, status: 400)[...]
+        func place(_ i: Int, _ bytes: [UInt8]) {
+            at[i] = (pieces.count, 0..<bytes.count)
+            pieces.append(bytes)
+        }
+        // events grouped by their chain (the parse numbered the chains), keeping input positions
+        var groups = [[Int]](repeating: [], count: batch.chains.count)
+        for e in events {
+            if !e.usable {
+                let problem = batch.problems[e.index]!
+                place(e.index, RudderAnswers.error(problem.message, problem.metadata, status: 400))
+            } else if let c = e.chain {
+                groups[c].append(e.index)
+            } else {
+                place(e.index, RudderAnswers.error("Transformation VersionID not found", batch.metadata(e.index), status: 400))
             }
         }
         await withTaskGroup(of: ([Int], [String], Stage.AnswerOutcome).self) { group in
-            for (versions, positions) in groups {
-                let requests = positions.map { events[$0] }
-                group.addTask { (positions, versions, await stage.answer(requests: requests, versions: versions, separator: .comma)) }
+            for (c, positions) in groups.enumerated() where !positions.isEmpty {
+                let versions = batch.chains[c]
+                group.addTask { (positions, versions, await stage.answer(batch: batch, positions: positions, versions: versions, separator: .comma)) }
             }
             for await (positions, versions, outcome) in group {
                 let label = versions.joined(separator: ",")
                 switch outcome {
                 case .unknownVersion(let v):
                     for p in positions {
-                        answers[p] = RudderAnswers.error("transformation version \(v) not found", events[p].metadata, status: 404)[...]
+                        place(p, RudderAnswers.error("transformation version \(v) not found", batch.metadata(p), status: 404))
                     }
                     metrics.unknownVersion(label, count: positions.count)
                 case .answered(let parts):
                     var k = 0
                     for part in parts {
+                        let piece = pieces.count
+                        pieces.append(part.bytes)
                         for a in part.answers {
-                            answers[positions[k]] = part.bytes[a.range]
+                            at[positions[k]] = (piece, a.range)
                             dropped[positions[k]] = a.status == .dropped
                             k += 1
                         }
@@ -86,19 +81,20 @@ struct CustomTransformRoute {
         }
         // the response is written once, straight into the buffer the server sends
         var out = ByteBuffer()
-        out.reserveCapacity(answers.reduce(2) { $0 + $1.count + 1 })
+        out.reserveCapacity(at.reduce(2) { $0 + $1.range.count + 1 })
         out.writeInteger(UInt8(ascii: "["))
         var first = true
-        func emit(_ entry: ArraySlice<UInt8>) {
-            if entry.isEmpty { return }
+        func emit(_ i: Int) {
+            let (piece, range) = at[i]
+            if range.isEmpty { return }
             if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            out.writeBytes(entry)
+            pieces[piece].withUnsafeBufferPointer { out.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[range])) }
         }
         if filterCode {
-            for i in answers.indices where dropped[i] { emit(answers[i]) }
+            for i in at.indices where dropped[i] { emit(i) }
         }
-        for i in answers.indices where !dropped[i] { emit(answers[i]) }
+        for i in at.indices where !dropped[i] { emit(i) }
         out.writeInteger(UInt8(ascii: "]"))
         let elapsed = ContinuousClock.now - started
         metrics.request(duration: elapsed, events: events.count)

@@ -2,7 +2,7 @@ import Runtime
 
 extension RudderRequest {
     /// `parse` for the route: a body that is not a JSON array is answered 400 with the message.
-    static func decode(_ body: [UInt8]) throws(HTTPFailure) -> [RudderRequestEvent] {
+    static func decode(_ body: [UInt8]) throws(HTTPFailure) -> RudderBatch {
         do {
             return try parse(body)
         } catch {

@@ -1,5 +1,6 @@
 import Sandbox
 import Metrics
+import Synchronization
 import Prometheus
 import Runtime
 
@@ -17,38 +18,61 @@ final class StageMetrics: Sendable {
     ]
     static let eventBuckets: [Double] = buckets.map(seconds)
 
+    /// One chain's per-event metrics, made once (making one looks it up in the registry by
+    /// name and labels, under the registry's lock).
+    private struct ChainMetrics: Sendable {
+        let eventsIn, eventsOut, dropped: CoreMetrics.Counter
+        /// Straight on the registry with buckets in seconds as Doubles: a swift-metrics Timer
+        /// compares Durations (128-bit) against every bucket for each event.
+        let durations: ValueHistogram
+    }
+    private let chains = Mutex<[String: ChainMetrics]>([:])
+    private let batchDurations: CoreMetrics.Timer
+    private let requests: CoreMetrics.Counter
+
     init() {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = Self.buckets
         MetricsSystem.bootstrap(factory)
         self.registry = registry
+        batchDurations = Timer(label: "luaform_batch_duration_seconds")
+        requests = Counter(label: "luaform_requests_total")
+    }
+
+    private func metrics(of chain: String) -> ChainMetrics {
+        if let m = chains.withLock({ $0[chain] }) { return m }
+        let dims = [("transformation", chain)]
+        let m = ChainMetrics(eventsIn: Counter(label: "luaform_events_in_total", dimensions: dims),
+                             eventsOut: Counter(label: "luaform_events_out_total", dimensions: dims),
+                             dropped: Counter(label: "luaform_events_dropped_total", dimensions: dims),
+                             durations: registry.makeValueHistogram(name: "luaform_event_duration_seconds", labels: dims,
+                                                                    buckets: Self.eventBuckets))
+        chains.withLock { $0[chain] = m }
+        return m
     }
 
     func batch(_ chain: String, answers: [InputAnswer]) {
-        let dims = [("transformation", chain)]
-        Counter(label: "luaform_events_in_total", dimensions: dims).increment(by: answers.count)
+        let m = metrics(of: chain)
+        m.eventsIn.increment(by: answers.count)
         var out = 0, dropped = 0
-        // straight on the registry with buckets in seconds as Doubles: a swift-metrics Timer
-        // compares Durations (128-bit) against every bucket for each event
-        let durations = registry.makeValueHistogram(name: "luaform_event_duration_seconds", labels: dims, buckets: Self.eventBuckets)
         for a in answers {
             switch a.status {
             case .kept: out += a.outputs
             case .dropped: dropped += 1
             case .error:
                 Counter(label: "luaform_events_errored_total",
-                        dimensions: dims + [("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
+                        dimensions: [("transformation", chain), ("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
             }
-            durations.record(Self.seconds(a.duration))
+            m.durations.record(Self.seconds(a.duration))
         }
-        Counter(label: "luaform_events_out_total", dimensions: dims).increment(by: out)
-        Counter(label: "luaform_events_dropped_total", dimensions: dims).increment(by: dropped)
+        m.eventsOut.increment(by: out)
+        m.dropped.increment(by: dropped)
     }
 
     func request(duration: Duration, events: Int) {
-        Timer(label: "luaform_batch_duration_seconds").recordNanoseconds(nanoseconds(duration))
-        Counter(label: "luaform_requests_total").increment()
+        batchDurations.recordNanoseconds(nanoseconds(duration))
+        requests.increment()
     }
 
     func unknownVersion(_ chain: String, count: Int) {

@@ -131,9 +131,11 @@ final class ShareAnswerTests: XCTestCase {
             }
         }
         for body in ["[" + elements.joined(separator: ",") + "]", "[ " + elements.joined(separator: " , ") + " ]"] {
-            let requests = try RudderRequest.parse(Array(body.utf8))
-            let got = answers(await stage.answer(requests: requests, versions: ["t"], separator: .comma), separator: ",")
-            let inputs = requests.map { $0.input }
+            let batch = try RudderRequest.parse(Array(body.utf8))
+            XCTAssertEqual(batch.chains, [["t"]])
+            let got = answers(await stage.answer(batch: batch, positions: Array(batch.events.indices), versions: ["t"], separator: .comma),
+                              separator: ",")
+            let inputs = batch.inputs
             let want = reference(inputs, await stage.process(inputs, versions: ["t"]), separator: ",")
             XCTAssertEqual(got, want)
             XCTAssertEqual(got.filter { $0.contains(#""md":"#) }.count, 1, "only the event with a metadata object sees a messageId")

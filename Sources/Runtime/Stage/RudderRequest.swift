@@ -5,54 +5,69 @@ import Glibc
 import Darwin
 #endif
 
+/// A `/customTransform` request body split into its elements. The body is held here once and
+/// each element is ranges of it: handing a share of the elements to a worker copies no bytes
+/// and touches no reference count per element (a count shared by threads costs an atomic
+/// operation on a contended cache line each time).
+public struct RudderBatch: Sendable {
+    /// The request body that the elements' ranges point into.
+    public let body: [UInt8]
+    /// One per array element, in request order (`events[i].index == i`). Plain values (no
+    /// references), so copying and freeing them costs no reference counting.
+    public var events: [RudderRequestEvent]
+    /// The distinct chains the elements name (VersionIDs in chain order), in order of first
+    /// appearance; `RudderRequestEvent.chain` indexes this.
+    public var chains: [[String]]
+    /// The unusable elements (answered 400), by index.
+    public var problems: [Int: Problem]
+
+    /// Why an element is unusable, and the metadata its answer echoes.
+    public struct Problem: Error, Sendable, Equatable {
+        public var message: String
+        public var metadata: [UInt8]
+    }
+
+    /// The input metadata bytes of element `i`, echoed in its answers (`{}` when absent).
+    public func metadata(_ i: Int) -> [UInt8] {
+        if let r = events[i].metadataRange { return Array(body[r]) }
+        return problems[i]?.metadata ?? RudderRequest.emptyObject
+    }
+
+    /// Element `i` as an event input (its bytes copied); `{}` with no metadata for an element
+    /// with a problem.
+    public func input(_ i: Int) -> EventInput {
+        guard let m = events[i].messageRange else { return EventInput(index: i, message: RudderRequest.emptyObject) }
+        return EventInput(index: i, message: Array(body[m]), metadata: metadata(i), validated: events[i].validated)
+    }
+
+    /// `events` as event inputs (their bytes copied).
+    public var inputs: [EventInput] { events.indices.map(input) }
+}
+
 /// One element of a `/customTransform` request, as rudder-server sends it:
 /// `{message, metadata, destination: {Transformations: [{VersionID}]}, libraries?, credentials?}`.
-/// A usable element's event and metadata stay ranges of the request body (shared, not copied)
-/// until something asks for `input`.
+/// A usable element's event and metadata are ranges of its batch's body; an unusable one has
+/// no message range and its problem in `RudderBatch.problems`.
 public struct RudderRequestEvent: Sendable {
     /// The element's position in the request.
     public var index: Int
-    /// The request body that `messageRange` and `metadataRange` point into.
-    public var body: [UInt8]
-    /// The event (`message`) in `body`; nil when the element has a problem.
+    /// The event (`message`) in the body; nil when the element has a problem.
     public var messageRange: Range<Int>?
-    /// The metadata object in `body`, when the element has one.
+    /// The metadata object in the body, when the element has one.
     public var metadataRange: Range<Int>?
     /// The event is known to be valid JSON (the whole body was).
     public var validated: Bool
-    /// The input metadata bytes, echoed in answers (`{}` when absent): `body[metadataRange]`,
-    /// copied only when asked for (the share path reads it in the body).
-    public var metadata: [UInt8] {
-        if let r = metadataRange { return Array(body[r]) }
-        return ownMetadata ?? RudderRequest.emptyObject
-    }
-    /// The metadata of an element with a problem (it has no body), nil for `{}`.
-    private var ownMetadata: [UInt8]?
-    /// VersionIDs of the destination's transformations, in chain order; nil when missing.
-    public var versions: [String]?
-    /// Why the element is unusable (answered 400), if it is.
-    public var problem: String?
+    /// The element's chain, an index into `RudderBatch.chains`; nil when its destination names
+    /// no transformation (or the element has a problem).
+    public var chain: Int?
 
-    /// `metadata` is the echoed metadata when `metadataRange` is nil (`{}`, or an element with a
-    /// problem's own); with a range, the metadata is `body[metadataRange]`.
-    public init(index: Int, body: [UInt8], messageRange: Range<Int>?, metadataRange: Range<Int>?, validated: Bool,
-                metadata: [UInt8], versions: [String]?, problem: String?) {
-        self.index = index
-        self.body = body
-        self.messageRange = messageRange
-        self.metadataRange = metadataRange
-        self.validated = validated
-        // usable elements keep a range of the body; others (no body) keep their own copy
-        if metadataRange == nil, metadata != RudderRequest.emptyObject { self.ownMetadata = metadata }
-        self.versions = versions
-        self.problem = problem
-    }
+    /// Whether the element can run (it has a message object).
+    public var usable: Bool { messageRange != nil }
 
-    /// The element as an event input (its bytes copied); `{}` with no metadata for an element
-    /// with a problem.
-    public var input: EventInput {
-        guard let m = messageRange, problem == nil else { return EventInput(index: index, message: RudderRequest.emptyObject) }
-        return EventInput(index: index, message: Array(body[m]), metadata: metadata, validated: validated)
+    /// The element as the C share path reads it: ranges of the body (no metadata object: the
+    /// script's `metadata()` sees `{}`, as the answer echoes `{}`). A usable element only.
+    var shareItem: ShareItem {
+        ShareItem(json: messageRange!, context: metadataRange, emptyContext: metadataRange == nil, validated: validated)
     }
 }
 
@@ -66,15 +81,18 @@ public enum RudderRequest {
 
     /// Splits the body into events, one per array element. Throws only when the body is not a
     /// JSON array; an unusable element gets a `problem` instead.
-    public static func parse(_ body: [UInt8]) throws(Invalid) -> [RudderRequestEvent] {
+    public static func parse(_ body: [UInt8]) throws(Invalid) -> RudderBatch {
         let split: JSONBridge.SplitElements   // validated: the whole body is valid JSON, so messages and metadata need no other check
         do {
             split = try JSONBridge.splitRequestElements(body, fields: fieldNames)   // one pass over the body
         } catch {
             throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
         }
-        var lastDestination: (range: Range<Int>, versions: [String]?)? = nil   // a batch's events usually share theirs
+        var chains: [[String]] = []
+        var chainOf: [[String]: Int] = [:]
+        var lastDestination: (range: Range<Int>, chain: Int?)? = nil   // a batch's events usually share theirs
         var events: [RudderRequestEvent] = []
+        var problems: [Int: RudderBatch.Problem] = [:]
         events.reserveCapacity(split.count)
         for i in 0..<split.count {
             let e = split.element(i)
@@ -82,18 +100,33 @@ public enum RudderRequest {
             func found(_ k: Int) -> Range<Int>? {
                 split.field(k, of: i).map { ($0.lowerBound + e.lowerBound)..<($0.upperBound + e.lowerBound) }
             }
-            let versions: [String]?
+            let chain: Int?
             let destination = found(2)
             if let d = destination, let last = lastDestination, same(body, d, last.range) {
-                versions = last.versions
+                chain = last.chain
             } else {
-                versions = Self.versions(destination: destination.map { Array(body[$0]) })
-                if let d = destination { lastDestination = (d, versions) }
+                if let versions = Self.versions(destination: destination.map { Array(body[$0]) }) {
+                    if let c = chainOf[versions] {
+                        chain = c
+                    } else {
+                        chain = chains.count
+                        chainOf[versions] = chains.count
+                        chains.append(versions)
+                    }
+                } else {
+                    chain = nil
+                }
+                if let d = destination { lastDestination = (d, chain) }
             }
-            events.append(element(body, e, index: i, message: found(0), metadata: found(1), versions: versions,
-                                  validated: split.validated))
+            switch element(body, e, index: i, message: found(0), metadata: found(1), chain: chain, validated: split.validated) {
+            case .success(let event):
+                events.append(event)
+            case .failure(let problem):
+                events.append(RudderRequestEvent(index: i, validated: false))
+                problems[i] = problem
+            }
         }
-        return events
+        return RudderBatch(body: body, events: events, chains: chains, problems: problems)
     }
 
     private static let fieldNames = ["message", "metadata", "destination"]
@@ -111,33 +144,27 @@ public enum RudderRequest {
     /// One element (`body[element]`), given the ranges (in `body`) of its message and metadata.
     /// `validated`: every member value of the element is known to be valid JSON.
     static func element(_ body: [UInt8], _ element: Range<Int>, index: Int, message: Range<Int>?, metadata: Range<Int>?,
-                        versions: [String]?, validated: Bool = false) -> RudderRequestEvent {
-        let empty = emptyObject
-        func problem(_ why: String, metadata: [UInt8] = empty) -> RudderRequestEvent {
-            RudderRequestEvent(index: index, body: [], messageRange: nil, metadataRange: nil, validated: false,
-                               metadata: metadata, versions: nil, problem: why)
-        }
+                        chain: Int?, validated: Bool = false) -> Result<RudderRequestEvent, RudderBatch.Problem> {
         guard body[element].first == UInt8(ascii: "{") else {
-            return problem("event \(index): expected an object with message, metadata and destination")
+            return .failure(.init(message: "event \(index): expected an object with message, metadata and destination", metadata: emptyObject))
         }
         var metadataRange: Range<Int>?
         if let m = metadata, body[m.lowerBound] == UInt8(ascii: "{") {
             // echoed byte for byte in the answer, so it must be valid JSON (UTF-8, depth)
             if !validated, let failure = JSONBridge.validate(Array(body[m])) {
-                return problem("event \(index): metadata: \(failure.message)")
+                return .failure(.init(message: "event \(index): metadata: \(failure.message)", metadata: emptyObject))
             }
             metadataRange = m
         }
         guard let m = message, body[m.lowerBound] == UInt8(ascii: "{") else {
-            return problem("event \(index): 'message' is missing or not an object",
-                           metadata: metadataRange.map { Array(body[$0]) } ?? empty)
+            return .failure(.init(message: "event \(index): 'message' is missing or not an object",
+                                  metadata: metadataRange.map { Array(body[$0]) } ?? emptyObject))
         }
         // `message` is the event itself, whatever its fields: not an envelope to unwrap again
         // (an event with its own `message` object field must reach the script unchanged).
         // Checked by the split when the whole body is valid (the common case), otherwise by the
         // worker that runs it (Stage), so a batch's events are checked in parallel.
-        return RudderRequestEvent(index: index, body: body, messageRange: m, metadataRange: metadataRange, validated: validated,
-                                  metadata: empty, versions: versions, problem: nil)
+        return .success(RudderRequestEvent(index: index, messageRange: m, metadataRange: metadataRange, validated: validated, chain: chain))
     }
 
     /// `Transformations[].VersionID` of a destination object, or nil when absent or empty. Only

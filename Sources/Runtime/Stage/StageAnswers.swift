@@ -56,17 +56,14 @@ extension Stage {
         }
     }
 
-    /// `answer(_:)` for a request's usable elements (`problem` nil), all of one body: the
+    /// `answer(_:)` for the usable elements (`problem` nil) of a request at `positions`: the
     /// workers read the events and metadata where they are in the body, without copies.
-    public func answer(requests: [RudderRequestEvent], versions: [String], separator: RudderAnswers.Separator) async -> AnswerOutcome {
-        let body = requests.first?.body ?? []
-        precondition(requests.allSatisfy { $0.problem == nil && $0.messageRange != nil }, "only usable elements are answered")
-        return await answer(count: requests.count, versions: versions, separator: separator) { range in
-            let items = requests[range].map { r in
-                // no metadata object: the script's metadata() sees {}, as the answer echoes {}
-                ShareItem(json: r.messageRange!, context: r.metadataRange, emptyContext: r.metadataRange == nil, validated: r.validated)
+    public func answer(batch: RudderBatch, positions: [Int], versions: [String], separator: RudderAnswers.Separator) async -> AnswerOutcome {
+        precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
+        return await answer(count: positions.count, versions: versions, separator: separator) { range in
+            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false) { k in
+                batch.input(positions[range.lowerBound + k])
             }
-            return Share(bytes: body, items: items, lines: false) { k in requests[range.lowerBound + k].input }
         }
     }
 
