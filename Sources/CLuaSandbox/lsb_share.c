@@ -30,10 +30,10 @@ static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const ch
     return lsb_buf_put(b, "}", 1);
 }
 
-/* Writes the answers of a finished call that are common (kept, dropped); returns 0, or 1 when
- * the caller must answer from the report. */
+/* Writes the answers of a finished call that are common (kept, dropped) to b (a dropped one to
+ * d when d is not NULL); returns 0, or 1 when the caller must answer from the report. */
 static int answer_from(const lsb_report *r, const char *direct, const lsb_answer_format *f, const char *md, size_t mdn,
-                       lsb_bytes *b, lsb_answer *a) {
+                       lsb_bytes *b, lsb_bytes *d, lsb_answer *a) {
     if (r->status != LSB_OK) return 1;
     size_t count = 0;
     const char *one = NULL;   /* the single object's JSON: in the report, or left in the state's buffer */
@@ -52,6 +52,7 @@ static int answer_from(const lsb_report *r, const char *direct, const lsb_answer
         break;
     default: return 1;
     }
+    if (count == 0 && d) b = d;
     a->start = b->len;
     if (count == 0) {
         a->kind = LSB_ANSWER_DROPPED;
@@ -110,7 +111,7 @@ uint64_t lsb_clock_ns(void) { return lsb_now_ns(); }
 #define SHARE_INDEX_WORDS 128   /* messages up to 8 KiB are indexed while validated (lsb_lazy's STACK_WORDS) */
 
 size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
-                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes) {
+                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes, lsb_bytes *dropped) {
     size_t i = 0;
     uint64_t bits[2 * SHARE_INDEX_WORDS];   /* the message index: quotes, then brackets */
     uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
@@ -143,15 +144,16 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         a->peak_memory = a->report.peak_memory;
         const char *md = in.context ? in.context : fmt->no_metadata;
         size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
-        size_t mark = bytes->len;
+        size_t mark = bytes->len, dmark = dropped ? dropped->len : 0;
         const char *direct = S->output_in_enc ? S->enc.data : NULL;
-        int r = answer_from(&a->report, direct, fmt, md, mdn, bytes, a);
+        int r = answer_from(&a->report, direct, fmt, md, mdn, bytes, dropped, a);
         if (r == 0) {
             lsb_report_clear(&a->report);
         } else {
             if (direct && a->report.output_count == 1 && !a->report.outputs[0].json && !a->report.outputs[0].error)
                 a->report.outputs[0].json = lsb_strndup(direct, a->report.outputs[0].json_len);   /* the report owns its bytes */
             bytes->len = mark;   /* a partial answer (host memory ran out) is dropped */
+            if (dropped) dropped->len = dmark;
             a->kind = LSB_ANSWER_REPORT;
             a->start = a->len = a->outputs = 0;
         }

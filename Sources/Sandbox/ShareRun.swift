@@ -61,6 +61,23 @@ public enum ShareAnswer: Sendable {
     case pending(HostRequest, Invocation, started: ContinuousClock.Instant)
 }
 
+/// Where `SandboxState.runShare` appends the answers it writes: `[UInt8]`, or a host's own
+/// buffer type (a server's send buffer), so answers are copied once, from C to where they go.
+public protocol ShareOutput {
+    init()
+    /// Bytes appended so far.
+    var byteCount: Int { get }
+    mutating func append(_ bytes: UnsafeRawBufferPointer)
+    /// A copy of bytes appended earlier.
+    func bytes(in range: Range<Int>) -> [UInt8]
+}
+
+extension Array: ShareOutput where Element == UInt8 {
+    public var byteCount: Int { count }
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) { append(contentsOf: bytes) }
+    public func bytes(in range: Range<Int>) -> [UInt8] { Array(self[range]) }
+}
+
 extension SandboxState {
     /// Runs `items` (ranges of `bytes`) one by one through global `entry`, one event per call,
     /// entirely in C (`lsb_run_share`): kept and dropped answers are appended to `out` in
@@ -68,13 +85,30 @@ extension SandboxState {
     /// `{message, metadata}` envelope or a bare event), else events with their context. A call
     /// that makes a host request comes back suspended. Returns one answer per item answered:
     /// fewer than `items` when a call left the state poisoned (rebuild it and run the rest).
-    public func runShare(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                         into out: inout [UInt8]) -> [ShareAnswer] {
+    public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
+                                         into out: inout O) -> [ShareAnswer] {
+        var unused = O()
+        return runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &unused, split: false)
+    }
+
+    /// `runShare(into:)` with the dropped items' answers appended to `dropped` instead: a
+    /// `.written` answer with no outputs (dropped) has its range in `dropped`.
+    public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
+                                         into out: inout O, droppedInto dropped: inout O) -> [ShareAnswer] {
+        runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &dropped, split: true)
+    }
+
+    private func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
+                                          into out: inout O, dropped: inout O, split: Bool) -> [ShareAnswer] {
         if items.isEmpty { return [] }
         let count = items.count
         var answers = [lsb_answer](repeating: lsb_answer(), count: count)
-        var buffer = lsb_bytes()
-        defer { free(buffer.data) }
+        // sized for the common answer (the event echoed with its metadata), so it rarely grows
+        let hint = items.reduce(64 * count) { $0 + $1.json.count + ($1.context?.count ?? 2) + 48 }
+        var buffer = lsb_bytes(data: malloc(hint)?.assumingMemoryBound(to: CChar.self), len: 0, cap: hint)
+        if buffer.data == nil { buffer.cap = 0 }
+        var droppedBuffer = lsb_bytes()
+        defer { free(buffer.data); free(droppedBuffer.data) }
         let done: Int = withCBytes(bytes) { base, _ in
             let raw = items.map { it in
                 lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
@@ -83,14 +117,18 @@ extension SandboxState {
                          validated: it.validated && !lines ? 1 : 0)
             }
             return withUnsafePointer(to: format.raw) { fmt in
-                Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer))
+                split ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
+                    : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
             }
         }
         if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
         let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
-        let offset = out.count
+        let offset = out.byteCount, droppedOffset = dropped.byteCount
         if buffer.len > 0 {
-            out.append(contentsOf: UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
+            out.append(UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
+        }
+        if droppedBuffer.len > 0 {
+            dropped.append(UnsafeRawBufferPointer(start: droppedBuffer.data, count: droppedBuffer.len))
         }
         var result: [ShareAnswer] = []
         result.reserveCapacity(done)
@@ -99,7 +137,8 @@ extension SandboxState {
             let duration = Duration.nanoseconds(Int64(a.duration_ns))
             switch a.kind {
             case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
-                result.append(.written(offset + a.start..<offset + a.start + a.len, outputs: a.outputs, duration: duration))
+                let base = split && a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
+                result.append(.written(base + a.start..<base + a.start + a.len, outputs: a.outputs, duration: duration))
             case LSB_ANSWER_INVALID:
                 result.append(.invalid)
             case LSB_ANSWER_PENDING:

@@ -32,12 +32,12 @@ struct CustomTransformRoute {
         // Each event's answer entries (already joined by commas) are `pieces[at.piece][at.range]`:
         // a worker's part, or the bytes of an answer made here. Index pairs, not slices, so
         // placing 200 answers retains nothing.
-        var pieces: [[UInt8]] = []
+        var pieces: [ByteBuffer] = []
         var at = [(piece: Int, range: Range<Int>)](repeating: (0, 0..<0), count: events.count)
         var dropped = [Bool](repeating: false, count: events.count)
         func place(_ i: Int, _ bytes: [UInt8]) {
             at[i] = (pieces.count, 0..<bytes.count)
-            pieces.append(bytes)
+            pieces.append(ByteBuffer(bytes: bytes))
         }
         // events grouped by their chain (the parse numbered the chains), keeping input positions
         var groups = [[Int]](repeating: [], count: batch.chains.count)
@@ -51,35 +51,53 @@ struct CustomTransformRoute {
                 place(e.index, RudderAnswers.error("Transformation VersionID not found", batch.metadata(e.index), status: 400))
             }
         }
-        await withTaskGroup(of: ([Int], [String], Stage.AnswerOutcome).self) { group in
-            for (c, positions) in groups.enumerated() where !positions.isEmpty {
-                let versions = batch.chains[c]
-                group.addTask { (positions, versions, await stage.answer(batch: batch, positions: positions, versions: versions, separator: .comma)) }
-            }
-            for await (positions, versions, outcome) in group {
-                let label = versions.joined(separator: ",")
-                switch outcome {
-                case .unknownVersion(let v):
-                    for p in positions {
-                        place(p, RudderAnswers.error("transformation version \(v) not found", batch.metadata(p), status: 404))
+        func take(_ positions: [Int], _ versions: [String], _ outcome: Stage.SplitOutcome<ByteBuffer>) {
+            let label = versions.joined(separator: ",")
+            switch outcome {
+            case .unknownVersion(let v):
+                for p in positions {
+                    place(p, RudderAnswers.error("transformation version \(v) not found", batch.metadata(p), status: 404))
+                }
+                metrics.unknownVersion(label, count: positions.count)
+            case .answered(let parts):
+                var k = 0
+                for part in parts {
+                    let (keptPiece, droppedPiece) = (pieces.count, pieces.count + 1)
+                    pieces += [part.kept, part.dropped]
+                    for a in part.answers {
+                        at[positions[k]] = (a.status == .dropped ? droppedPiece : keptPiece, a.range)
+                        dropped[positions[k]] = a.status == .dropped
+                        k += 1
                     }
-                    metrics.unknownVersion(label, count: positions.count)
-                case .answered(let parts):
-                    var k = 0
-                    for part in parts {
-                        let piece = pieces.count
-                        pieces.append(part.bytes)
-                        for a in part.answers {
-                            at[positions[k]] = (piece, a.range)
-                            dropped[positions[k]] = a.status == .dropped
-                            k += 1
-                        }
-                        metrics.batch(label, answers: part.answers)
-                    }
+                    metrics.batch(label, answers: part.answers)
                 }
             }
         }
-        // the response is written once, straight into the buffer the server sends
+        let running = groups.indices.filter { !groups[$0].isEmpty }
+        if pieces.isEmpty, running.count == 1, let c = running.first {
+            let outcome = await stage.answerSplit(batch: batch, positions: groups[c], versions: batch.chains[c], into: ByteBuffer.self)
+            if case .answered(let parts) = outcome {
+                // the common case, every event on one chain: the buffers the workers wrote are
+                // the response, sent as they are (dropped ones first, under the filter code)
+                metrics.batch(batch.chains[c].joined(separator: ","), answers: parts.flatMap(\.answers))
+                var buffers = [ByteBuffer(staticString: "[")]
+                if filterCode { buffers += parts.map(\.dropped).filter { $0.readableBytes > 0 } }
+                buffers += parts.map(\.kept).filter { $0.readableBytes > 0 }
+                if buffers.count > 1 { buffers[buffers.count - 1].moveWriterIndex(to: buffers[buffers.count - 1].writerIndex - 1) }   // its last comma
+                buffers.append(ByteBuffer(staticString: "]"))
+                return respond(started: started, events: events.count, body: ResponseBody(contentsOf: buffers))
+            }
+            take(groups[c], batch.chains[c], outcome)
+        } else {
+            await withTaskGroup(of: ([Int], [String], Stage.SplitOutcome<ByteBuffer>).self) { group in
+                for c in running {
+                    let (positions, versions) = (groups[c], batch.chains[c])
+                    group.addTask { (positions, versions, await stage.answerSplit(batch: batch, positions: positions, versions: versions, into: ByteBuffer.self)) }
+                }
+                for await (positions, versions, outcome) in group { take(positions, versions, outcome) }
+            }
+        }
+        // the answers in response order, each copied once into the buffer the server sends
         var out = ByteBuffer()
         out.reserveCapacity(at.reduce(2) { $0 + $1.range.count + 1 })
         out.writeInteger(UInt8(ascii: "["))
@@ -89,19 +107,25 @@ struct CustomTransformRoute {
             if range.isEmpty { return }
             if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            pieces[piece].withUnsafeBufferPointer { out.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[range])) }
+            pieces[piece].withUnsafeReadableBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[range])) }
         }
         if filterCode {
             for i in at.indices where dropped[i] { emit(i) }
         }
         for i in at.indices where !dropped[i] { emit(i) }
         out.writeInteger(UInt8(ascii: "]"))
+        return respond(started: started, events: events.count, body: ResponseBody(byteBuffer: out))
+    }
+
+    /// The 200 response with `body`, its timing headers and the request's metrics.
+    private func respond(started: ContinuousClock.Instant, events: Int, body: ResponseBody) -> Response {
         let elapsed = ContinuousClock.now - started
-        metrics.request(duration: elapsed, events: events.count)
+        metrics.request(duration: elapsed, events: events)
         var headers = HTTPFields()
         headers[HTTPField.Name("apiVersion")!] = "2"
         let millis = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         headers[HTTPField.Name("X-Response-Time")!] = "\(Int(millis.rounded()))ms"
-        return jsonResponse(out, extra: headers)
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: body)
     }
 }

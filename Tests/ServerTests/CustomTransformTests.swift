@@ -93,6 +93,33 @@ final class CustomTransformTests: XCTestCase {
         XCTAssertEqual(codes.prefix(100), ArraySlice(repeating: 298, count: 100))
     }
 
+    /// A batch on one chain, large enough to be shared between the workers: its answers are the
+    /// buffers the workers wrote, sent as they are; the order must still be the contract's.
+    func testOneChainBatchSharedByTheWorkersKeepsTheContractOrder() throws {
+        let types = ["track", "identify", "track", "alias", "page", "track", "track"]
+        let events = (0..<150).map { i in rudderEvent(["type": types[i % types.count], "messageId": "m-\(i)"], jobId: i, versions: ["24"]) }
+        func jobs(_ answers: [[String: Any]], _ code: Int) -> [Int] {
+            answers.filter { $0["statusCode"] as? Int == code }.map { ($0["metadata"] as! [String: Any])["jobId"] as! Int }
+        }
+        let indices = Array(0..<150)
+        let droppedJobs = indices.filter { ["identify", "page"].contains(types[$0 % types.count]) }
+        let keptJobs = indices.filter { types[$0 % types.count] == "track" }
+        let failedJobs = indices.filter { types[$0 % types.count] == "alias" }
+        for filterCode in [true, false] {
+            let r = try server.request("/customTransform", body: try data(events),
+                                       headers: ["Content-Type": "application/json"].merging(filterCode ? ["X-Feature-Filter-Code": "?1"] : [:]) { a, _ in a })
+            XCTAssertEqual(r.status, 200, r.text)
+            let answers = try XCTUnwrap(try r.json() as? [[String: Any]], r.text)
+            XCTAssertEqual(jobs(answers, 298), filterCode ? droppedJobs : [], "dropped events: listed first, in input order, only under the filter code")
+            XCTAssertEqual(jobs(answers, 200), keptJobs)
+            XCTAssertEqual(jobs(answers, 400), failedJobs)
+            let codes = answers.map { $0["statusCode"] as! Int }
+            XCTAssertEqual(Array(codes.prefix(filterCode ? droppedJobs.count : 0)), Array(repeating: 298, count: filterCode ? droppedJobs.count : 0))
+            let rest = answers.dropFirst(filterCode ? droppedJobs.count : 0).map { ($0["metadata"] as! [String: Any])["jobId"] as! Int }
+            XCTAssertEqual(rest, indices.filter { !droppedJobs.contains($0) }, "kept and failed events in input order")
+        }
+    }
+
     func testChainsThatAlternateAreAnsweredInInputOrder() throws {
         // events of two chains interleaved: each chain runs as one group, answers keep input order
         let ids = ["a", "b", "c", "d", "e"]

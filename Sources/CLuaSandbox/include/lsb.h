@@ -226,11 +226,13 @@ uint64_t lsb_clock_ns(void);
 
 /* Runs items[0..count) one by one through global `entry` (one event per call, not batched), as
  * lsb_begin would, filling answers[i] and appending each kept or dropped item's answers,
- * followed by fmt->separator, to *bytes. `lines`: items are whole lines (split with
- * lsb_json_envelope) rather than events. Stops after a call that leaves the state poisoned
- * (a limit fired): returns how many items were answered; rebuild the state for the rest. */
+ * followed by fmt->separator, to *bytes (a dropped item's to *dropped instead, when dropped is
+ * not NULL: then each answer's start is in the buffer its kind says). `lines`: items are whole
+ * lines (split with lsb_json_envelope) rather than events. Stops after a call that leaves the
+ * state poisoned (a limit fired): returns how many items were answered; rebuild the state for
+ * the rest. */
 size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
-                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes);
+                     const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes, lsb_bytes *dropped);
 
 /* Process-wide: tunes the C allocator for a long-running stage (large buffers from the heap
  * rather than fresh mappings). Call once at start-up, before threads start. */

@@ -78,117 +78,74 @@ extension Stage {
 
     private func answer(count: Int, versions: [String], separator: RudderAnswers.Separator,
                         share make: @escaping @Sendable (Range<Int>) -> Share) async -> AnswerOutcome {
-        let catalog = currentCatalog
-        var found: [CatalogEntry] = []
-        for v in versions {
-            guard let e = catalog.entries[v] else { return .unknownVersion(v) }
-            found.append(e)
+        let (parts, unknown) = await run(count: count, versions: versions, share: make) { share, job, states in
+            Stage.answerShare(share, job: job, states: states, separator: separator)
         }
-        let entries = found
-        if count == 0 { return .answered([]) }
-        let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
-        let libraries = catalog.libraryLoader
-        let enrichment = catalog.enrichment
-        let size = (count + chunks - 1) / chunks
-        let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
-        let name = versions.joined(separator: ",")
-        // The shares go straight to the workers' queues; the last one to finish resumes this
-        // task (one wake-up per batch, not a child task and a continuation per share).
-        let pool = self.pool
-        let parts = await withCheckedContinuation { (c: CheckedContinuation<[AnsweredPart], Never>) in
-            let gather = PartGatherer(count: ranges.count) { c.resume(returning: $0) }
-            for (i, range) in ranges.enumerated() {
-                pool.submitToAny { states in   // whichever worker is free first takes the next share
-                    gather.put(i, Stage.answerShare(make(range), name: name, entries: entries, libraries: libraries,
-                                                    enrichment: enrichment, states: states, separator: separator))
-                }
-            }
-        }
+        if let unknown { return .unknownVersion(unknown) }
         return .answered(parts)
     }
 
-    private static func answerShare(_ share: Share, name: String, entries: [CatalogEntry], libraries: LibraryLoader,
-                                    enrichment: EnrichmentSetup?, states: WorkerStates,
+    /// What a share's worker needs besides the share.
+    struct ShareJob: Sendable {
+        var name: String
+        var entries: [CatalogEntry]
+        var libraries: LibraryLoader
+        var enrichment: EnrichmentSetup?
+    }
+
+    /// Splits `count` inputs into shares for the workers and gathers what `answer` makes of each,
+    /// in order; or the VersionID of `versions` that is not served.
+    func run<P: Sendable>(count: Int, versions: [String], share make: @escaping @Sendable (Range<Int>) -> Share,
+                          answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P) async -> (parts: [P], unknown: String?) {
+        let catalog = currentCatalog
+        var found: [CatalogEntry] = []
+        for v in versions {
+            guard let e = catalog.entries[v] else { return ([], v) }
+            found.append(e)
+        }
+        let entries = found
+        if count == 0 { return ([], nil) }
+        let splittable = entries.allSatisfy { $0.entryPoint == .event }
+        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
+        let job = ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
+                           enrichment: catalog.enrichment)
+        let size = (count + chunks - 1) / chunks
+        let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
+        // The shares go straight to the workers' queues; the last one to finish resumes this
+        // task (one wake-up per batch, not a child task and a continuation per share).
+        let pool = self.pool
+        let parts = await withCheckedContinuation { (c: CheckedContinuation<[P], Never>) in
+            let gather = PartGatherer<P>(count: ranges.count) { c.resume(returning: $0) }
+            for (i, range) in ranges.enumerated() {
+                pool.submitToAny { states in   // whichever worker is free first takes the next share
+                    gather.put(i, answer(make(range), job, states))
+                }
+            }
+        }
+        return (parts, nil)
+    }
+
+    private static func answerShare(_ share: Share, job: ShareJob, states: WorkerStates,
                                     separator: RudderAnswers.Separator) -> AnsweredPart {
-        let n = share.items.count
-        if entries.count == 1,
-           let t = try? states.transformation(for: entries[0], libraries: libraries, enrichment: enrichment), t.runsShares {
-            var out: [UInt8] = []
-            out.reserveCapacity(share.bytes.count + n * 64)
-            let outcomes = t.runShare(bytes: share.bytes, items: share.items, lines: share.lines,
-                                      format: RudderAnswers.format(separator), into: &out)
-            var answers: [InputAnswer] = []
-            answers.reserveCapacity(n)
-            var slow = false
-            for o in outcomes {
-                switch o {
-                case .written(let range, let outputs, let duration):
-                    answers.append(InputAnswer(range: range, status: outputs > 0 ? .kept : .dropped, outputs: outputs,
-                                               duration: duration, errorKind: nil))
-                case .invalid, .step:
-                    slow = true
-                    answers.append(InputAnswer(range: 0..<0, status: .error, outputs: 0, duration: .zero, errorKind: nil))
-                }
-            }
-            if !slow { return AnsweredPart(bytes: out, answers: answers) }
-            // some inputs are answered here: rebuild the bytes in input order
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(out.count + 1024)
-            for (k, o) in outcomes.enumerated() {
-                let start = bytes.count
-                switch o {
-                case .written(let range, _, _):
-                    bytes += out[range]
-                case .invalid:
-                    let input = share.input(k).validating()   // says why
-                    let r = Chain.invalid(input)
-                    bytes += RudderAnswers.joined(r, metadata: input.metadata, separator: separator)
-                    answers[k] = InputAnswer(range: 0..<0, status: .error, outputs: 0, duration: .zero, errorKind: r.error?.kind)
-                case .step(let step):
-                    let input = share.input(k)
-                    let r = Chain.result(of: step, for: input)
-                    bytes += RudderAnswers.joined(r, metadata: input.metadata, separator: separator)
-                    answers[k] = InputAnswer(range: 0..<0, status: r.status, outputs: r.events.count, duration: r.duration,
-                                             errorKind: r.error?.kind)
-                }
-                answers[k].range = start..<bytes.count
-                bytes += separator.bytes
-            }
-            return AnsweredPart(bytes: bytes, answers: answers)
-        }
-        // the general path: chains, transformBatch, a transformation that cannot be built
-        let inputs = (0..<n).map { share.input($0) }
-        let results = Stage.runChain(name: name, entries: entries, libraries: libraries, enrichment: enrichment,
-                                     inputs: inputs, states: states)
-        var bytes: [UInt8] = []
-        var answers: [InputAnswer] = []
-        answers.reserveCapacity(n)
-        for (input, r) in zip(inputs, results) {
-            let start = bytes.count
-            bytes += RudderAnswers.joined(r, metadata: input.metadata, separator: separator)
-            answers.append(InputAnswer(range: start..<bytes.count, status: r.status, outputs: r.status == .kept ? r.events.count : 0,
-                                       duration: r.duration, errorKind: r.error?.kind))
-            bytes += separator.bytes
-        }
-        return AnsweredPart(bytes: bytes, answers: answers)
+        let part = answerShare(share, job: job, states: states, separator: separator, splitDropped: false, into: [UInt8].self)
+        return AnsweredPart(bytes: part.kept, answers: part.answers)
     }
 }
 
 /// Collects a batch's parts from the workers and hands them over, in order, once all are in.
-private final class PartGatherer: @unchecked Sendable {
+private final class PartGatherer<P>: @unchecked Sendable {
     private let lock = NSLock()
-    private var parts: [AnsweredPart?]
+    private var parts: [P?]
     private var missing: Int
-    private let done: ([AnsweredPart]) -> Void
+    private let done: ([P]) -> Void
 
-    init(count: Int, done: @escaping ([AnsweredPart]) -> Void) {
+    init(count: Int, done: @escaping ([P]) -> Void) {
         parts = Array(repeating: nil, count: count)
         missing = count
         self.done = done
     }
 
-    func put(_ i: Int, _ part: AnsweredPart) {
+    func put(_ i: Int, _ part: P) {
         lock.lock()
         parts[i] = part
         missing -= 1

@@ -199,8 +199,21 @@ public final class Transformation: @unchecked Sendable {
     /// `run` for a whole share in one C call per state (see `SandboxState.runShare`): one
     /// outcome per item, in order; kept and dropped answers are written to `out` in `format`.
     /// Requires `runsShares`. A limit error rebuilds the state for the items after it.
-    public func runShare(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
-                         into out: inout [UInt8]) -> [ShareOutcome] {
+    public func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
+                                         into out: inout O) -> [ShareOutcome] {
+        var unused = O()
+        return runShare(bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &unused, split: false)
+    }
+
+    /// `runShare(into:)` with dropped items' answers written to `dropped` (a `.written` outcome
+    /// with no outputs has its range there).
+    public func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
+                                         into out: inout O, droppedInto dropped: inout O) -> [ShareOutcome] {
+        runShare(bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &dropped, split: true)
+    }
+
+    private func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
+                                          into out: inout O, dropped: inout O, split: Bool) -> [ShareOutcome] {
         precondition(runsShares, "runShare needs transformEvent")
         var outcomes: [ShareOutcome] = []
         outcomes.reserveCapacity(items.count)
@@ -218,8 +231,10 @@ public final class Transformation: @unchecked Sendable {
                 return outcomes
             case .success(let s): state = s
             }
-            let answered = state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: items[outcomes.count...],
-                                          lines: lines, format: format, into: &out)
+            let rest = items[outcomes.count...]
+            let answered = split
+                ? state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: rest, lines: lines, format: format, into: &out, droppedInto: &dropped)
+                : state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: rest, lines: lines, format: format, into: &out)
             for a in answered {
                 switch a {
                 case .written(let range, let outputs, let duration): outcomes.append(.written(range, outputs: outputs, duration: duration))
