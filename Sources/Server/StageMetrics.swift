@@ -100,11 +100,15 @@ final class StageMetrics: Sendable {
 
     func render() -> [UInt8] { registry.emitToBuffer() }
 
+    /// Per event, so `components` once (each call divides 128-bit attoseconds; converting
+    /// `attoseconds` to Double directly takes a generic path ten times as long).
     private static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        let (s, atto) = d.components
+        return Double(s) + Double(atto) * 1e-18
     }
 
     private func nanoseconds(_ d: Duration) -> Int64 {
-        d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+        let (s, atto) = d.components
+        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 }
