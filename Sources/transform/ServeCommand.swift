@@ -75,11 +75,7 @@ struct ServeCommand: ParsableCommand {
             Watchdog.exitWhenAbandoned(over: try LimitSpec.size(maxAbandonedMemory))
         } catch { throw CLIError.usage(error.description) }
         guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError.usage("unknown --log-level '\(logLevel)'") }
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LoggingSystem.bootstrap { label in DeferredMetadataLogHandler(label: label, level: level) }
         let logger = Logger(label: "luaform")
         let catalog = loader.load()
         for (file, message) in catalog.loadErrors.sorted(by: { $0.key < $1.key }) {
