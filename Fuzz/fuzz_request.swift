@@ -213,38 +213,43 @@ public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
               "arrayCount reads an array of \(expected), the validator refuses it: \(JSONBridge.validate(structure)!.message)", body)
     }
 
-    let events: [RudderRequestEvent]
+    let batch: RudderBatch
     do {
-        events = try RudderRequest.parse(body)
+        batch = try RudderRequest.parse(body)
     } catch {
         check(expected == nil, "a JSON array was rejected: \(error.message)", body)
         check(error.message.hasPrefix("request body must be a JSON array of events: "), "rejection message: \(error.message)", body)
         return 0
     }
     guard let expected else { fail("accepted a body that is not a JSON array", body) }
+    let events = batch.events
     check(events.count == expected, "\(events.count) decoded events for \(expected) array elements", body)
     guard let ranges = try? JSONBridge.splitArray(body), ranges.count == expected else {
         fail("splitArray disagrees with the decoder", body)
     }
 
     for (i, event) in events.enumerated() {
-        check(event.input.index == i, "element \(i) has index \(event.input.index)", body)
+        check(event.index == i && batch.input(i).index == i, "element \(i) has index \(batch.input(i).index)", body)
+        // the element as the stage reads it
+        let input = batch.input(i), echoed = batch.metadata(i), problem = batch.problems[i]?.message
+        let versions = event.chain.map { batch.chains[$0] }
+        check(event.usable == (problem == nil), "element \(i): usable exactly when it has no problem", body)
         // the message is validated by the worker that runs it (Stage): do what it does
-        let checked = event.input.validating()
-        let metadata = parsed(event.metadata, "metadata of element \(i)", body)
+        let checked = input.validating()
+        let metadata = parsed(echoed, "metadata of element \(i)", body)
         check(isObject(metadata), "metadata of element \(i) is not an object", body)
-        if let problem = event.problem {
+        if let problem {
             check(problem.hasPrefix("event \(i): "), "problem of element \(i) does not name it: \(problem)", body)
-            check(event.versions == nil, "element \(i) has a problem and versions", body)
+            check(versions == nil, "element \(i) has a problem and versions", body)
         } else {
-            check(event.input.metadata == event.metadata, "element \(i): input metadata differs from echoed metadata", body)
+            check(input.metadata == echoed, "element \(i): input metadata differs from echoed metadata", body)
             if let invalid = checked.invalid {
                 check(invalid.hasPrefix("event \(i): "), "invalid of element \(i) does not name it: \(invalid)", body)
             } else {
-                check(isObject(parsed(event.input.message, "message of element \(i)", body)), "message of element \(i) is not an object", body)
+                check(isObject(parsed(input.message, "message of element \(i)", body)), "message of element \(i) is not an object", body)
             }
         }
-        if let versions = event.versions {
+        if let versions {
             check(!versions.isEmpty, "element \(i): empty version list", body)
             check(versions.allSatisfy { !$0.isEmpty }, "element \(i): empty VersionID in \(versions)", body)
         }
@@ -257,20 +262,20 @@ public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         guard !element.contains(UInt8(ascii: "\\")) else { continue }
         let item = parsed(element, "element \(i)", element)
         guard isObject(item) else {
-            check(event.problem != nil, "element \(i) is not an object but has no problem", element)
-            check(event.metadata == Array("{}".utf8), "element \(i) is not an object but has metadata", element)
+            check(problem != nil, "element \(i) is not an object but has no problem", element)
+            check(echoed == Array("{}".utf8), "element \(i) is not an object but has metadata", element)
             continue
         }
         let expectedMetadata = lastMember("metadata", of: item).flatMap { isObject($0) ? $0 : nil } ?? .object([])
         check(metadata == expectedMetadata, "element \(i): metadata is not the element's metadata object", element)
         guard let message = lastMember("message", of: item), isObject(message) else {
-            check(event.problem != nil, "element \(i) has no message object but has no problem", element)
+            check(problem != nil, "element \(i) has no message object but has no problem", element)
             continue
         }
-        check(event.problem == nil, "element \(i) has a message object but a problem: \(event.problem ?? "")", element)
+        check(problem == nil, "element \(i) has a message object but a problem: \(problem ?? "")", element)
         check(checked.invalid == nil, "element \(i): message object marked invalid: \(checked.invalid ?? "")", element)
-        check(JSONValue.parse(event.input.message) == message, "element \(i): the decoded message is not the element's message", element)
-        if let versions = event.versions {
+        check(JSONValue.parse(input.message) == message, "element \(i): the decoded message is not the element's message", element)
+        if let versions {
             guard case .array(let list)? = lastMember("destination", of: item)?["Transformations"] else {
                 fail("element \(i): versions without a destination.Transformations array", element)
             }

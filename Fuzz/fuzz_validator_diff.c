@@ -14,7 +14,10 @@
  * its counts on exit ("validator differential: ...").
  *
  * lsb_json_envelope_indexed is checked on every input too: the same answers and outputs as
- * lsb_json_envelope, and the message index it fills equal to one found here byte by byte.
+ * lsb_json_envelope, and the message index it fills equal to one found here byte by byte. So
+ * is lsb_json_split_request_indexed, on the input as a request body and on the input as the
+ * message of a one-element request: the same split as lsb_json_split_request, and each
+ * message's index record equal to the reference index and to the lazy scan's members.
  *
  *   scripts/fuzz SECONDS validator
  */
@@ -209,7 +212,7 @@ bad:
 
 /* ---- the comparison ---- */
 
-static unsigned long n_inputs, n_valid, n_envelopes, n_edge, n_indexed, n_members;
+static unsigned long n_inputs, n_valid, n_envelopes, n_edge, n_indexed, n_members, n_split_indexed;
 
 /* lsb_lazy.c (lsb_lazy.h needs Lua's headers): the member scan lsb_lazy_push makes itself. */
 int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *count, uint32_t *height);
@@ -294,6 +297,68 @@ static void check_indexed(const char *in, size_t len, size_t words, const char *
     free(bits);
 }
 
+/* lsb_json_split_request_indexed on `len` bytes: the same split as lsb_json_split_request, and
+ * every index record for exactly its element's message, equal to the reference index. */
+static void check_split(const char *in, size_t len) {
+    static const char *const keys[] = {"message", "metadata", "destination"};
+    size_t *s1 = NULL, *l1 = NULL, *f1 = NULL, *s2 = NULL, *l2 = NULL, *f2 = NULL;
+    char *e1 = NULL, *e2 = NULL;
+    int v1 = 0, v2 = 0;
+    lsb_split_index ix = {0};
+    long n1 = lsb_json_split_request(in, len, keys, 3, &s1, &l1, &f1, &v1, &e1);
+    long n2 = lsb_json_split_request_indexed(in, len, keys, 3, &s2, &l2, &f2, &v2, &ix, &e2);
+    if (n1 != n2 || v1 != v2 || (n1 < 0 && strcmp(e1, e2)) ||
+        (n1 > 0 && (memcmp(s1, s2, (size_t)n1 * sizeof *s1) || memcmp(l1, l2, (size_t)n1 * sizeof *l1) ||
+                    memcmp(f1, f2, 6 * (size_t)n1 * sizeof *f1)))) {
+        fprintf(stderr, "lsb_json_split_request_indexed splits differently (%ld %ld, %d %d)\n", n1, n2, v1, v2);
+        abort();
+    }
+    if ((ix.at != NULL) != (n2 >= 0 && v2)) {
+        fprintf(stderr, "lsb_json_split_request_indexed: an index exactly when the fast path split the body\n");
+        abort();
+    }
+    for (long i = 0; ix.at && i < n2; i++) {
+        if (ix.at[i] == LSB_NO_INDEX) continue;
+        size_t ms = s2[i] + f2[6 * i], ml = f2[6 * i + 1];
+        lsb_json_index got;
+        if (!ml || lsb_json_index_from_record(ix.blob + ix.at[i], in + ms, ml, &got)) {
+            fprintf(stderr, "lsb_json_split_request_indexed: element %ld's record is not for its message\n", i);
+            abort();
+        }
+        size_t nw = (ml + 63) / 64;
+        uint64_t *want = calloc(2 * nw + 1, sizeof *want);
+        int compact, escapes;
+        if (!want) abort();
+        reference_index(in + ms, ml, want, want + nw, &compact, &escapes);
+        uint32_t want_m[4 * LSB_JSON_INDEX_MEMBERS], want_h = 0;
+        int want_n = 0, r = lsb_lazy_scan_members(in + ms, ml, want_m, &want_n, &want_h);
+        if (got.words != nw || memcmp(want, got.quotes, nw * sizeof *want) || memcmp(want + nw, got.brackets, nw * sizeof *want) ||
+            compact != got.compact || escapes != got.escapes || r < 0 || (r == 0) != (got.count >= 0) ||
+            (r == 0 && (want_n != got.count || want_h != got.height ||
+                        memcmp(want_m, got.members, 4 * (size_t)want_n * sizeof *want_m)))) {
+            fprintf(stderr, "lsb_json_split_request_indexed: element %ld's index differs from the reference\n", i);
+            abort();
+        }
+        free(want);
+        n_split_indexed++;
+    }
+    free(s1), free(l1), free(f1), free(e1), free(s2), free(l2), free(f2), free(e2), free(ix.blob), free(ix.at);
+}
+
+/* check_split on the input as a request body, and as the message of a one-element request. */
+static void check_splits(const char *in, size_t len) {
+    check_split(in, len);
+    static const char pre[] = "[{\"destination\":{},\"message\":", post[] = ",\"metadata\":{}}]";
+    size_t n = sizeof pre - 1 + len + sizeof post - 1;
+    char *body = malloc(n);
+    if (!body) abort();
+    memcpy(body, pre, sizeof pre - 1);
+    memcpy(body + sizeof pre - 1, in, len);
+    memcpy(body + sizeof pre - 1 + len, post, sizeof post - 1);
+    check_split(body, n);
+    free(body);
+}
+
 /* Runs both validators on exactly `len` bytes (a buffer of that size, so reading past it is
  * caught by AddressSanitizer). */
 static void compare(const char *data, size_t len) {
@@ -321,6 +386,7 @@ static void compare(const char *data, size_t len) {
     n_envelopes += sa == 2;
     check_indexed(in, len, (len + 63) / 64, a, sa, ra);   /* room for any message */
     check_indexed(in, len, 2, a, sa, ra);                 /* room for 128 bytes */
+    check_splits(in, len);
     free(a);
     free(b);
     free(in);
@@ -545,8 +611,8 @@ static void edge_event(void) {
 }
 
 static void report(void) {
-    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes (%lu indexed, %lu with members): no difference\n",
-            n_inputs, n_edge, n_valid, n_envelopes, n_indexed, n_members);
+    fprintf(stderr, "validator differential: %lu inputs (%lu edge cases), %lu valid, %lu envelopes (%lu indexed, %lu with members), %lu request messages indexed: no difference\n",
+            n_inputs, n_edge, n_valid, n_envelopes, n_indexed, n_members, n_split_indexed);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

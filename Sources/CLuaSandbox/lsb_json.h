@@ -56,6 +56,20 @@ typedef struct lsb_json_index {
     uint32_t height;      /* the message's nesting: 1 + the most containers open at once in a member */
 } lsb_json_index;
 
+/* One record of an lsb_split_index: the message's index as lsb_json_index holds it, followed
+ * by its quote and bracket bitmaps (`words` uint64_t each) and its members (4 uint32_t each,
+ * `count` of them when count > 0). */
+typedef struct {
+    uint32_t len, words;
+    int32_t count;
+    uint32_t height;
+    uint8_t compact, escapes, pad[6];
+} lsb_index_record;
+
+/* Fills ix from a record of lsb_split_index for json[0, len); returns 0, or -1 when the record
+ * is not for these bytes (ix untouched). ix points into the record. */
+int lsb_json_index_from_record(const void *record, const char *json, size_t len, lsb_json_index *ix);
+
 /* lsb_json_envelope (same answers and outputs) that also fills ix when the envelope is valid
  * and its message, the last "message" member, is an object that fits. */
 char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t *msg_start, size_t *msg_len,

@@ -278,8 +278,17 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
     return lsb_json_split_array_fields(json, len, NULL, 0, starts, lens, NULL, err);
 }
 
+#define SPLIT_INDEX_WORDS 128   /* messages up to 8 KiB are indexed (lsb_share's SHARE_INDEX_WORDS) */
+
+typedef struct split_indexer {
+    char *blob;
+    size_t used, cap;
+    size_t *at;   /* per element */
+    uint64_t bits[2 * SPLIT_INDEX_WORDS];   /* scratch, kept clear between messages */
+    uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
+} split_indexer;
 static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
-                         size_t **starts, size_t **lens, size_t **fields);
+                         size_t **starts, size_t **lens, size_t **fields, split_indexer *x);
 
 long lsb_json_split_array_fields(const char *json, size_t len, const char *const *keys, int nkeys,
                                  size_t **starts, size_t **lens, size_t **fields, char **err) {
@@ -288,14 +297,26 @@ long lsb_json_split_array_fields(const char *json, size_t len, const char *const
 
 long lsb_json_split_request(const char *json, size_t len, const char *const *keys, int nkeys,
                             size_t **starts, size_t **lens, size_t **fields, int *validated, char **err) {
+    return lsb_json_split_request_indexed(json, len, keys, nkeys, starts, lens, fields, validated, NULL, err);
+}
+
+long lsb_json_split_request_indexed(const char *json, size_t len, const char *const *keys, int nkeys,
+                                    size_t **starts, size_t **lens, size_t **fields, int *validated,
+                                    lsb_split_index *index, char **err) {
     sc s = {json, json, json + len, {0}};
     size_t cap = 16, n = 0;
     size_t klens[8];
     if (nkeys > 8) nkeys = 8;
     for (int i = 0; i < nkeys; i++) klens[i] = strlen(keys[i]);
+    if (index) index->blob = NULL, index->at = NULL;
     if (validated) {   /* the common case first: a body that is valid JSON throughout */
-        long m = split_strict(json, len, keys, klens, nkeys, starts, lens, fields);
+        split_indexer *x = index && nkeys > 0 ? calloc(1, sizeof *x) : NULL;
+        long m = split_strict(json, len, keys, klens, nkeys, starts, lens, fields, x);
         *validated = m >= 0;
+        if (x) {
+            if (m >= 0) index->blob = x->blob, index->at = x->at;
+            free(x);
+        }
         if (m >= 0) return m;
     }
     size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
@@ -761,10 +782,13 @@ static void vmember(lsb_json_index *ix, const char *base, const char *k, size_t 
 /* The message's value at p (an object that fits ix), validated while its index and members are
  * recorded into ix; returns the byte after it, or NULL with e set. Its members are walked here
  * as vvalue would walk them (the same answers, messages and offsets), each value by vvalue_rec. */
-static const char *vmessage_indexed(const char *p, const char *end, const char *tail, verr *e, lsb_json_index *ix) {
-    size_t words = ((size_t)(end - p) + 63) / 64;   /* what the value may span */
-    memset(ix->quotes, 0, words * sizeof *ix->quotes);
-    memset(ix->brackets, 0, words * sizeof *ix->brackets);
+static const char *vmessage_indexed(const char *p, const char *end, const char *tail, verr *e, lsb_json_index *ix,
+                                    int zeroed) {
+    if (!zeroed) {   /* else the caller's bitmaps are clear already */
+        size_t words = ((size_t)(end - p) + 63) / 64;   /* what the value may span */
+        memset(ix->quotes, 0, words * sizeof *ix->quotes);
+        memset(ix->brackets, 0, words * sizeof *ix->brackets);
+    }
     vrec r = {ix->quotes, ix->brackets, p, 0, 0};
     const char *v = p;
     uint64_t seen = 0;
@@ -833,7 +857,7 @@ VINLINE char *envelope(const char *json, size_t len, int *shape, size_t *msg_sta
                 const char *v = p;
                 int is_msg = kl == 7 && memcmp(k, "message", 7) == 0;
                 if (ix && is_msg && p < end && *p == '{' && (size_t)(end - p) <= 64 * ix->words) {
-                    if (!(p = vmessage_indexed(p, end, tail, &e, ix))) goto bad;
+                    if (!(p = vmessage_indexed(p, end, tail, &e, ix, 0))) goto bad;
                 } else {
                     if (!(p = vvalue(p, end, tail, 1, &e))) goto bad;
                     if (ix && is_msg) ix->json = NULL;   /* an earlier message's index is not this one's */
@@ -888,13 +912,81 @@ char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t
  * own, exactly as lsb_json_validate would check it alone. It succeeds only when all of them
  * are valid; anything else (bad JSON anywhere, deep or odd elements, a key with bad UTF-8)
  * returns -1 and the caller takes the structure-only path, whose answers are the reference. */
+/* ---- the message index of a request split ----
+ * Each record: an lsb_index_record, the quote and bracket bitmaps (words each), then the
+ * members (4 words each); records start 8-byte aligned in the blob. */
+
+
+/* Appends ix (just recorded) to the blob: returns its offset, or LSB_NO_INDEX out of memory. */
+static size_t index_append(split_indexer *x, const lsb_json_index *ix) {
+    size_t words = (ix->len + 63) / 64, count = ix->count > 0 ? (size_t)ix->count : 0;
+    size_t need = sizeof(lsb_index_record) + 16 * words + 16 * count;
+    if (x->cap - x->used < need) {
+        size_t cap = x->cap ? 2 * x->cap : 64 * 1024;
+        while (cap - x->used < need) cap *= 2;
+        char *b = realloc(x->blob, cap);
+        if (!b) return LSB_NO_INDEX;
+        x->blob = b;
+        x->cap = cap;
+    }
+    size_t at = x->used;
+    lsb_index_record *r = (lsb_index_record *)(x->blob + at);
+    *r = (lsb_index_record){.len = (uint32_t)ix->len, .words = (uint32_t)words, .count = ix->count,
+                            .height = ix->height, .compact = (uint8_t)ix->compact, .escapes = (uint8_t)ix->escapes};
+    uint64_t *q = (uint64_t *)(r + 1);
+    memcpy(q, ix->quotes, 8 * words);
+    memcpy(q + words, ix->brackets, 8 * words);
+    memcpy(q + 2 * words, ix->members, 16 * count);
+    x->used += need;
+    return at;
+}
+
+/* The message value at p (an object), validated as vvalue would (same answers) and, when it
+ * fits, indexed into x's blob with *at its record's offset (else LSB_NO_INDEX). */
+static const char *vmessage_split(const char *p, const char *end, const char *tail, verr *e, split_indexer *x,
+                                  size_t *at) {
+    *at = LSB_NO_INDEX;
+    const char *cut = (size_t)(end - p) > 64 * SPLIT_INDEX_WORDS ? p + 64 * SPLIT_INDEX_WORDS : end;
+    lsb_json_index ix = {.quotes = x->bits, .brackets = x->bits + SPLIT_INDEX_WORDS, .words = SPLIT_INDEX_WORDS,
+                         .members = x->members};
+    const char *q = vmessage_indexed(p, cut, vtail(p, (size_t)(cut - p)), e, &ix, 1);
+    if (q) {
+        size_t words = (ix.len + 63) / 64;
+        *at = index_append(x, &ix);
+        memset(ix.quotes, 0, 8 * words);
+        memset(ix.brackets, 0, 8 * words);
+        return q;
+    }
+    memset(x->bits, 0, sizeof x->bits);
+    /* too long to index, too deep for the recorder's depth or invalid: the plain validator says */
+    return vvalue(p, end, tail, 0, e);
+}
+
+int lsb_json_index_from_record(const void *record, const char *json, size_t len, lsb_json_index *ix) {
+    const lsb_index_record *r = record;
+    if (!r || r->len != len || !len || json[0] != '{') return -1;
+    uint64_t *q = (uint64_t *)(r + 1);
+    ix->quotes = q;
+    ix->brackets = q + r->words;
+    ix->words = r->words;
+    ix->json = json;
+    ix->len = len;
+    ix->compact = r->compact;
+    ix->escapes = r->escapes;
+    ix->members = (uint32_t *)(q + 2 * r->words);
+    ix->count = r->count;
+    ix->height = r->height;
+    return 0;
+}
+
 static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
-                         size_t **starts, size_t **lens, size_t **fields) {
+                         size_t **starts, size_t **lens, size_t **fields, split_indexer *x) {
     const char *end = json + len, *tail = vtail(json, len), *p = vws(json, end);
     size_t cap = 64, n = 0, stride = 2 * (size_t)nkeys;
     size_t *st = malloc(cap * sizeof *st), *ln = malloc(cap * sizeof *ln);
     size_t *fl = nkeys ? malloc(cap * stride * sizeof *fl) : NULL;
     verr e;
+    if (x && !(x->at = malloc(cap * sizeof *x->at))) goto fail;
     if (!st || !ln || (nkeys && !fl)) goto fail;
     if (p >= end || *p != '[') goto fail;
     p = vws(p + 1, end);
@@ -909,6 +1001,10 @@ static long split_strict(const char *json, size_t len, const char *const *keys, 
             st = a;
             if (!(a = realloc(ln, cap * sizeof *ln))) goto fail;
             ln = a;
+            if (x) {
+                if (!(a = realloc(x->at, cap * sizeof *a))) goto fail;
+                x->at = a;
+            }
             if (nkeys) {
                 if (!(a = realloc(fl, cap * stride * sizeof *fl))) goto fail;
                 fl = a;
@@ -916,6 +1012,7 @@ static long split_strict(const char *json, size_t len, const char *const *keys, 
         }
         size_t *f = nkeys ? fl + n * stride : NULL;
         if (nkeys) memset(f, 0, stride * sizeof *f);
+        if (x) x->at[n] = LSB_NO_INDEX;
         if (p < end && *p == '{') {   /* members: keys compared, values validated on their own */
             p = vws(p + 1, end);
             if (p < end && *p == '}') {
@@ -931,12 +1028,19 @@ static long split_strict(const char *json, size_t len, const char *const *keys, 
                     if (p >= end || *p != ':') goto fail;
                     p = vws(p + 1, end);
                     const char *v = p;
-                    if (!(p = vvalue(p, end, tail, 0, &e))) goto fail;
-                    for (int i = 0; i < nkeys; i++)
-                        if (klens[i] == kl && memcmp(k, keys[i], kl) == 0) {   /* the last duplicate wins */
-                            f[2 * i] = (size_t)(v - b);
-                            f[2 * i + 1] = (size_t)(p - v);
-                        }
+                    int key = -1;
+                    for (int i = 0; i < nkeys && key < 0; i++)
+                        if (klens[i] == kl && memcmp(k, keys[i], kl) == 0) key = i;
+                    if (x && key == 0 && p < end && *p == '{') {   /* the event: validated and indexed */
+                        if (!(p = vmessage_split(p, end, tail, &e, x, &x->at[n]))) goto fail;
+                    } else {
+                        if (!(p = vvalue(p, end, tail, 0, &e))) goto fail;
+                        if (x && key == 0) x->at[n] = LSB_NO_INDEX;   /* an earlier one's index is not this one's */
+                    }
+                    if (key >= 0) {   /* the last duplicate wins */
+                        f[2 * key] = (size_t)(v - b);
+                        f[2 * key + 1] = (size_t)(p - v);
+                    }
                     p = vws(p, end);
                     if (p < end && *p == ',') { p++; continue; }
                     if (p < end && *p == '}') { p++; break; }
@@ -964,5 +1068,11 @@ fail:
     free(st);
     free(ln);
     free(fl);
+    if (x) {
+        free(x->at);
+        free(x->blob);
+        x->at = NULL;
+        x->blob = NULL;
+    }
     return -1;
 }

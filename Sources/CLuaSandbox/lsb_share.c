@@ -73,13 +73,15 @@ static int answer_from(const lsb_report *r, const char *direct, const lsb_answer
 }
 
 /* Finds the event and its metadata in an item; returns 0, or 1 when it is not usable input.
- * An envelope's message is indexed into ix on the way (lsb_json_envelope_indexed). */
-static int split_item(const lsb_item *it, int lines, lsb_input *in, lsb_json_index *ix) {
+ * An envelope's message is indexed into ix on the way (lsb_json_envelope_indexed); an event's
+ * index found while its request was split is read into rix (pointing into the record). */
+static int split_item(const lsb_item *it, int lines, lsb_input *in, lsb_json_index *ix, lsb_json_index *rix) {
     memset(in, 0, sizeof *in);
     in->validated = 1;
     if (!lines) {
         char *err = it->validated ? NULL : lsb_json_validate(it->json, it->json_len);
         if (err) { free(err); return 1; }
+        if (it->validated && it->index) lsb_json_index_from_record(it->index, it->json, it->json_len, rix);
         in->json = it->json;
         in->json_len = it->json_len;
         in->context = it->context;
@@ -122,15 +124,16 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         lsb_answer *a = &answers[i];
         memset(a, 0, sizeof *a);
         lsb_input in;
+        lsb_json_index rix = {0};
         ix.json = NULL;
-        if (split_item(&items[i], lines, &in, &ix)) {
+        if (split_item(&items[i], lines, &in, &ix, &rix)) {
             a->kind = LSB_ANSWER_INVALID;
             continue;
         }
         S->call_ended_ns = 0;
         S->output_in_enc = 0;
         S->direct_output = 1;
-        lsb_lazy_offer(S, ix.json ? &ix : NULL);
+        lsb_lazy_offer(S, ix.json ? &ix : rix.json ? &rix : NULL);
         a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
         lsb_lazy_offer(S, NULL);
         S->direct_output = 0;

@@ -42,6 +42,8 @@ public enum JSONBridge {
         let fields: [Int]     // start, length per (element, key); length 0: absent
         /// Whether the whole body was valid JSON (`splitRequest`; false from `splitArray`).
         public let validated: Bool
+        /// Each element's index of its first key's object, when asked for and the body was valid.
+        public let index: SplitIndex?
 
         /// Element `i`'s range in the body.
         public func element(_ i: Int) -> Range<Int> { elements[2 * i]..<(elements[2 * i] + elements[2 * i + 1]) }
@@ -72,27 +74,33 @@ public enum JSONBridge {
     }
 
     /// `splitRequest`'s result as it comes from C, without a tuple and an array per element.
-    public static func splitRequestElements(_ bytes: [UInt8], fields keys: [String]) throws(Failure) -> SplitElements {
-        try split(bytes, fields: keys, strictFirst: true)
+    /// `indexFirst`: also index each element's first key's value (the event) while validating
+    /// it (`SplitIndex`), so the worker that runs it does not index it again.
+    public static func splitRequestElements(_ bytes: [UInt8], fields keys: [String], indexFirst: Bool = false) throws(Failure) -> SplitElements {
+        try split(bytes, fields: keys, strictFirst: true, indexFirst: indexFirst)
     }
 
     private static func tuples(_ s: SplitElements) -> [(element: Range<Int>, fields: [Range<Int>?])] {
         (0..<s.count).map { i in (element: s.element(i), fields: (0..<s.keys).map { s.field($0, of: i) }) }
     }
 
-    private static func split(_ bytes: [UInt8], fields keys: [String], strictFirst: Bool) throws(Failure) -> SplitElements {
+    private static func split(_ bytes: [UInt8], fields keys: [String], strictFirst: Bool, indexFirst: Bool = false) throws(Failure) -> SplitElements {
         precondition(keys.count <= 8)
         var valid: Int32 = 0
+        var index = lsb_split_index()
         var starts: UnsafeMutablePointer<Int>?
         var lens: UnsafeMutablePointer<Int>?
         var found: UnsafeMutablePointer<Int>?
         var err: UnsafeMutablePointer<CChar>?
         let dup = keys.map { UnsafePointer(strdup($0)) }
         defer { dup.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
-        let n = dup.withUnsafeBufferPointer { names in
-            withCBytes(bytes) { p, n in
-                strictFirst ? lsb_json_split_request(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &valid, &err)
-                    : lsb_json_split_array_fields(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &err)
+        let n = withUnsafeMutablePointer(to: &index) { ip in
+            dup.withUnsafeBufferPointer { names in
+                withCBytes(bytes) { p, n in
+                    strictFirst ? lsb_json_split_request_indexed(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &valid,
+                                                                 indexFirst ? ip : nil, &err)
+                        : lsb_json_split_array_fields(p, n, names.baseAddress, Int32(keys.count), &starts, &lens, &found, &err)
+                }
             }
         }
         defer { free(starts); free(lens); free(found); free(err) }
@@ -103,7 +111,38 @@ public enum JSONBridge {
             elements[2 * i + 1] = lens![i]
         }
         let fields = n == 0 ? [] : Array(UnsafeBufferPointer(start: found, count: 2 * n * keys.count))
-        return SplitElements(count: n, keys: keys.count, elements: elements, fields: fields, validated: strictFirst && valid != 0)
+        let splitIndex = index.at.map { SplitIndex(blob: index.blob, at: $0, count: n) }
+        return SplitElements(count: n, keys: keys.count, elements: elements, fields: fields, validated: strictFirst && valid != 0,
+                             index: splitIndex)
+    }
+
+    /// The events' indexes found while a request body was split and validated
+    /// (`splitRequestElements(indexFirst: true)`): C memory, freed with this object. Immutable.
+    public final class SplitIndex: @unchecked Sendable {
+        let blob: UnsafeMutablePointer<CChar>?
+        let at: UnsafeMutablePointer<Int>
+        let count: Int
+
+        init(blob: UnsafeMutablePointer<CChar>?, at: UnsafeMutablePointer<Int>, count: Int) {
+            self.blob = blob
+            self.at = at
+            self.count = count
+        }
+
+        deinit {
+            free(blob)
+            free(at)
+        }
+
+        /// Element `i`'s record: an offset for `record(at:)`, nil when it has none.
+        public func offset(_ i: Int) -> Int? {
+            precondition(i >= 0 && i < count)
+            let o = at[i]
+            return o == -1 ? nil : o   // LSB_NO_INDEX
+        }
+
+        /// The record at `offset` (for lsb_item.index), valid while this object lives.
+        func record(at offset: Int) -> UnsafeRawPointer? { blob.map { UnsafeRawPointer($0 + offset) } }
     }
 
     /// What one event's bytes hold, from a single validating pass.

@@ -37,11 +37,14 @@ public struct ShareItem: Sendable {
     public var validated: Bool
     /// No `context` range: the event's context is the empty object `{}` (not none).
     public var emptyContext: Bool
-    public init(json: Range<Int>, context: Range<Int>? = nil, emptyContext: Bool = false, validated: Bool = false) {
+    /// The event's record in the share's `SplitIndex` (a validated event only), if any.
+    public var index: Int?
+    public init(json: Range<Int>, context: Range<Int>? = nil, emptyContext: Bool = false, validated: Bool = false, index: Int? = nil) {
         self.json = json
         self.context = context
         self.emptyContext = emptyContext
         self.validated = validated
+        self.index = index
     }
 }
 
@@ -86,20 +89,22 @@ extension SandboxState {
     /// that makes a host request comes back suspended. Returns one answer per item answered:
     /// fewer than `items` when a call left the state poisoned (rebuild it and run the rest).
     public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                         into out: inout O) -> [ShareAnswer] {
+                                         index: JSONBridge.SplitIndex? = nil, into out: inout O) -> [ShareAnswer] {
         var unused = O()
-        return runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &unused, split: false)
+        return runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out,
+                        dropped: &unused, split: false)
     }
 
     /// `runShare(into:)` with the dropped items' answers appended to `dropped` instead: a
     /// `.written` answer with no outputs (dropped) has its range in `dropped`.
     public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                         into out: inout O, droppedInto dropped: inout O) -> [ShareAnswer] {
-        runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, into: &out, dropped: &dropped, split: true)
+                                         index: JSONBridge.SplitIndex? = nil, into out: inout O, droppedInto dropped: inout O) -> [ShareAnswer] {
+        runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out, dropped: &dropped,
+                 split: true)
     }
 
     private func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                          into out: inout O, dropped: inout O, split: Bool) -> [ShareAnswer] {
+                                          index: JSONBridge.SplitIndex?, into out: inout O, dropped: inout O, split: Bool) -> [ShareAnswer] {
         if items.isEmpty { return [] }
         let count = items.count
         var answers = [lsb_answer](repeating: lsb_answer(), count: count)
@@ -114,7 +119,8 @@ extension SandboxState {
                 lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
                          context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
                          context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
-                         validated: it.validated && !lines ? 1 : 0)
+                         validated: it.validated && !lines ? 1 : 0,
+                         index: it.validated && !lines ? it.index.flatMap { index?.record(at: $0) } : nil)
             }
             return withUnsafePointer(to: format.raw) { fmt in
                 split ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))

@@ -182,6 +182,9 @@ typedef struct {
     const char *context;
     size_t context_len;
     int validated;
+    /* The event's index, found while the request was split (a record of lsb_split_index for
+     * exactly these json bytes), or NULL: the event is indexed when it runs. */
+    const void *index;
 } lsb_item;
 
 /* How common answers are written (the caller's wire format; every string NUL-terminated):
@@ -260,6 +263,22 @@ long lsb_json_split_array_fields(const char *json, size_t len, const char *const
  * result is the structure-only split's. */
 long lsb_json_split_request(const char *json, size_t len, const char *const *keys, int nkeys,
                             size_t **starts, size_t **lens, size_t **fields, int *validated, char **err);
+
+/* Where lsb_json_split_request_indexed leaves each element's index of its keys[0] member (the
+ * event, when an object of at most 8 KiB): records in `blob`, element i's at blob + at[i], or
+ * at[i] == LSB_NO_INDEX for none. Both malloc'd and owned by the caller (NULL when the split
+ * took the structure-only path). A record is for lsb_item.index. */
+typedef struct {
+    char *blob;
+    size_t *at;
+} lsb_split_index;
+#define LSB_NO_INDEX ((size_t)-1)
+
+/* lsb_json_split_request that also indexes each element's keys[0] member while validating it,
+ * so the worker that runs the event need not index it again. `index` may be NULL. */
+long lsb_json_split_request_indexed(const char *json, size_t len, const char *const *keys, int nkeys,
+                                    size_t **starts, size_t **lens, size_t **fields, int *validated,
+                                    lsb_split_index *index, char **err);
 
 /* Validates one JSON value (grammar, UTF-8, depth). Returns NULL, or a malloc'd message. */
 char *lsb_json_validate(const char *json, size_t len);

@@ -20,6 +20,8 @@ public struct RudderBatch: Sendable {
     public var chains: [[String]]
     /// The unusable elements (answered 400), by index.
     public var problems: [Int: Problem]
+    /// The events' indexes, found while the body was validated (`RudderRequestEvent.indexRecord`).
+    public var index: JSONBridge.SplitIndex?
 
     /// Why an element is unusable, and the metadata its answer echoes.
     public struct Problem: Error, Sendable, Equatable {
@@ -60,6 +62,8 @@ public struct RudderRequestEvent: Sendable {
     /// The element's chain, an index into `RudderBatch.chains`; nil when its destination names
     /// no transformation (or the element has a problem).
     public var chain: Int?
+    /// The event's record in `RudderBatch.index`, if it has one.
+    public var indexRecord: Int?
 
     /// Whether the element can run (it has a message object).
     public var usable: Bool { messageRange != nil }
@@ -67,7 +71,8 @@ public struct RudderRequestEvent: Sendable {
     /// The element as the C share path reads it: ranges of the body (no metadata object: the
     /// script's `metadata()` sees `{}`, as the answer echoes `{}`). A usable element only.
     var shareItem: ShareItem {
-        ShareItem(json: messageRange!, context: metadataRange, emptyContext: metadataRange == nil, validated: validated)
+        ShareItem(json: messageRange!, context: metadataRange, emptyContext: metadataRange == nil, validated: validated,
+                  index: indexRecord)
     }
 }
 
@@ -84,7 +89,7 @@ public enum RudderRequest {
     public static func parse(_ body: [UInt8]) throws(Invalid) -> RudderBatch {
         let split: JSONBridge.SplitElements   // validated: the whole body is valid JSON, so messages and metadata need no other check
         do {
-            split = try JSONBridge.splitRequestElements(body, fields: fieldNames)   // one pass over the body
+            split = try JSONBridge.splitRequestElements(body, fields: fieldNames, indexFirst: true)   // one pass over the body
         } catch {
             throw Invalid(message: "request body must be a JSON array of events: \(error.message)")
         }
@@ -119,14 +124,15 @@ public enum RudderRequest {
                 if let d = destination { lastDestination = (d, chain) }
             }
             switch element(body, e, index: i, message: found(0), metadata: found(1), chain: chain, validated: split.validated) {
-            case .success(let event):
+            case .success(var event):
+                event.indexRecord = split.index?.offset(i)
                 events.append(event)
             case .failure(let problem):
                 events.append(RudderRequestEvent(index: i, validated: false))
                 problems[i] = problem
             }
         }
-        return RudderBatch(body: body, events: events, chains: chains, problems: problems)
+        return RudderBatch(body: body, events: events, chains: chains, problems: problems, index: split.index)
     }
 
     private static let fieldNames = ["message", "metadata", "destination"]

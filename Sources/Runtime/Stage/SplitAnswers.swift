@@ -26,7 +26,7 @@ extension Stage {
                                                        into: O.Type) async -> SplitOutcome<O> {
         precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
         let (parts, unknown) = await run(count: positions.count, versions: versions, share: { range in
-            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false) { k in
+            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false, index: batch.index) { k in
                 batch.input(positions[range.lowerBound + k])
             }
         }) { share, job, states in
@@ -66,8 +66,9 @@ extension Stage {
             var kept = O(), dropped = O()
             let format = RudderAnswers.format(separator)
             let outcomes = splitDropped
-                ? t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, into: &kept, droppedInto: &dropped)
-                : t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, into: &kept)
+                ? t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, index: share.index, into: &kept,
+                             droppedInto: &dropped)
+                : t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, index: share.index, into: &kept)
             var slow = false
             for o in outcomes {
                 guard case .written(let range, let outputs, let duration) = o else {

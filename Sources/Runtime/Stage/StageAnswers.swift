@@ -73,6 +73,8 @@ extension Stage {
         var bytes: [UInt8]
         var items: [ShareItem]
         var lines: Bool
+        /// The events' indexes found while their request was split (`ShareItem.index`).
+        var index: JSONBridge.SplitIndex? = nil
         var input: (Int) -> EventInput
     }
 
