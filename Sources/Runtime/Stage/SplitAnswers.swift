@@ -25,11 +25,7 @@ extension Stage {
     public func answerSplit<O: ShareOutput & Sendable>(batch: RudderBatch, positions: [Int], versions: [String],
                                                        into: O.Type) async -> SplitOutcome<O> {
         precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
-        let (parts, unknown) = await run(count: positions.count, versions: versions, share: { range in
-            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false, index: batch.index) { k in
-                batch.input(positions[range.lowerBound + k])
-            }
-        }) { share, job, states in
+        let (parts, unknown) = await run(count: positions.count, versions: versions, share: Stage.shares(of: batch, at: positions)) { share, job, states in
             Stage.answerShare(share, job: job, states: states, separator: .comma, splitDropped: true, into: O.self)
         }
         if let unknown { return .unknownVersion(unknown) }
@@ -45,20 +41,23 @@ extension Stage {
         let n = share.items.count
         var part = SplitPart(kept: O(), dropped: O(), answers: [])
         part.answers.reserveCapacity(n)
-        /// Appends one input's entries (already joined) where its status says.
+        /// Appends one input's entries (already joined) where its status says; none (no entry,
+        /// no separator) when it has none, so the buffers stay comma-separated lists.
         func add(_ entries: [UInt8], _ answer: InputAnswer) {
             var a = answer
-            if splitDropped && a.status == .dropped {
-                let start = part.dropped.byteCount
-                entries.withUnsafeBytes { part.dropped.append($0) }
-                a.range = start..<part.dropped.byteCount
-                separator.bytes.withUnsafeBytes { part.dropped.append($0) }
-            } else {
-                let start = part.kept.byteCount
-                entries.withUnsafeBytes { part.kept.append($0) }
-                a.range = start..<part.kept.byteCount
-                separator.bytes.withUnsafeBytes { part.kept.append($0) }
+            if entries.isEmpty {
+                a.range = 0..<0
+                part.answers.append(a)
+                return
             }
+            func put(_ buffer: inout O) -> Range<Int> {
+                let start = buffer.byteCount
+                entries.withUnsafeBytes { buffer.append($0) }
+                let range = start..<buffer.byteCount
+                separator.bytes.withUnsafeBytes { buffer.append($0) }
+                return range
+            }
+            a.range = splitDropped && a.status == .dropped ? put(&part.dropped) : put(&part.kept)
             part.answers.append(a)
         }
         if job.entries.count == 1,

@@ -56,12 +56,18 @@ extension Stage {
         }
     }
 
-    /// `answer(_:)` for the usable elements (`problem` nil) of a request at `positions`: the
+    /// `answer(_:)` for the usable elements of a request at `positions`: the
     /// workers read the events and metadata where they are in the body, without copies.
     public func answer(batch: RudderBatch, positions: [Int], versions: [String], separator: RudderAnswers.Separator) async -> AnswerOutcome {
         precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
-        return await answer(count: positions.count, versions: versions, separator: separator) { range in
-            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false) { k in
+        return await answer(count: positions.count, versions: versions, separator: separator, share: Stage.shares(of: batch, at: positions))
+    }
+
+    /// The shares of a request's usable elements at `positions`, as ranges of `positions`: the
+    /// events and metadata where they are in the body, with their indexes from the split.
+    static func shares(of batch: RudderBatch, at positions: [Int]) -> @Sendable (Range<Int>) -> Share {
+        { range in
+            Share(bytes: batch.body, items: positions[range].map { batch.events[$0].shareItem }, lines: false, index: batch.index) { k in
                 batch.input(positions[range.lowerBound + k])
             }
         }
