@@ -283,6 +283,7 @@ long lsb_json_split_array(const char *json, size_t len, size_t **starts, size_t 
 typedef struct split_indexer {
     char *blob;
     size_t used, cap;
+    size_t limit;   /* the blob's most bytes: events past it are indexed where they run */
     size_t *at;   /* per element */
     uint64_t bits[2 * SPLIT_INDEX_WORDS];   /* scratch, kept clear between messages */
     uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
@@ -311,6 +312,7 @@ long lsb_json_split_request_indexed(const char *json, size_t len, const char *co
     if (index) index->blob = NULL, index->at = NULL;
     if (validated) {   /* the common case first: a body that is valid JSON throughout */
         split_indexer *x = index && nkeys > 0 ? calloc(1, sizeof *x) : NULL;
+        if (x) x->limit = len + 64 * 1024;   /* at most the body again (a 1 KB event's record is ~0.6 KB) */
         long m = split_strict(json, len, keys, klens, nkeys, starts, lens, fields, x);
         *validated = m >= 0;
         if (x) {
@@ -921,6 +923,7 @@ char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t
 static size_t index_append(split_indexer *x, const lsb_json_index *ix) {
     size_t words = (ix->len + 63) / 64, count = ix->count > 0 ? (size_t)ix->count : 0;
     size_t need = sizeof(lsb_index_record) + 16 * words + 16 * count;
+    if (need > x->limit - x->used) return LSB_NO_INDEX;   /* tiny events with many members: bounded */
     if (x->cap - x->used < need) {
         size_t cap = x->cap ? 2 * x->cap : 64 * 1024;
         while (cap - x->used < need) cap *= 2;
