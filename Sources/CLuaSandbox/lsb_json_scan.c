@@ -288,6 +288,7 @@ typedef struct split_indexer {
     uint64_t bits[2 * SPLIT_INDEX_WORDS];   /* scratch, kept clear between messages */
     uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
 } split_indexer;
+
 static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
                          size_t **starts, size_t **lens, size_t **fields, split_indexer *x);
 
@@ -908,16 +909,9 @@ char *lsb_json_envelope_indexed(const char *json, size_t len, int *shape, size_t
     return envelope(json, len, shape, msg_start, msg_len, md_start, md_len, ix);
 }
 
-/* ---- the request split's fast path ----
- * lsb_json_split_request first tries this: the same split, with every member value of every
- * element (and every element that is not an object) checked by the validator as a value of its
- * own, exactly as lsb_json_validate would check it alone. It succeeds only when all of them
- * are valid; anything else (bad JSON anywhere, deep or odd elements, a key with bad UTF-8)
- * returns -1 and the caller takes the structure-only path, whose answers are the reference. */
 /* ---- the message index of a request split ----
  * Each record: an lsb_index_record, the quote and bracket bitmaps (words each), then the
  * members (4 words each); records start 8-byte aligned in the blob. */
-
 
 /* Appends ix (just recorded) to the blob: returns its offset, or LSB_NO_INDEX out of memory. */
 static size_t index_append(split_indexer *x, const lsb_json_index *ix) {
@@ -982,6 +976,12 @@ int lsb_json_index_from_record(const void *record, const char *json, size_t len,
     return 0;
 }
 
+/* ---- the request split's fast path ----
+ * lsb_json_split_request first tries this: the same split, with every member value of every
+ * element (and every element that is not an object) checked by the validator as a value of its
+ * own, exactly as lsb_json_validate would check it alone. It succeeds only when all of them
+ * are valid; anything else (bad JSON anywhere, deep or odd elements, a key with bad UTF-8)
+ * returns -1 and the caller takes the structure-only path, whose answers are the reference. */
 static long split_strict(const char *json, size_t len, const char *const *keys, const size_t *klens, int nkeys,
                          size_t **starts, size_t **lens, size_t **fields, split_indexer *x) {
     const char *end = json + len, *tail = vtail(json, len), *p = vws(json, end);

@@ -88,23 +88,11 @@ extension SandboxState {
     /// `{message, metadata}` envelope or a bare event), else events with their context. A call
     /// that makes a host request comes back suspended. Returns one answer per item answered:
     /// fewer than `items` when a call left the state poisoned (rebuild it and run the rest).
+    /// With a `dropped` buffer, dropped items' answers go there instead (a `.written` answer with
+    /// no outputs then has its range in `dropped`). `index`: the split's records for the items'
+    /// `ShareItem.index`.
     public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                         index: JSONBridge.SplitIndex? = nil, into out: inout O) -> [ShareAnswer] {
-        var unused = O()
-        return runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out,
-                        dropped: &unused, split: false)
-    }
-
-    /// `runShare(into:)` with the dropped items' answers appended to `dropped` instead: a
-    /// `.written` answer with no outputs (dropped) has its range in `dropped`.
-    public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                         index: JSONBridge.SplitIndex? = nil, into out: inout O, droppedInto dropped: inout O) -> [ShareAnswer] {
-        runShare(entry: entry, bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out, dropped: &dropped,
-                 split: true)
-    }
-
-    private func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
-                                          index: JSONBridge.SplitIndex?, into out: inout O, dropped: inout O, split: Bool) -> [ShareAnswer] {
+                                         index: JSONBridge.SplitIndex? = nil, into out: inout O, dropped: inout O?) -> [ShareAnswer] {
         if items.isEmpty { return [] }
         let count = items.count
         var answers = [lsb_answer](repeating: lsb_answer(), count: count)
@@ -116,25 +104,26 @@ extension SandboxState {
         defer { free(buffer.data); free(droppedBuffer.data) }
         let done: Int = withCBytes(bytes) { base, _ in
             let raw = items.map { it in
-                lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
-                         context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
-                         context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
-                         validated: it.validated && !lines ? 1 : 0,
-                         index: it.validated && !lines ? it.index.flatMap { index?.record(at: $0) } : nil)
+                let checked = it.validated && !lines
+                return lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
+                                context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
+                                context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
+                                validated: checked ? 1 : 0,
+                                index: checked ? it.index.flatMap { index?.record(at: $0) } : nil)
             }
             return withUnsafePointer(to: format.raw) { fmt in
-                split ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
-                    : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
+                dropped == nil ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
+                    : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
             }
         }
         if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
         let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
-        let offset = out.byteCount, droppedOffset = dropped.byteCount
+        let offset = out.byteCount, droppedOffset = dropped?.byteCount ?? 0
         if buffer.len > 0 {
             out.append(UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
         }
         if droppedBuffer.len > 0 {
-            dropped.append(UnsafeRawBufferPointer(start: droppedBuffer.data, count: droppedBuffer.len))
+            dropped?.append(UnsafeRawBufferPointer(start: droppedBuffer.data, count: droppedBuffer.len))
         }
         var result: [ShareAnswer] = []
         result.reserveCapacity(done)
@@ -143,7 +132,7 @@ extension SandboxState {
             let duration = Duration.nanoseconds(Int64(a.duration_ns))
             switch a.kind {
             case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
-                let base = split && a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
+                let base = dropped != nil && a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
                 result.append(.written(base + a.start..<base + a.start + a.len, outputs: a.outputs, duration: duration))
             case LSB_ANSWER_INVALID:
                 result.append(.invalid)

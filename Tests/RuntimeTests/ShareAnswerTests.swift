@@ -143,6 +143,28 @@ final class ShareAnswerTests: XCTestCase {
         }
     }
 
+    /// The events' indexes found while a request is split are bounded by the body's size (plus
+    /// 64 KiB): small events with many members have records larger than themselves, so the
+    /// later ones are indexed where they run. Either way the answers are the general path's.
+    func testTheSplitsIndexIsBoundedAndEventsPastItAnswerAlike() async throws {
+        let stage = stage(workers: 2)
+        let destination = #""destination":{"Transformations":[{"VersionID":"t"}]}"#
+        let members = (0..<60).map { #""k\#($0)":\#($0)"# }.joined(separator: ",")
+        let kinds = ["keep", "drop", "meta", "change", "fanout"]
+        let elements = (0..<1500).map { i in
+            #"{"message":{"kind":"\#(kinds[i % kinds.count])","id":\#(i),\#(members),"context":{"traits":{"email":"a\#(i)@x.com"}}},"#
+                + #""metadata":{"messageId":"m\#(i)"},\#(destination)}"#
+        }
+        let batch = try RudderRequest.parse(Array(("[" + elements.joined(separator: ",") + "]").utf8))
+        XCTAssertTrue(batch.events.contains { $0.indexRecord != nil }, "the first events are indexed by the split")
+        XCTAssertTrue(batch.events.contains { $0.indexRecord == nil }, "the index stops at its bound")
+        let positions = Array(batch.events.indices)
+        let got = answers(await stage.answer(batch: batch, positions: positions, versions: ["t"], separator: .comma), separator: ",")
+        let inputs = batch.inputs
+        let want = reference(inputs, await stage.process(inputs, versions: ["t"]), separator: ",")
+        XCTAssertEqual(got, want)
+    }
+
     /// One difference, on purpose: the general path starts a call that waits on a lookup again
     /// each time another call's limit error discards the state, and fails it the second time;
     /// the share path starts it again once, after its share, so other events' limit errors

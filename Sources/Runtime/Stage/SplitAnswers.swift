@@ -62,12 +62,9 @@ extension Stage {
         }
         if job.entries.count == 1,
            let t = try? states.transformation(for: job.entries[0], libraries: job.libraries, enrichment: job.enrichment), t.runsShares {
-            var kept = O(), dropped = O()
-            let format = RudderAnswers.format(separator)
-            let outcomes = splitDropped
-                ? t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, index: share.index, into: &kept,
-                             droppedInto: &dropped)
-                : t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: format, index: share.index, into: &kept)
+            var kept = O(), dropped: O? = splitDropped ? O() : nil
+            let outcomes = t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: RudderAnswers.format(separator),
+                                      index: share.index, into: &kept, dropped: &dropped)
             var slow = false
             for o in outcomes {
                 guard case .written(let range, let outputs, let duration) = o else {
@@ -79,7 +76,7 @@ extension Stage {
             }
             if !slow {   // the common case: the buffers C wrote are the answers
                 part.kept = kept
-                part.dropped = dropped
+                part.dropped = dropped ?? O()
                 return part
             }
             // some inputs are answered here: rebuild both buffers in input order
@@ -87,7 +84,7 @@ extension Stage {
             for (k, o) in outcomes.enumerated() {
                 switch o {
                 case .written(let range, let outputs, let duration):
-                    add(outputs > 0 || !splitDropped ? kept.bytes(in: range) : dropped.bytes(in: range),
+                    add(outputs > 0 ? kept.bytes(in: range) : dropped?.bytes(in: range) ?? kept.bytes(in: range),
                         InputAnswer(range: 0..<0, status: outputs > 0 ? .kept : .dropped, outputs: outputs, duration: duration, errorKind: nil))
                 case .invalid:
                     let input = share.input(k).validating()   // says why

@@ -198,22 +198,11 @@ public final class Transformation: @unchecked Sendable {
 
     /// `run` for a whole share in one C call per state (see `SandboxState.runShare`): one
     /// outcome per item, in order; kept and dropped answers are written to `out` in `format`.
-    /// Requires `runsShares`. A limit error rebuilds the state for the items after it.
+    /// Requires `runsShares`. A limit error rebuilds the state for the items after it. With a
+    /// `dropped` buffer, dropped items' answers go there (a `.written` outcome with no outputs
+    /// then has its range in `dropped`).
     public func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
-                                         index: JSONBridge.SplitIndex? = nil, into out: inout O) -> [ShareOutcome] {
-        var unused = O()
-        return runShare(bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out, dropped: &unused, split: false)
-    }
-
-    /// `runShare(into:)` with dropped items' answers written to `dropped` (a `.written` outcome
-    /// with no outputs has its range there).
-    public func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
-                                         index: JSONBridge.SplitIndex? = nil, into out: inout O, droppedInto dropped: inout O) -> [ShareOutcome] {
-        runShare(bytes: bytes, items: items, lines: lines, format: format, index: index, into: &out, dropped: &dropped, split: true)
-    }
-
-    private func runShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
-                                          index: JSONBridge.SplitIndex?, into out: inout O, dropped: inout O, split: Bool) -> [ShareOutcome] {
+                                         index: JSONBridge.SplitIndex? = nil, into out: inout O, dropped: inout O?) -> [ShareOutcome] {
         precondition(runsShares, "runShare needs transformEvent")
         var outcomes: [ShareOutcome] = []
         outcomes.reserveCapacity(items.count)
@@ -231,11 +220,8 @@ public final class Transformation: @unchecked Sendable {
                 return outcomes
             case .success(let s): state = s
             }
-            let rest = items[outcomes.count...]
-            let answered = split
-                ? state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: rest, lines: lines, format: format, index: index, into: &out,
-                                 droppedInto: &dropped)
-                : state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: rest, lines: lines, format: format, index: index, into: &out)
+            let answered = state.runShare(entry: entryPoint.rawValue, bytes: bytes, items: items[outcomes.count...], lines: lines,
+                                          format: format, index: index, into: &out, dropped: &dropped)
             for a in answered {
                 switch a {
                 case .written(let range, let outputs, let duration): outcomes.append(.written(range, outputs: outputs, duration: duration))
