@@ -118,7 +118,8 @@ extension SandboxState {
         }
         if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
         let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
-        let offset = out.byteCount, droppedOffset = dropped?.byteCount ?? 0
+        // where each answer's bytes went: out, or dropped for a dropped answer when there is one
+        let offset = out.byteCount, droppedOffset = dropped?.byteCount ?? offset
         if buffer.len > 0 {
             out.append(UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
         }
@@ -132,7 +133,7 @@ extension SandboxState {
             let duration = Duration.nanoseconds(Int64(a.duration_ns))
             switch a.kind {
             case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
-                let base = dropped != nil && a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
+                let base = a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
                 result.append(.written(base + a.start..<base + a.start + a.len, outputs: a.outputs, duration: duration))
             case LSB_ANSWER_INVALID:
                 result.append(.invalid)
