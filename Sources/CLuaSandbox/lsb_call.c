@@ -85,6 +85,7 @@ void lsb_begin_call(lsb_state *S, lsb_report *out) {
     S->host_calls = 0;
     S->enrich_failed = 0;
     S->arena_ok = S->arena_used = 0;
+    S->ctx_pending = 0;
     lsb_logs_reset(S);
     free(S->errmsg);
     S->errmsg = NULL;
@@ -151,6 +152,7 @@ static void free_invocation(job *j) {
     lsb_invocation *inv = j->inv;
     if (!inv) return;
     free(inv->arena.data);   /* its event's tables are garbage now: nothing reads them */
+    free(inv->ctx_text.data);
     if (inv->message_ids) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
         free(inv->message_ids);
@@ -165,6 +167,7 @@ static void finish_escaped(job *j) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
     S->deadline_ns = 0;
+    S->ctx_pending = 0;
     drop_outputs(out);
     out->shape = LSB_SHAPE_NONE;
     out->status = LSB_ERR_TIMEOUT;
@@ -205,6 +208,7 @@ void lsb_finish(job *j, int status) {
     }
     S->call_ended_ns = lsb_now_ns();
     S->arena_used = 0;   /* the call is over: the arena is free for the next one */
+    S->ctx_pending = 0;
     if (status == LUA_OK && S->deadline_ns && S->call_ended_ns > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {

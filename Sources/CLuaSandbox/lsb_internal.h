@@ -122,6 +122,10 @@ struct lsb_state {
     int spare_ref;             /* registry ref of a finished coroutine to reuse, or LUA_NOREF */
     lsb_invocation *spare_inv; /* a finished call's invocation record, emptied, to reuse (malloc) */
     int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
+    lsb_buf ctx_text;          /* the current call's default context as JSON text in host memory,
+                                  when ctx_pending: metadata() makes it a Lua value on first use
+                                  (most scripts never ask); a suspended call takes it along */
+    int ctx_pending;           /* ctx_text holds the call's context (ctx_ref is empty until asked) */
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */
     int poisoned;              /* a limit fired: the host must discard this state */

@@ -40,6 +40,25 @@ int lsb_push_context(lua_State *L, const char *json, size_t len, char *err, size
     return 0;
 }
 
+/* Keeps the call's default context as text in S->ctx_text (lsb_metadata decodes it on first
+ * use); returns -1 when host memory ran out. */
+static int hold_context(lsb_state *S, const char *json, size_t len) {
+    S->ctx_text.len = 0;
+    if (lsb_buf_put(&S->ctx_text, json, len)) return -1;
+    S->ctx_pending = 1;
+    return 0;
+}
+
+/* Exchanges the held context text between the state and a suspended invocation. */
+static void swap_context(lsb_state *S, lsb_invocation *inv) {
+    lsb_buf t = inv->ctx_text;
+    int pending = inv->ctx_pending;
+    inv->ctx_text = S->ctx_text;
+    inv->ctx_pending = S->ctx_pending;
+    S->ctx_text = t;
+    S->ctx_pending = pending;
+}
+
 static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
     const lsb_input *in = &j->inputs[i];
     if (in->validated ? lsb_lazy_push(L, in->json, in->json_len, j->detail, sizeof j->detail)
@@ -62,7 +81,9 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         lua_pushinteger(L, (lua_Integer)i);
         lua_rawset(L, originmap);
     }
-    if (in->context) {
+    if (in->context && !j->batched && in->validated && hold_context(j->S, in->context, in->context_len) == 0) {
+        /* one event's context stays text in host memory until metadata() asks (most never do) */
+    } else if (in->context) {
         if (in->validated) {
             /* decoded on the first metadata() call: most scripts never ask */
             lua_pushlstring(L, in->context, in->context_len);
@@ -305,6 +326,7 @@ static void swap_out(lsb_state *S, lsb_invocation *inv) {
     inv->env_ref = S->env_ref;
     inv->loaded_ref = S->loaded_ref;
     inv->ctx_ref = S->ctx_ref;
+    swap_context(S, inv);   /* the state keeps an empty buffer */
     inv->host_calls = S->host_calls;
     inv->deadline_ns = S->deadline_ns;
     inv->logs = S->logs;
@@ -329,6 +351,7 @@ static void swap_in(lsb_state *S, lsb_invocation *inv) {
     S->env_ref = inv->env_ref;
     S->loaded_ref = inv->loaded_ref;
     S->ctx_ref = inv->ctx_ref;
+    swap_context(S, inv);
     lsb_env_resume(S, inv->reuse_held);
     inv->reuse_held = 0;
     S->arena_used = 0;   /* its event's bytes stay in inv->arena */
@@ -477,6 +500,7 @@ lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *repl
         inv->env_ref = S->env_ref;
         inv->loaded_ref = S->loaded_ref;
         inv->ctx_ref = S->ctx_ref;
+        swap_context(S, inv);
         inv->reuse_held = S->reuse_held ? S->reuse_gen : 0;
         S->env_ref = S->loaded_ref = S->ctx_ref = LUA_NOREF;
         S->reuse_held = 0;
@@ -508,6 +532,7 @@ void lsb_abandon(lsb_state *S, lsb_invocation *inv) {
         for (size_t i = 0; i < inv->log_count; i++) free(inv->logs[i]);
     free(inv->logs);
     free(inv->arena.data);
+    free(inv->ctx_text.data);
     if (inv->message_ids) {
         for (size_t i = 0; i < inv->count; i++) free(inv->message_ids[i]);
         free(inv->message_ids);

@@ -19,6 +19,8 @@ struct lsb_invocation {
     char **message_ids;    /* per input, for attributing outputs */
     size_t output_total;   /* bytes of all encoded outputs of this call */
     lsb_buf arena;         /* its event's bytes, taken from the state's arena when it suspended */
+    lsb_buf ctx_text;      /* its context's text, not yet asked for (lsb_state.ctx_text), and */
+    int ctx_pending;       /* whether ctx_text holds it */
     unsigned reuse_held;   /* it runs in the state's kept environment: its generation, else 0 (lsb_reuse.c) */
 };
 

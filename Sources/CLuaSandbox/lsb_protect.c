@@ -331,6 +331,11 @@ static void decode_context(lua_State *L, lsb_state *S) {
 int lsb_metadata(lua_State *L) {
     lsb_state *S = lsb_get(L);
     S->impure++;
+    if (S->ctx_pending) {   /* the call's context, held as text: now a Lua string, decoded below */
+        lua_pushlstring(L, S->ctx_text.data, S->ctx_text.len);
+        S->ctx_pending = 0;
+        lsb_ref_replace(L, &S->ctx_ref);
+    }
     if (lua_type(L, 1) == LUA_TTABLE) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
         int map = lua_gettop(L);

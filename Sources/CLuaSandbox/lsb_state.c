@@ -216,6 +216,7 @@ void lsb_free(lsb_state *S) {
     free(S->scratch.data);
     free(S->enc.data);
     free(S->arena.data);
+    free(S->ctx_text.data);
     free(S->spare_inv);
     free(S->errmsg);
     free(S);

@@ -20,6 +20,7 @@ final class ShareAnswerTests: XCTestCase {
       if k == "memory" then local s, t = ("x"):rep(1 << 20), {} for i = 1, 100 do t[i] = s .. i end end
       if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
       if k == "meta" then local m = metadata(e) e.md = m and m.messageId e.hasmd = m ~= nil return e end
+      if k == "enrichmeta" then local _, err = enrich("nobody", "k") e.md = metadata(e).messageId e.err = err return e end
       if k == "log" then log("hello", e.id) end
       if k == "change" then e.context.traits.email = "changed@x.com" end
       return e
@@ -27,7 +28,7 @@ final class ShareAnswerTests: XCTestCase {
     """
 
     static let lines = makeLines(["keep", "drop", "empty", "fanout", "badfan", "error", "string", "enrich", "meta", "log", "change",
-                                  "spin", "keep", "keep", "drop"])
+                                  "spin", "enrichmeta", "keep", "drop"])
 
     static func makeLines(_ kinds: [String]) -> [String] {
         var l: [String] = []
@@ -98,7 +99,7 @@ final class ShareAnswerTests: XCTestCase {
             let joined = got.joined(separator: "\n")
             for needle in [#""statusCode":200"#, #""statusCode":298"#, "boom", "time limit", "enrichment is not configured",
                            "element 2", "returned a string", "invalid JSON", "expected a JSON object", "metadata must be an object",
-                           #""md":"m8""#, "changed@x.com", #""n":1.50"#] {
+                           #""md":"m8""#, #""md":"m12""#, "changed@x.com", #""n":1.50"#] {
                 XCTAssertTrue(joined.contains(needle), "\(needle) in \(joined)")
             }
         }
