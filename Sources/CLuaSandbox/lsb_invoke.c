@@ -253,10 +253,9 @@ static int start_body(lua_State *L) {
     return 0;
 }
 
-/* Classifies the returned value (argument 2) and encodes the outputs. */
-static int output_body(lua_State *L) {
-    job *j = lua_touserdata(L, 1);
-    int r = 2, originmap = 0;   /* outputs are attributed to inputs only in a batch */
+/* Classifies the returned value at stack index r and encodes the outputs (may raise). */
+static void classify_output(lua_State *L, job *j, int r) {
+    int originmap = 0;   /* outputs are attributed to inputs only in a batch */
     if (j->batched) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
         originmap = lua_gettop(L);
@@ -292,6 +291,11 @@ static int output_body(lua_State *L) {
         j->out->message = lsb_strndup(lua_typename(L, lua_type(L, r)), strlen(lua_typename(L, lua_type(L, r))));
         break;
     }
+}
+
+/* Classifies the returned value (argument 2) and encodes the outputs. */
+static int output_body(lua_State *L) {
+    classify_output(L, lua_touserdata(L, 1), 2);
     return 0;
 }
 
@@ -367,6 +371,63 @@ static void swap_in(lsb_state *S, lsb_invocation *inv) {
     inv->log_count = inv->log_cap = inv->log_bytes = inv->logs_dropped = 0;
 }
 
+/* The coroutine co yielded nres values: a host request is copied into the report (returns 1:
+ * the call suspends); any other yield is the entry point's own, an error (returns 0). Allocates
+ * nothing in Lua. */
+static int took_request(job *j, lua_State *co, int nres) {
+    if (nres >= 2 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
+        lsb_report *out = j->out;
+        out->status = LSB_PENDING;
+        out->request_argc = 0;
+        for (int i = 1; i < nres && out->request_argc < LSB_MAX_REQUEST_ARGS; i++) {
+            size_t n;
+            const char *a = lua_tolstring(co, -nres + i, &n);
+            out->request_args[out->request_argc] = a ? lsb_strndup(a, n) : lsb_strndup("", 0);
+            out->request_lens[out->request_argc++] = a ? n : 0;
+        }
+        lua_pop(co, nres);
+        return 1;
+    }
+    /* the entry point itself yielded: not a coroutine the script owns */
+    lua_pop(co, nres);
+    lsb_describe_error(co, 0, 0);
+    static const char msg[] = "coroutine.yield() was called outside a coroutine (the entry point itself cannot yield)";
+    lsb_set_errmsg(j->S, msg, sizeof msg - 1);
+    return 0;
+}
+
+/* A call's first run in one protected region (lsb_begin): start it (start_body), resume its
+ * coroutine, and encode what it returned (output_body's work). How the coroutine ended is left
+ * in j->resumed: LUA_OK when it returned (and its outputs are encoded), LUA_YIELD when it
+ * suspended on a host request, else its error status (described). */
+static int begin_body(lua_State *L) {
+    job *j = lua_touserdata(L, 1);
+    start_body(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, j->inv->thread_ref);
+    lua_State *co = lua_tothread(L, -1);
+    int nres = 0;
+    lsb_watch prev = lsb_watch_enter(co, 0);   /* the hook to force is now the coroutine's */
+    int st = lua_resume(co, L, j->nargs, &nres);
+    lsb_watch_leave(prev);
+    lua_settop(L, 1);   /* start_body's values: the registry keeps the coroutine */
+    j->resumed = st;
+    if (st == LUA_YIELD) {
+        if (!took_request(j, co, nres)) j->resumed = LUA_ERRRUN;
+    } else if (st == LUA_OK) {
+        if (nres > 0) {
+            lua_xmove(co, L, 1);   /* the first result only */
+            lua_pop(co, nres - 1);
+        } else {
+            lua_pushnil(L);
+        }
+        classify_output(L, j, lua_gettop(L));
+    } else {
+        lsb_note_status(L, st);
+        if (st != LUA_ERRMEM) lsb_describe_error(co, 0, 1);
+    }
+    return 0;
+}
+
 /* Resumes the invocation's coroutine with j->nargs values already pushed onto it. */
 static lsb_invocation *step(job *j) {
     lsb_state *S = j->S;
@@ -388,28 +449,11 @@ static lsb_invocation *step(job *j) {
     int st = lua_resume(co, L, j->nargs, &nres);
     lsb_watch_leave(prev);
     if (st == LUA_YIELD) {
-        if (nres >= 2 && lua_touserdata(co, -nres) == (void *)&LSB_HOST_REQUEST) {
-            /* a host request: copy it out and suspend */
-            lsb_report *out = j->out;
-            out->status = LSB_PENDING;
-            out->request_argc = 0;
-            for (int i = 1; i < nres && out->request_argc < LSB_MAX_REQUEST_ARGS; i++) {
-                size_t n;
-                const char *a = lua_tolstring(co, -nres + i, &n);
-                out->request_args[out->request_argc] = a ? lsb_strndup(a, n) : lsb_strndup("", 0);
-                out->request_lens[out->request_argc++] = a ? n : 0;
-            }
-            lua_pop(co, nres);
+        if (took_request(j, co, nres)) {
             swap_out(S, inv);
             lua_settop(L, 0);
             return inv;
         }
-        /* the entry point itself yielded: not a coroutine the script owns (no Lua allocation
-         * here: this runs outside any protected call) */
-        lua_pop(co, nres);
-        lsb_describe_error(co, 0, 0);
-        static const char msg[] = "coroutine.yield() was called outside a coroutine (the entry point itself cannot yield)";
-        lsb_set_errmsg(S, msg, sizeof msg - 1);
         st = LUA_ERRRUN;
     } else if (st == LUA_OK) {
         lua_pushcfunction(L, lsb_msgh);
@@ -460,12 +504,13 @@ lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inpu
     j.inv->batched = batched;
     /* a batch's outputs are attributed by messageId; one event's are all its own */
     if (batched) j.inv->message_ids = calloc(count ? count : 1, sizeof(char *));
-    int st = !batched || j.inv->message_ids ? lsb_protect(S, start_body, &j) : LUA_ERRMEM;
-    if (st != LUA_OK) {
-        lsb_finish(&j, st);
-        return NULL;
+    int st = !batched || j.inv->message_ids ? lsb_protect(S, begin_body, &j) : LUA_ERRMEM;
+    if (st == LUA_OK && j.resumed == LUA_YIELD) {   /* suspended on a host request */
+        swap_out(S, j.inv);
+        return j.inv;
     }
-    return step(&j);
+    lsb_finish(&j, st != LUA_OK ? st : j.resumed);
+    return NULL;
 }
 
 lsb_invocation *lsb_continue(lsb_state *S, lsb_invocation *inv, const char *reply, size_t len, const char *error,

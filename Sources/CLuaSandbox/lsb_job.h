@@ -43,6 +43,7 @@ typedef struct {
     size_t reply_len;
     const char *reply_error;
     int nargs;             /* values pushed onto the coroutine for the next resume */
+    int resumed;           /* how the first resume ended (lsb_begin's one protected region) */
     /* outcome */
     lsb_report *out;
     lsb_status kind;       /* set by the body for non-runtime failures */
