@@ -412,7 +412,8 @@ static int begin_body(lua_State *L) {
     lua_settop(L, 1);   /* start_body's values: the registry keeps the coroutine */
     j->resumed = st;
     if (st == LUA_YIELD) {
-        if (!took_request(j, co, nres)) j->resumed = LUA_ERRRUN;
+        if (took_request(j, co, nres)) lsb_lazy_keep_top(L);   /* other calls run before it continues */
+        else j->resumed = LUA_ERRRUN;
     } else if (st == LUA_OK) {
         if (nres > 0) {
             lua_xmove(co, L, 1);   /* the first result only */

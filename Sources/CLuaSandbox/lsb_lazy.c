@@ -320,11 +320,20 @@ typedef struct {
     const void *meta;          /* LAZYMETA */
     const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
     const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
+    const void *top_t;         /* the table in uservalue 4, or NULL (see below) */
+    lsb_lazy *top_z;           /* its record: the userdata in uservalue 3 */
     struct {
         const void *t;
         lsb_lazy *z;
     } e[CACHE_SLOTS];
-} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document */
+} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document,
+                   4 the latest one-event call's table */
+
+/* The top table of a call's one event (in the arena, lsb_lazy_push) is not entered in LAZYMAP:
+ * uservalues 3 and 4 hold it and its record, and top_t answers for it until the next event's
+ * replaces them. That is enough because only a running call can reach its event (see
+ * lsb_lazy.h), except a call that suspends: lsb_lazy_keep_top enters its table in LAZYMAP
+ * then. A lazy table made later at the same address (the old one collected) clears top_t. */
 
 static const char LSB_KEY_LAZYCACHE = 0;
 
@@ -357,6 +366,7 @@ static lsb_lazy *record_miss(lua_State *L, lazy_cache *c, int cidx, int idx, con
 
 static inline lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx) {
     const void *t = lua_topointer(L, idx);
+    if (t == c->top_t) return c->top_z;
     unsigned s = cache_slot(t);
     if (c->e[s].t == t) return c->e[s].z;
     return record_miss(L, c, cidx, idx, t, s);
@@ -376,21 +386,45 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
     return mt == c->meta ? record_of(L, c, cidx, idx) : NULL;
 }
 
-/* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. */
-static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z) {
+/* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. The
+ * top table of a call's one event (top: z is uservalue 3) is not entered in LAZYMAP (see above). */
+static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int top) {
     lua_createtable(L, 0, z->count < 4 ? z->count : 4);
-    push_map(L, cidx);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -4);
-    lua_rawset(L, -3);   /* LAZYMAP[table] = record */
-    lua_pop(L, 1);
+    if (!top) {
+        push_map(L, cidx);
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -4);
+        lua_rawset(L, -3);   /* LAZYMAP[table] = record */
+        lua_pop(L, 1);
+    }
     lua_getiuservalue(L, cidx, 1);
     lua_setmetatable(L, -2);
     const void *t = lua_topointer(L, -1);
+    if (top) {
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, cidx, 4);
+        c->top_t = t;
+        c->top_z = z;
+    } else if (t == c->top_t) {
+        c->top_t = NULL;   /* the last top table was collected: this one took its address */
+    }
     unsigned s = cache_slot(t);
     c->e[s].t = t;
     c->e[s].z = z;
     lua_replace(L, -2);
+}
+
+void lsb_lazy_keep_top(lua_State *L) {
+    lazy_cache *c = lsb_get(L)->lazy;
+    if (!c || !c->top_t) return;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    int cidx = lua_gettop(L);
+    push_map(L, cidx);
+    lua_getiuservalue(L, cidx, 4);
+    lua_getiuservalue(L, cidx, 3);
+    lua_rawset(L, -3);   /* LAZYMAP[table] = record */
+    lua_settop(L, cidx - 1);
+    c->top_t = NULL;
 }
 
 static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
@@ -427,7 +461,7 @@ static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_do
     fill_record(z, d, off, len, m, count, height);
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
-    push_proxy(L, c, cidx, z);
+    push_proxy(L, c, cidx, z, 0);
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
@@ -450,6 +484,7 @@ lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
     lua_pop(L, 1);
     if (mt != c->meta) return NULL;
     const void *t = lua_topointer(L, idx);
+    if (t == c->top_t) return c->top_z;
     unsigned s = cache_slot(t);
     return c->e[s].t == t ? c->e[s].z : record_miss(L, c, 0, idx, t, s);
 }
@@ -680,7 +715,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, cidx, 3);
         c->cur = d;
-        push_proxy(L, c, cidx, z);
+        push_proxy(L, c, cidx, z, in_arena);
     } else {
         /* a large event: its document first (indexed in place), then the record */
         void *mem = lua_newuserdatauv(L, doc_size(n), 0);
@@ -751,7 +786,7 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 3);
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 4);
     memset(c, 0, sizeof *c);
     lua_createtable(L, 0, 3);
     c->meta = lua_topointer(L, -1);

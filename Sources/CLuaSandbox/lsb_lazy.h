@@ -41,7 +41,9 @@
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
- *   making overwrote its slot, so entries left by collected tables are never read.
+ *   making overwrote its slot, so entries left by collected tables are never read. The table
+ *   of a call's one event (in the arena) skips LAZYMAP while it is the latest: the cache's
+ *   uservalues hold it and its record, until a suspension enters it (lsb_lazy_keep_top).
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
  */
@@ -86,6 +88,9 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
  * ix->json[0, ix->len) then uses ix's index instead of computing it. The caller keeps *ix as it
  * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */
 void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
+/* The running call suspends: its one event's table, if it has one, is entered in LAZYMAP (a
+ * one-event call's table is found without it only while it is the latest; see lsb_lazy.c). */
+void lsb_lazy_keep_top(lua_State *L);
 /* For tests: the member scan lsb_lazy_push makes of the object json[0, len) (index and members
  * found from the bytes alone): 0 with the members (4 words each, as in lsb_json_index), their
  * count and the object's height; 1 when it would be decoded eagerly; -1 when malformed. */

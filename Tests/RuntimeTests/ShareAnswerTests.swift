@@ -20,6 +20,7 @@ final class ShareAnswerTests: XCTestCase {
       if k == "memory" then local s, t = ("x"):rep(1 << 20), {} for i = 1, 100 do t[i] = s .. i end end
       if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
       if k == "meta" then local m = metadata(e) e.md = m and m.messageId e.hasmd = m ~= nil return e end
+      if k == "enrichdeep" then local _, err = enrich("nobody", "k") e.email = e.context.traits.email e.err = err return e end
       if k == "enrichmeta" then local _, err = enrich("nobody", "k") e.md = metadata(e).messageId e.err = err return e end
       if k == "log" then log("hello", e.id) end
       if k == "change" then e.context.traits.email = "changed@x.com" end
@@ -103,6 +104,27 @@ final class ShareAnswerTests: XCTestCase {
                 XCTAssertTrue(joined.contains(needle), "\(needle) in \(joined)")
             }
         }
+    }
+
+    /// A call suspended on a lookup continues after hundreds of other events ran on its state
+    /// (their lazy tables took every slot of the record cache, and the collector ran): it still
+    /// reads its own event, nested tables included.
+    func testACallSuspendedBehindManyEventsStillReadsItsOwnEvent() async throws {
+        let stage = stage(workers: 1)
+        stage.minimumChunk = 1_000   // one share: the other events run before the call continues
+        let lines = Self.makeLines(["enrichdeep"] + Array(repeating: "change", count: 400) + ["enrichdeep"])
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for l in lines {
+            let at = bytes.count
+            bytes += Array(l.utf8)
+            ranges.append(at..<bytes.count)
+        }
+        let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t"], separator: .newline), separator: "\n")
+        let (inputs, outcome) = await stage.process(lines: lines.map { Array($0.utf8) }, firstIndex: 0, versions: ["t"])
+        XCTAssertEqual(got, reference(inputs, outcome, separator: "\n"))
+        XCTAssertTrue(got[0].contains(#""email":"a0@x.com""#), got[0])
+        XCTAssertTrue(got[401].contains(#""email":"a401@x.com""#), got[401])
     }
 
     func testRequestElementsAreAnsweredAsTheGeneralPathAnswersThem() async throws {
