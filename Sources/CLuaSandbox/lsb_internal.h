@@ -115,7 +115,8 @@ struct lsb_state {
     void *lazy;                /* the lazy record cache (lsb_lazy.c; the registry keeps it) */
     int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
                                 * may be left in enc (its report output then has json NULL) */
-    int output_in_enc;         /* the last call did so */
+    int output_in_enc;         /* the last call did so: its JSON is at direct_json */
+    const char *direct_json;   /* enc's data, or the event's own bytes in the arena (unchanged) */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
     int env_slots;             /* globals the main chunk's top level left (sizes fresh envs) */

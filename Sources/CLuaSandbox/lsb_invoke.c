@@ -148,7 +148,7 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
     int direct = S->direct_output && !as_slot;
     const char *raw = NULL;
     size_t len = 0;
-    if (lsb_json_encode_raw(L, idx, &S->enc, S->cfg.max_output_bytes, direct ? NULL : &raw, &len, err, sizeof err)) {
+    if (lsb_json_encode_raw(L, idx, &S->enc, S->cfg.max_output_bytes, &raw, &len, err, sizeof err)) {
         if (!as_slot) {
             j->kind = LSB_ERR_OUTPUT;
             snprintf(j->detail, sizeof j->detail, "returned value cannot be JSON: %s", err);
@@ -163,17 +163,21 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
             snprintf(j->detail, sizeof j->detail, "returned events are larger than %zu bytes in total", S->cfg.max_output_bytes);
             luaL_error(L, "invalid output");
         }
-        if (raw) {
+        if (raw && direct && S->arena_used && raw >= S->arena.data && raw + len <= S->arena.data + S->arena.len) {
+            S->output_in_enc = 1;   /* lsb_run_share copies the arena's bytes (alive past the call) into its answer */
+            S->direct_json = raw;
+        } else if (raw && !direct) {
             o.json = lsb_strndup(raw, len);
-        } else if (direct && S->enc.data) {
+        } else if (direct && (!raw || lsb_buf_put(&S->enc, raw, len) == 0) && S->enc.data) {
             S->output_in_enc = 1;   /* lsb_run_share copies it straight into its answer */
+            S->direct_json = S->enc.data;
         } else {
-            o.json = lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
+            o.json = raw ? lsb_strndup(raw, len) : lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
         }
         o.json_len = len;
     }
     add_output(j, o);
-    lsb_check_deadline(L);
+    if (!raw) lsb_check_deadline(L);   /* an encoding ran (a copy of unchanged bytes cannot run long) */
 }
 
 /* A table whose keys are exactly 1..n with n > 0. */

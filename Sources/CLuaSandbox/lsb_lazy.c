@@ -333,7 +333,8 @@ typedef struct {
  * uservalues 3 and 4 hold it and its record, and top_t answers for it until the next event's
  * replaces them. That is enough because only a running call can reach its event (see
  * lsb_lazy.h), except a call that suspends: lsb_lazy_keep_top enters its table in LAZYMAP
- * then. A lazy table made later at the same address (the old one collected) clears top_t. */
+ * then. Uservalue 4 keeps the table alive, so no other table takes its address while top_t
+ * names it. */
 
 static const char LSB_KEY_LAZYCACHE = 0;
 
@@ -405,8 +406,6 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
         lua_setiuservalue(L, cidx, 4);
         c->top_t = t;
         c->top_z = z;
-    } else if (t == c->top_t) {
-        c->top_t = NULL;   /* the last top table was collected: this one took its address */
     }
     unsigned s = cache_slot(t);
     c->e[s].t = t;

@@ -148,7 +148,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         const char *md = in.context ? in.context : fmt->no_metadata;
         size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
         size_t mark = bytes->len, dmark = dropped ? dropped->len : 0;
-        const char *direct = S->output_in_enc ? S->enc.data : NULL;
+        const char *direct = S->output_in_enc ? S->direct_json : NULL;
         int r = answer_from(&a->report, direct, fmt, md, mdn, bytes, dropped, a);
         if (r == 0) {
             lsb_report_clear(&a->report);

@@ -267,12 +267,18 @@ lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns) {
     prev.escape = s->escape;
     prev.grace_ns = s->grace_ns;
     if (!deadline_ns) deadline_ns = prev.deadline_ns;
-    atomic_store(&s->running, running);
-    atomic_store(&s->deadline, deadline_ns);
-    if (deadline_ns && atomic_load(&watchdog_idle)) {
-        pthread_mutex_lock(&mu);
-        pthread_cond_signal(&wake);
-        pthread_mutex_unlock(&mu);
+    /* Only this thread's handler reads `running`, and a release store keeps program order
+     * for it. Arming a new deadline is sequentially consistent: it pairs with the watchdog's
+     * idle announcement (watchdog_main). A nested region (a coroutine resumed under the same
+     * deadline) stores no deadline at all. */
+    atomic_store_explicit(&s->running, running, memory_order_release);
+    if (deadline_ns != prev.deadline_ns) {
+        atomic_store(&s->deadline, deadline_ns);
+        if (deadline_ns && atomic_load(&watchdog_idle)) {
+            pthread_mutex_lock(&mu);
+            pthread_cond_signal(&wake);
+            pthread_mutex_unlock(&mu);
+        }
     }
     return prev;
 }
@@ -280,11 +286,14 @@ lsb_watch lsb_watch_enter(lua_State *running, uint64_t deadline_ns) {
 void lsb_watch_leave(lsb_watch prev) {
     lsb_slot *s = my_slot;
     if (!s) return;
-    atomic_store(&s->deadline, 0);   /* no escape to a region being left */
+    /* Disarming needs no ordering with the watchdog: a late look at the old deadline only
+     * sends a signal the handler ignores (its own thread reads 0). */
+    int rearm = atomic_load_explicit(&s->deadline, memory_order_relaxed) != prev.deadline_ns;
+    if (rearm) atomic_store_explicit(&s->deadline, 0, memory_order_release);   /* no escape to a region being left */
     s->escape = prev.escape;
     s->grace_ns = prev.grace_ns;
-    atomic_store(&s->running, prev.running);
-    atomic_store(&s->deadline, prev.deadline_ns);
+    atomic_store_explicit(&s->running, prev.running, memory_order_release);
+    if (rearm && prev.deadline_ns) atomic_store(&s->deadline, prev.deadline_ns);
 }
 
 void lsb_watch_allow_escape(sigjmp_buf *jb, uint64_t grace_ns) {
