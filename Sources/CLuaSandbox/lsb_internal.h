@@ -133,6 +133,8 @@ struct lsb_state {
 
     /* reuse of the main chunk's environment between calls (lsb_reuse.c) */
     int reuse_ref;             /* registry ref of the kept environment's record, or LUA_NOREF */
+    lua_State *reuse_T;        /* the record's nodes on a thread's stack, for checking (the record holds it) */
+    int reuse_had_loaded;      /* the recorded run had a require cache */
     uint64_t *reuse_fp;        /* its fingerprints (malloc) */
     size_t reuse_fp_len;
     int reuse_held;            /* the current call runs in the kept environment */

@@ -28,8 +28,10 @@
  *
  * The record has two parts. In Lua (S->reuse_ref): [1] the environment, [2] the require cache
  * (or false), [3] every collectable value recorded (kept alive, so no address is reused while
- * the record lives), then the nodes. In host memory (S->reuse_fp), one entry per node, each
- * value as a fingerprint (type tag and bits: an address for collectable values):
+ * the record lives), then the nodes, and [0] a thread whose stack holds the nodes in the same
+ * order (S->reuse_T: the check reads them there, with no lookups). In host memory
+ * (S->reuse_fp), one entry per node, each value as a fingerprint (type tag and bits: an
+ * address for collectable values):
  *   table:    1, node's index in the Lua part, metatable address (0: none), marked, #T, n,
  *             then n times key tag, key bits, value tag, value bits (in iteration order)
  *   function: 2, node's index, n, then n times upvalue tag, upvalue bits
@@ -206,6 +208,7 @@ static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) 
 static void drop(lsb_state *S) {
     luaL_unref(S->L, LUA_REGISTRYINDEX, S->reuse_ref);
     S->reuse_ref = LUA_NOREF;
+    S->reuse_T = NULL;
     S->reuse_held = S->reuse_lent = 0;
     free(S->reuse_fp);
     S->reuse_fp = NULL;
@@ -261,8 +264,22 @@ static void record(lua_State *L, lsb_state *S) {
         else record_function(L, &r, x, node);
         lua_settop(L, x - 1);
     }
+    lua_State *T = NULL;
+    if (r.ok) {   /* the nodes, in order, on the stack of a thread the record holds */
+        T = lua_newthread(L);
+        lua_rawseti(L, r.rec, 0);
+        if (!lua_checkstack(T, (int)(r.nodes - 3) + 16)) r.ok = 0;
+        for (lua_Integer k = 4; r.ok && k <= r.nodes; k++) {
+            lua_rawgeti(L, r.rec, k);
+            lua_xmove(L, T, 1);
+        }
+    }
     if (r.ok) {
         drop(S);
+        S->reuse_T = T;
+        lua_rawgeti(L, r.rec, 2);
+        S->reuse_had_loaded = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_pushvalue(L, r.rec);
         S->reuse_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         S->reuse_fp = r.fp;
@@ -306,7 +323,8 @@ static inline __attribute__((always_inline)) int same_fp(lua_State *L, int idx, 
     return tag == w[0] && bits == w[1];
 }
 
-/* Table node x against its entry at w; returns the entry's length, or 0 when they differ. */
+/* Table node x against its entry at w; returns the entry's length, or 0 when they differ (the
+ * stack may then hold more than before). */
 static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
     uint64_t mt = 0;
     if (lua_getmetatable(L, x)) {
@@ -324,10 +342,7 @@ static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
     const uint64_t *m = w + 6, *end = m + 4 * w[5];
     lua_pushnil(L);
     while (lua_next(L, x)) {
-        if (m == end || !same_fp(L, -2, m) || !same_fp(L, -1, m + 2)) {
-            lua_settop(L, x);
-            return 0;
-        }
+        if (m == end || !same_fp(L, -2, m) || !same_fp(L, -1, m + 2)) return 0;
         lua_pop(L, 1);
         m += 4;
     }
@@ -346,36 +361,37 @@ static size_t check_function(lua_State *L, int x, const uint64_t *w) {
     return (size_t)(m - w);
 }
 
-/* Whether everything recorded is as it was. */
+/* Whether everything recorded is as it was. Works on the record's thread T, whose stack holds
+ * node k at index k - 3, and leaves that stack as it found it. */
 static int unchanged(lua_State *L, lsb_state *S) {
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, S->reuse_ref) != LUA_TTABLE) return 0;
-    int rec = lua_gettop(L);
+    lua_State *T = S->reuse_T;
+    if (!T) return 0;
     /* a require cache made during the call (none was recorded) is a change */
-    lua_rawgeti(L, rec, 2);
-    int had = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!had && S->loaded_ref >= 0) {
+    if (!S->reuse_had_loaded && S->loaded_ref >= 0) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->loaded_ref);
         int made = lua_type(L, -1) == LUA_TTABLE;
         lua_pop(L, 1);
         if (made) return 0;
     }
-    int arrays = 0;
+    int nodes = lua_gettop(T), arrays = 0;
+    if (!lua_checkstack(T, 12)) return 0;
     if (S->array_marks != S->reuse_marks_at) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
-        arrays = lua_gettop(L);
+        lua_rawgetp(T, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+        arrays = lua_gettop(T);
     }
-    int base = lua_gettop(L);
+    int same = 1;
     const uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len;
     while (w < end) {
-        lua_rawgeti(L, rec, (lua_Integer)w[1]);
-        int x = base + 1;
-        size_t n = w[0] == 1 ? check_table(L, x, arrays, w) : check_function(L, x, w);
-        lua_settop(L, base);
-        if (!n) return 0;
+        int x = (int)w[1] - 3;
+        size_t n = w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
+        if (!n) {
+            same = 0;
+            break;
+        }
         w += n;
     }
-    return 1;
+    lua_settop(T, nodes);
+    return same;
 }
 
 void lsb_env_leave(lua_State *L, lsb_state *S) {
