@@ -251,6 +251,8 @@ int lsb_build_env(lua_State *L) {
 
     lua_pushvalue(L, base);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
+    lua_getfield(L, base, "metadata");   /* the base is read-only: every call's second argument */
+    lsb_get(L)->metadata_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     lua_createtable(L, 0, 2);
     lua_pushvalue(L, base);

@@ -123,6 +123,8 @@ struct lsb_state {
     int spare_ref;             /* registry ref of a finished coroutine to reuse, or LUA_NOREF */
     lsb_invocation *spare_inv; /* a finished call's invocation record, emptied, to reuse (malloc) */
     int ctx_ref;               /* registry ref of the current call's default context, or LUA_NOREF */
+    int metadata_ref;          /* registry ref of the base's metadata function (every call's second argument) */
+    int lazy_ref;              /* registry ref of the lazy tables' cache (lsb_lazy.c) */
     lsb_buf ctx_text;          /* the current call's default context as JSON text in host memory,
                                   when ctx_pending: metadata() makes it a Lua value on first use
                                   (most scripts never ask); a suspended call takes it along */

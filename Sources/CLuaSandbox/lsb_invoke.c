@@ -209,11 +209,13 @@ static int start_body(lua_State *L) {
         snprintf(j->detail, sizeof j->detail, "global function '%s' is not defined", j->entry);
         return luaL_error(L, "missing entry point");
     }
-    int fn = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
-    int ctxmap = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
-    int originmap = lua_gettop(L);
+    int fn = lua_gettop(L), ctxmap = 0, originmap = 0;   /* the maps serve a batch only */
+    if (j->batched) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
+        ctxmap = lua_gettop(L);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+        originmap = lua_gettop(L);
+    }
     lua_State *co;
     int fresh_thread = S->spare_ref == LUA_NOREF;
     if (fresh_thread) {
@@ -244,9 +246,7 @@ static int start_body(lua_State *L) {
         push_input(L, j, 0, ctxmap, originmap);
         S->arena_ok = 0;
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_BASE);
-    lua_getfield(L, -1, "metadata");
-    lua_remove(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->metadata_ref);
     if (!lua_checkstack(co, 4)) return luaL_error(L, "cannot start the call");
     lua_xmove(L, co, 3);                 /* entry point, value(s), metadata */
     if (fresh_thread) {

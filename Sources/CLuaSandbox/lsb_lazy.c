@@ -336,7 +336,6 @@ typedef struct {
  * then. Uservalue 4 keeps the table alive, so no other table takes its address while top_t
  * names it. */
 
-static const char LSB_KEY_LAZYCACHE = 0;
 
 static inline unsigned cache_slot(const void *t) {
     uintptr_t p = (uintptr_t)t;
@@ -355,7 +354,7 @@ static void push_map(lua_State *L, int cidx) {
 /* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
  * (absolute or an upvalue), or 0: pushed here when needed. Pushes nothing. */
 static lsb_lazy *record_miss(lua_State *L, lazy_cache *c, int cidx, int idx, const void *t, unsigned s) {
-    if (!cidx) lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    if (!cidx) lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
     push_map(L, cidx ? cidx : lua_gettop(L));
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
@@ -375,7 +374,7 @@ static inline lsb_lazy *record_of(lua_State *L, lazy_cache *c, int cidx, int idx
 
 /* Pushes the cache (for the functions the sandbox calls directly) and returns it. */
 static lazy_cache *push_cache(lua_State *L) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
     return lua_touserdata(L, -1);
 }
 
@@ -416,7 +415,7 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
 void lsb_lazy_keep_top(lua_State *L) {
     lazy_cache *c = lsb_get(L)->lazy;
     if (!c || !c->top_t) return;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
     int cidx = lua_gettop(L);
     push_map(L, cidx);
     lua_getiuservalue(L, cidx, 4);
@@ -799,7 +798,7 @@ void lsb_lazy_init(lua_State *L) {
     lua_pushcclosure(L, lazy_pairs, 1);
     lua_setfield(L, -2, "__pairs");
     lua_setiuservalue(L, -2, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &LSB_KEY_LAZYCACHE);
+    lsb_get(L)->lazy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lsb_get(L)->lazy = c;
 }
 

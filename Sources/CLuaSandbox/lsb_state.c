@@ -175,6 +175,7 @@ lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen) {
     }
     S->cfg = *cfg;
     S->env_ref = S->loaded_ref = S->chunk_ref = S->spare_ref = S->ctx_ref = S->reuse_ref = LUA_NOREF;
+    S->metadata_ref = S->lazy_ref = LUA_NOREF;
     S->L = lua_newstate(lsb_alloc, S);
     if (!S->L) {
         snprintf(err, errlen, "cannot create a Lua state");
