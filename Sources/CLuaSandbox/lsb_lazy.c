@@ -389,7 +389,12 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
 /* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. The
  * top table of a call's one event (top: z is uservalue 3) is not entered in LAZYMAP (see above). */
 static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int top) {
-    lua_createtable(L, 0, z->count < 4 ? z->count : 4);
+    int containers = 0;   /* the members a read stores (scalars are handed out; see lazy_index) */
+    for (int i = 0; i < z->count && containers < 4; i++) {
+        char first = z->base[z->m[i].voff];
+        containers += first == '{' || first == '[';
+    }
+    lua_createtable(L, 0, containers);
     if (!top) {
         push_map(L, cidx);
         lua_pushvalue(L, -2);
@@ -432,6 +437,7 @@ static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t l
     z->off = (uint32_t)off;
     z->len = (uint32_t)len;
     z->touched = 0;
+    z->peeked = 0;
     z->compact = (unsigned char)d->compact;
     z->escapes = (unsigned char)d->escapes;
     z->assigned = 0;
@@ -547,6 +553,13 @@ static int lazy_index(lua_State *L) {
     const char *k = lua_tolstring(L, 2, &n);
     int i = lsb_lazy_find(z, k, n);
     if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
+    char first = z->base[z->m[i].voff];
+    if (first != '{' && first != '[' && !(z->peeked >> i & 1)) {
+        /* a scalar's first read: handed out, not stored (a value has no identity to keep) */
+        z->peeked |= (uint64_t)1 << i;
+        push_member(L, c, lua_upvalueindex(1), 1, z, i);
+        return 1;
+    }
     materialize(L, c, lua_upvalueindex(1), 1, z, i, 2);
     return 1;
 }

@@ -7,7 +7,10 @@
  *
  * Invariants:
  * - The script sees an ordinary table: reads decode the member into the table itself (so
- *   identity is stable and later reads are plain table reads); writes are plain writes.
+ *   identity is stable and later reads are plain table reads); writes are plain writes. A
+ *   scalar member (string, number, boolean, null) is handed out without being stored on its
+ *   first read, and stored on its second: a value has no identity, and a field read once (the
+ *   common filter) then costs no table insert and nothing to compare when the event is written.
  *   pairs/next and setmetatable first materialise every member; the sandbox's rawget and
  *   rawset see unread members too (lsb_lazy_rawget, lsb_lazy_touch), and the output nesting
  *   limit applies to untouched bytes as to tables.
@@ -65,6 +68,7 @@ typedef struct {
     const lsb_lazy_doc *doc;
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
+    uint64_t peeked;       /* bit i: scalar member i was read once, without being stored */
     unsigned char compact; /* no whitespace outside strings in base */
     unsigned char escapes; /* some backslash occurs in base */
     unsigned char assigned;/* some key was written by __newindex or rawset (see above) */
