@@ -389,12 +389,7 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
 /* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. The
  * top table of a call's one event (top: z is uservalue 3) is not entered in LAZYMAP (see above). */
 static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int top) {
-    int containers = 0;   /* the members a read stores (scalars are handed out; see lazy_index) */
-    for (int i = 0; i < z->count && containers < 4; i++) {
-        char first = z->base[z->m[i].voff];
-        containers += first == '{' || first == '[';
-    }
-    lua_createtable(L, 0, containers);
+    lua_createtable(L, 0, 0);   /* grown by what a read stores: only containers (see lazy_index) */
     if (!top) {
         push_map(L, cidx);
         lua_pushvalue(L, -2);
