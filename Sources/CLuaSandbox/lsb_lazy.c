@@ -322,6 +322,7 @@ typedef struct {
     const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
     const void *top_t;         /* the table in uservalue 4, or NULL (see below) */
     lsb_lazy *top_z;           /* its record: the userdata in uservalue 3 */
+    int top_fixed;             /* uservalue 3 is a one-event call's record of TOP_SIZE bytes */
     struct {
         const void *t;
         lsb_lazy *z;
@@ -334,7 +335,8 @@ typedef struct {
  * replaces them. That is enough because only a running call can reach its event (see
  * lsb_lazy.h), except a call that suspends: lsb_lazy_keep_top enters its table in LAZYMAP
  * then. Uservalue 4 keeps the table alive, so no other table takes its address while top_t
- * names it. */
+ * names it. While top_t is set its record is unreachable once its call has ended, so the next
+ * one-event call rewrites that record in place instead of allocating one (top_fixed). */
 
 
 static inline unsigned cache_slot(const void *t) {
@@ -661,6 +663,10 @@ void lsb_lazy_strip(lua_State *L, int idx) {
 }
 
 #define STACK_WORDS 128   /* events up to 8 KiB are indexed on the C stack first */
+/* A one-event call's record (in the arena case): room for any object of up to STACK_WORDS words
+ * and LSB_LAZY_MAX_MEMBERS members, so the next such call can reuse it. */
+#define TOP_HEAD ALIGN8(sizeof(lsb_lazy) + LSB_LAZY_MAX_MEMBERS * sizeof(lsb_lazy_member))
+#define TOP_SIZE (TOP_HEAD + ALIGN8(sizeof(lsb_lazy_doc)) + 16 * STACK_WORDS)
 
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
     size_t a = 0, b = len;
@@ -712,14 +718,25 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
                 S->arena_used = in_arena = 1;
             }
         }
-        char *mem = lua_newuserdatauv(L, head + doc_size(n) - (in_arena ? n : 0), 1);
+        char *mem;
+        if (in_arena && c->top_t && c->top_fixed) {
+            /* The last one-event call's record, sized for any arena event: that call has ended
+             * without suspending, so nothing can reach its table any more (see lsb_lazy.h). */
+            lua_getiuservalue(L, cidx, 3);
+            mem = (char *)c->top_z;
+            head = TOP_HEAD;
+        } else {
+            if (in_arena) head = TOP_HEAD;
+            mem = lua_newuserdatauv(L, in_arena ? TOP_SIZE : head + doc_size(n), 1);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, -2, 1);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, cidx, 3);
+            c->top_fixed = in_arena;
+        }
         lsb_lazy *z = (lsb_lazy *)mem;
         d = copy_doc(mem + head, &tmp, !in_arena);
         fill_record(z, d, 0, n, m, count, height);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, -2, 1);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, cidx, 3);
         c->cur = d;
         push_proxy(L, c, cidx, z, in_arena);
     } else {
@@ -732,6 +749,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         index_bytes(d, bytes, n, bits, bits + nwords);
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, cidx, 3);
+        c->top_fixed = 0;
         c->cur = d;
         push_object(L, c, cidx, d, cidx + 1, 0, n);
         lua_remove(L, -2);

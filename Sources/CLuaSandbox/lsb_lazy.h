@@ -46,7 +46,9 @@
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
  *   making overwrote its slot, so entries left by collected tables are never read. The table
  *   of a call's one event (in the arena) skips LAZYMAP while it is the latest: the cache's
- *   uservalues hold it and its record, until a suspension enters it (lsb_lazy_keep_top).
+ *   uservalues hold it and its record, until a suspension enters it (lsb_lazy_keep_top). That
+ *   record has room for any arena event and, unless its call suspended, the next one-event call
+ *   rewrites it in place (the same reachability argument as the arena's).
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
  */
