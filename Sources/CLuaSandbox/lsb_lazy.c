@@ -323,6 +323,7 @@ typedef struct {
     const void *top_t;         /* the table in uservalue 4, or NULL (see below) */
     lsb_lazy *top_z;           /* its record: the userdata in uservalue 3 */
     int top_fixed;             /* uservalue 3 is a one-event call's record of TOP_SIZE bytes */
+    unsigned top_marks;        /* lsb_state.array_marks when the table in uservalue 4 was last made lazy */
     struct {
         const void *t;
         lsb_lazy *z;
@@ -335,8 +336,9 @@ typedef struct {
  * replaces them. That is enough because only a running call can reach its event (see
  * lsb_lazy.h), except a call that suspends: lsb_lazy_keep_top enters its table in LAZYMAP
  * then. Uservalue 4 keeps the table alive, so no other table takes its address while top_t
- * names it. While top_t is set its record is unreachable once its call has ended, so the next
- * one-event call rewrites that record in place instead of allocating one (top_fixed). */
+ * names it. While top_t is set, that table and its record are unreachable once their call has
+ * ended, so the next one-event call empties the table and rewrites the record in place instead
+ * of making new ones (top_fixed). */
 
 
 static inline unsigned cache_slot(const void *t) {
@@ -391,6 +393,36 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
 /* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. The
  * top table of a call's one event (top: z is uservalue 3) is not entered in LAZYMAP (see above). */
 static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int top) {
+    if (top && c->top_t) {
+        /* The last one-event call's table: its call has ended without suspending, so nothing
+         * can reach it (see above). Emptied, unmarked and lazy again, it is this event's. */
+        lua_getiuservalue(L, cidx, 4);
+        int t = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, t)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, t);   /* clearing fields during a traversal is allowed */
+        }
+        lua_getiuservalue(L, cidx, 1);
+        lua_setmetatable(L, t);   /* a script may have replaced it (lsb_lazy_strip) */
+        lsb_state *S = lsb_get(L);
+        if (S->array_marks != c->top_marks) {   /* json.array may have marked it */
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+            lua_pushvalue(L, t);
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
+            c->top_marks = S->array_marks;
+        }
+        c->top_z = z;
+        unsigned s = cache_slot(c->top_t);
+        c->e[s].t = c->top_t;
+        c->e[s].z = z;
+        lua_replace(L, -2);
+        return;
+    }
     lua_createtable(L, 0, 0);   /* grown by what a read stores: only containers (see lazy_index) */
     if (!top) {
         push_map(L, cidx);
@@ -407,6 +439,7 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
         lua_setiuservalue(L, cidx, 4);
         c->top_t = t;
         c->top_z = z;
+        c->top_marks = lsb_get(L)->array_marks;
     }
     unsigned s = cache_slot(t);
     c->e[s].t = t;

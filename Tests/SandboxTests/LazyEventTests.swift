@@ -213,6 +213,33 @@ final class LazyEventTests: XCTestCase {
         XCTAssertTrue(out.contains(#""deep":"aa@x.io""#) && out.contains(#""looked":1"#) && out.contains(#""who_after":"aa""#), out)
     }
 
+    /// A one-event call's table and record are reused by the state's next such call (nothing can
+    /// reach them once their call has ended): nothing the last call did to its event shows.
+    func testTheNextEventCarriesNothingFromTheLastOne() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          if e.mode == "mark" then json.array(e) e.extra = 1 e[1] = 2 e.context.x = 3 return {} end
+          if e.mode == "meta" then setmetatable(e, {__index = function() return "m" end}) return {} end
+          if e.mode == "read" then return {a = e.context.a, b = e.b, mode = e.mode} end
+          if e.mode == "strip" then setmetatable(e, nil) e.mode = nil return e end   -- a plain, empty table
+          return e
+        end
+        """)
+        func call(_ json: String) -> String? {
+            state.call(entry: "transformEvent", inputs: [SandboxInput(json: Array(json.utf8), validated: true)], batched: false).objectJSON
+        }
+        for mode in ["mark", "meta", "mark", "plain"] {
+            _ = call(#"{"mode":"\#(mode)","context":{"a":1},"b":"x"}"#)
+            XCTAssertEqual(call("{}"), "{}", "after \(mode)")
+            _ = call(#"{"mode":"\#(mode)","context":{"a":1},"b":"x"}"#)
+            XCTAssertEqual(call(#"{"mode":"plain","context":{"a":2}}"#), #"{"mode":"plain","context":{"a":2}}"#, "after \(mode)")
+            _ = call(#"{"mode":"\#(mode)","context":{"a":1},"b":"x"}"#)
+            XCTAssertEqual(call(#"{"mode":"read","context":{"a":3}}"#), #"{"a":3,"mode":"read"}"#, "after \(mode)")
+            _ = call(#"{"mode":"\#(mode)","context":{"a":1},"b":"x"}"#)
+            XCTAssertEqual(call(#"{"mode":"strip"}"#), "{}", "after \(mode)")   // not [] (json.array's mark)
+        }
+    }
+
     func testReadingNestedFields() throws {
         try differential(#"""
         log(show(get(e, "context", "app", "name")), show(get(e, "context", "traits", "age")))
