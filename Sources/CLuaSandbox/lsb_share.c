@@ -11,12 +11,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int puts_(lsb_bytes *b, const char *s) { return lsb_buf_put(b, s, strlen(s)); }
+/* A piece of the answer format, measured once per share. */
+typedef struct {
+    const char *s;
+    size_t n;
+} piece;
+
+typedef struct {
+    piece kept_open, kept_mid, kept_close, dropped_open, dropped_member, dropped_close, no_metadata, separator;
+} pieces;
+
+static piece measured(const char *s) { return (piece){s, strlen(s)}; }
+
+static pieces measure(const lsb_answer_format *f) {
+    return (pieces){measured(f->kept_open), measured(f->kept_mid), measured(f->kept_close), measured(f->dropped_open),
+                    measured(f->dropped_member), measured(f->dropped_close), measured(f->no_metadata), measured(f->separator)};
+}
+
+static int puts_(lsb_bytes *b, piece p) { return lsb_buf_put(b, p.s, p.n); }
 
 static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 /* The metadata object with fmt->dropped_member added as its last member. */
-static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const char *member) {
+static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, piece member) {
     size_t close = n;
     while (close > 0 && md[close - 1] != '}') close--;
     if (close == 0) return lsb_buf_put(b, md, n);   /* not an object: echoed as is */
@@ -32,7 +49,7 @@ static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, const ch
 
 /* Writes the answers of a finished call that are common (kept, dropped) to b (a dropped one to
  * d when d is not NULL); returns 0, or 1 when the caller must answer from the report. */
-static int answer_from(const lsb_report *r, const char *direct, const lsb_answer_format *f, const char *md, size_t mdn,
+static int answer_from(const lsb_report *r, const char *direct, const pieces *f, const char *md, size_t mdn,
                        lsb_bytes *b, lsb_bytes *d, lsb_answer *a) {
     if (r->status != LSB_OK) return 1;
     size_t count = 0;
@@ -119,6 +136,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
     uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
     lsb_json_index ix = {.quotes = bits, .brackets = bits + SHARE_INDEX_WORDS, .words = SHARE_INDEX_WORDS,
                          .members = members};
+    const pieces pf = measure(fmt);
     for (; i < count; i++) {
         if (lsb_is_poisoned(S)) break;
         lsb_answer *a = &answers[i];
@@ -145,11 +163,11 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         }
         a->duration_ns = (S->call_ended_ns ? S->call_ended_ns : lsb_now_ns()) - a->started_ns;
         a->peak_memory = a->report.peak_memory;
-        const char *md = in.context ? in.context : fmt->no_metadata;
-        size_t mdn = in.context ? in.context_len : strlen(fmt->no_metadata);
+        const char *md = in.context ? in.context : pf.no_metadata.s;
+        size_t mdn = in.context ? in.context_len : pf.no_metadata.n;
         size_t mark = bytes->len, dmark = dropped ? dropped->len : 0;
         const char *direct = S->output_in_enc ? S->direct_json : NULL;
-        int r = answer_from(&a->report, direct, fmt, md, mdn, bytes, dropped, a);
+        int r = answer_from(&a->report, direct, &pf, md, mdn, bytes, dropped, a);
         if (r == 0) {
             lsb_report_clear(&a->report);
         } else {

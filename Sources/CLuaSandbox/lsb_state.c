@@ -34,8 +34,12 @@ int lsb_buf_put(lsb_buf *b, const char *s, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1) cap *= 2;
-        char *d = realloc(b->data, cap);
+        char *d = b->borrowed ? malloc(cap) : realloc(b->data, cap);
         if (!d) return -1;
+        if (b->borrowed) {   /* the caller's memory is left as it is */
+            if (b->len) memcpy(d, b->data, b->len);
+            b->borrowed = 0;
+        }
         b->data = d;
         b->cap = cap;
     }

@@ -65,12 +65,16 @@ public enum ShareAnswer: Sendable {
 }
 
 /// Where `SandboxState.runShare` appends the answers it writes: `[UInt8]`, or a host's own
-/// buffer type (a server's send buffer), so answers are copied once, from C to where they go.
+/// buffer type (a server's send buffer). The C code writes into the output's own memory when
+/// it can (`appendWriting`), so answers are not copied on their way.
 public protocol ShareOutput {
     init()
     /// Bytes appended so far.
     var byteCount: Int { get }
     mutating func append(_ bytes: UnsafeRawBufferPointer)
+    /// Lends `write` at least `capacity` writable bytes after the output's end, and appends the
+    /// count it returns (written from the start of that space).
+    mutating func appendWriting(capacity: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int)
     /// A copy of bytes appended earlier.
     func bytes(in range: Range<Int>) -> [UInt8]
 }
@@ -78,6 +82,10 @@ public protocol ShareOutput {
 extension Array: ShareOutput where Element == UInt8 {
     public var byteCount: Int { count }
     public mutating func append(_ bytes: UnsafeRawBufferPointer) { append(contentsOf: bytes) }
+    public mutating func appendWriting(capacity: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) {
+        let written = [UInt8](unsafeUninitializedCapacity: capacity) { buf, n in n = write(UnsafeMutableRawBufferPointer(buf)) }
+        if isEmpty { self = written } else { append(contentsOf: written) }
+    }
     public func bytes(in range: Range<Int>) -> [UInt8] { Array(self[range]) }
 }
 
@@ -98,29 +106,37 @@ extension SandboxState {
         var answers = [lsb_answer](repeating: lsb_answer(), count: count)
         // sized for the common answer (the event echoed with its metadata), so it rarely grows
         let hint = items.reduce(64 * count) { $0 + $1.json.count + ($1.context?.count ?? 2) + 48 }
-        var buffer = lsb_bytes(data: malloc(hint)?.assumingMemoryBound(to: CChar.self), len: 0, cap: hint)
-        if buffer.data == nil { buffer.cap = 0 }
+        var buffer = lsb_bytes()   // out's own memory while it suffices (borrowed), else malloc'd
         var droppedBuffer = lsb_bytes()
-        defer { free(buffer.data); free(droppedBuffer.data) }
-        let done: Int = withCBytes(bytes) { base, _ in
-            let raw = items.map { it in
-                let checked = it.validated && !lines
-                return lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
-                                context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
-                                context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
-                                validated: checked ? 1 : 0,
-                                index: checked ? it.index.flatMap { index?.record(at: $0) } : nil)
+        defer {
+            if buffer.borrowed == 0 { free(buffer.data) }
+            free(droppedBuffer.data)
+        }
+        // where each answer's bytes go: out, or dropped for a dropped answer when there is one
+        let offset = out.byteCount, droppedOffset = dropped?.byteCount ?? offset
+        var done = 0
+        let splitDropped = dropped != nil
+        out.appendWriting(capacity: hint) { space in
+            buffer = lsb_bytes(data: space.baseAddress?.assumingMemoryBound(to: CChar.self), len: 0, cap: space.count, borrowed: 1)
+            done = withCBytes(bytes) { base, _ in
+                let raw = items.map { it in
+                    let checked = it.validated && !lines
+                    return lsb_item(json: base + it.json.lowerBound, json_len: it.json.count,
+                                    context: it.context.map { base + $0.lowerBound } ?? (it.emptyContext ? emptyObject : nil),
+                                    context_len: it.context?.count ?? (it.emptyContext ? 2 : 0),
+                                    validated: checked ? 1 : 0,
+                                    index: checked ? it.index.flatMap { index?.record(at: $0) } : nil)
+                }
+                return withUnsafePointer(to: format.raw) { fmt in
+                    splitDropped ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
+                        : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
+                }
             }
-            return withUnsafePointer(to: format.raw) { fmt in
-                dropped == nil ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
-                    : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
-            }
+            return buffer.borrowed != 0 ? buffer.len : 0
         }
         if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
         let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
-        // where each answer's bytes went: out, or dropped for a dropped answer when there is one
-        let offset = out.byteCount, droppedOffset = dropped?.byteCount ?? offset
-        if buffer.len > 0 {
+        if buffer.borrowed == 0 && buffer.len > 0 {   // outgrew the space: written to its own block
             out.append(UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
         }
         if droppedBuffer.len > 0 {

@@ -21,6 +21,7 @@ final class ShareAnswerTests: XCTestCase {
       if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
       if k == "meta" then local m = metadata(e) e.md = m and m.messageId e.hasmd = m ~= nil return e end
       if k == "enrichdeep" then local _, err = enrich("nobody", "k") e.email = e.context.traits.email e.err = err return e end
+      if k == "big" then e.pad = ("x"):rep(20000) return e end   -- answers outgrow the share's first buffer
       if k == "enrichmeta" then local _, err = enrich("nobody", "k") e.md = metadata(e).messageId e.err = err return e end
       if k == "log" then log("hello", e.id) end
       if k == "change" then e.context.traits.email = "changed@x.com" end
@@ -29,7 +30,7 @@ final class ShareAnswerTests: XCTestCase {
     """
 
     static let lines = makeLines(["keep", "drop", "empty", "fanout", "badfan", "error", "string", "enrich", "meta", "log", "change",
-                                  "spin", "enrichmeta", "keep", "drop"])
+                                  "spin", "enrichmeta", "keep", "drop", "big", "keep"])
 
     static func makeLines(_ kinds: [String]) -> [String] {
         var l: [String] = []

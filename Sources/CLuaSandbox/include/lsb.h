@@ -218,10 +218,13 @@ typedef struct {
     lsb_invocation *invocation;/* PENDING */
 } lsb_answer;
 
-/* A growable malloc'd buffer the caller frees. */
+/* A growable malloc'd buffer the caller frees. Or, when `borrowed`, cap bytes of the caller's
+ * memory: written in place while they suffice, else moved (with what was written) to a fresh
+ * malloc'd block, which clears `borrowed` and is then the caller's to free. */
 typedef struct {
     char *data;
     size_t len, cap;
+    int borrowed;
 } lsb_bytes;
 
 /* Now, on the clock of the time limits (and of lsb_answer.started_ns). */
