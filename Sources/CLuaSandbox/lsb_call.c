@@ -104,6 +104,16 @@ void lsb_ref_clear(lua_State *L, int ref) {
     lua_rawseti(L, LUA_REGISTRYINDEX, ref);
 }
 
+void lsb_table_clear(lua_State *L, int t) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, t);   /* clearing fields during a traversal is allowed */
+    }
+}
+
 void lsb_ref_replace(lua_State *L, int *ref) {
     if (*ref >= 0) {   /* the slot is ours: overwrite it (luaL_unref + luaL_ref cost ~10x more) */
         lua_rawseti(L, LUA_REGISTRYINDEX, *ref);

@@ -263,14 +263,7 @@ int lsb_build_env(lua_State *L) {
 
     /* Empty the real global table. */
     lua_pushglobaltable(L);
-    int rg = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, rg)) {
-        lua_pop(L, 1);
-        lua_pushvalue(L, -1);
-        lua_pushnil(L);
-        lua_rawset(L, rg);
-    }
+    lsb_table_clear(L, lua_gettop(L));
     lua_settop(L, 0);
     return 0;
 }

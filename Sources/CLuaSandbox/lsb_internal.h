@@ -115,8 +115,8 @@ struct lsb_state {
     void *lazy;                /* the lazy record cache (lsb_lazy.c; the registry keeps it) */
     int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
                                 * may be left in enc (its report output then has json NULL) */
-    int output_in_enc;         /* the last call did so: its JSON is at direct_json */
-    const char *direct_json;   /* enc's data, or the event's own bytes in the arena (unchanged) */
+    const char *direct_json;   /* the last call did so: its JSON (enc's data, or the event's own
+                                  bytes in the arena when unchanged), else NULL */
     char *errmsg;              /* message captured by the message handler */
     int chunk_ref;             /* registry ref of the compiled main chunk */
     int env_slots;             /* globals the main chunk's top level left (sizes fresh envs) */
@@ -250,6 +250,8 @@ void lsb_push_fresh_env(lua_State *L, int slots);
 void lsb_ref_replace(lua_State *L, int *ref);
 /* Empties the registry slot `ref` (if it is one) but keeps it allocated, for lsb_ref_replace. */
 void lsb_ref_clear(lua_State *L, int ref);
+/* Removes every key of the table at absolute index t (raw: no metamethods). */
+void lsb_table_clear(lua_State *L, int t);
 /* Runs the main chunk (registry chunk_ref) with a fresh env (which becomes the current one). */
 void lsb_run_chunk_fresh(lua_State *L, lsb_state *S);
 

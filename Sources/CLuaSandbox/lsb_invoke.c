@@ -164,13 +164,11 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
             luaL_error(L, "invalid output");
         }
         if (raw && direct && S->arena_used && raw >= S->arena.data && raw + len <= S->arena.data + S->arena.len) {
-            S->output_in_enc = 1;   /* lsb_run_share copies the arena's bytes (alive past the call) into its answer */
-            S->direct_json = raw;
+            S->direct_json = raw;   /* lsb_run_share copies the arena's bytes (alive past the call) into its answer */
         } else if (raw && !direct) {
             o.json = lsb_strndup(raw, len);
         } else if (direct && (!raw || lsb_buf_put(&S->enc, raw, len) == 0) && S->enc.data) {
-            S->output_in_enc = 1;   /* lsb_run_share copies it straight into its answer */
-            S->direct_json = S->enc.data;
+            S->direct_json = S->enc.data;   /* lsb_run_share copies it straight into its answer */
         } else {
             o.json = raw ? lsb_strndup(raw, len) : lsb_strndup(S->enc.data ? S->enc.data : "", S->enc.len);
         }

@@ -398,13 +398,7 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
          * can reach it (see above). Emptied, unmarked and lazy again, it is this event's. */
         lua_getiuservalue(L, cidx, 4);
         int t = lua_gettop(L);
-        lua_pushnil(L);
-        while (lua_next(L, t)) {
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1);
-            lua_pushnil(L);
-            lua_rawset(L, t);   /* clearing fields during a traversal is allowed */
-        }
+        lsb_table_clear(L, t);
         lua_getiuservalue(L, cidx, 1);
         lua_setmetatable(L, t);   /* a script may have replaced it (lsb_lazy_strip) */
         lsb_state *S = lsb_get(L);

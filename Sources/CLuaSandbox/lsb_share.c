@@ -149,7 +149,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
             continue;
         }
         S->call_ended_ns = 0;
-        S->output_in_enc = 0;
+        S->direct_json = NULL;
         S->direct_output = 1;
         lsb_lazy_offer(S, ix.json ? &ix : rix.json ? &rix : NULL);
         a->invocation = lsb_begin(S, entry, &in, 1, 0, &a->report);
@@ -166,7 +166,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         const char *md = in.context ? in.context : pf.no_metadata.s;
         size_t mdn = in.context ? in.context_len : pf.no_metadata.n;
         size_t mark = bytes->len, dmark = dropped ? dropped->len : 0;
-        const char *direct = S->output_in_enc ? S->direct_json : NULL;
+        const char *direct = S->direct_json;
         int r = answer_from(&a->report, direct, &pf, md, mdn, bytes, dropped, a);
         if (r == 0) {
             lsb_report_clear(&a->report);

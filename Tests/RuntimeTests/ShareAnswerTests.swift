@@ -48,6 +48,18 @@ final class ShareAnswerTests: XCTestCase {
         return l
     }
 
+    /// Lines as one buffer and each line's range in it, as `transform run` reads them.
+    static func joined(_ lines: [String]) -> (bytes: [UInt8], ranges: [Range<Int>]) {
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for l in lines {
+            let at = bytes.count
+            bytes += Array(l.utf8)
+            ranges.append(at..<bytes.count)
+        }
+        return (bytes, ranges)
+    }
+
     func stage(workers: Int) -> Stage {
         let entry = CatalogEntry(versionID: "t", source: TransformationSource(name: "t", path: "transformations/t.lua", bytes: Array(Self.code.utf8)),
                                  limits: SandboxLimits(memoryBytes: 8 << 20, time: .milliseconds(100)), entryPoint: .event, fingerprint: 1)
@@ -83,13 +95,7 @@ final class ShareAnswerTests: XCTestCase {
     func testLinesAreAnsweredAsTheGeneralPathAnswersThem() async throws {
         for workers in [1, 2] {
             let stage = stage(workers: workers)
-            var bytes: [UInt8] = []
-            var ranges: [Range<Int>] = []
-            for l in Self.lines {
-                let at = bytes.count
-                bytes += Array(l.utf8)
-                ranges.append(at..<bytes.count)
-            }
+            let (bytes, ranges) = Self.joined(Self.lines)
             let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 7, versions: ["t"], separator: .newline), separator: "\n")
             let (inputs, outcome) = await stage.process(lines: Self.lines.map { Array($0.utf8) }, firstIndex: 7, versions: ["t"])
             let want = reference(inputs, outcome, separator: "\n")
@@ -114,13 +120,7 @@ final class ShareAnswerTests: XCTestCase {
         let stage = stage(workers: 1)
         stage.minimumChunk = 1_000   // one share: the other events run before the call continues
         let lines = Self.makeLines(["enrichdeep"] + Array(repeating: "change", count: 400) + ["enrichdeep"])
-        var bytes: [UInt8] = []
-        var ranges: [Range<Int>] = []
-        for l in lines {
-            let at = bytes.count
-            bytes += Array(l.utf8)
-            ranges.append(at..<bytes.count)
-        }
+        let (bytes, ranges) = Self.joined(lines)
         let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t"], separator: .newline), separator: "\n")
         let (inputs, outcome) = await stage.process(lines: lines.map { Array($0.utf8) }, firstIndex: 0, versions: ["t"])
         XCTAssertEqual(got, reference(inputs, outcome, separator: "\n"))
@@ -196,13 +196,7 @@ final class ShareAnswerTests: XCTestCase {
     func testAWaitingCallOutlivesOtherEventsLimitErrors() async throws {
         let stage = stage(workers: 1)
         let lines = Self.makeLines(["enrich", "spin", "memory", "keep"]).prefix(4).map { $0 }
-        var bytes: [UInt8] = []
-        var ranges: [Range<Int>] = []
-        for l in lines {
-            let at = bytes.count
-            bytes += Array(l.utf8)
-            ranges.append(at..<bytes.count)
-        }
+        let (bytes, ranges) = Self.joined(lines)
         let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t"], separator: .newline), separator: "\n")
         XCTAssertEqual(got.count, 4)
         XCTAssertTrue(got[0].contains("enrichment is not configured for this run") && got[0].contains(#""statusCode":200"#), got[0])
