@@ -373,6 +373,16 @@ static void swap_in(lsb_state *S, lsb_invocation *inv) {
     inv->log_count = inv->log_cap = inv->log_bytes = inv->logs_dropped = 0;
 }
 
+/* Moves the first of the nres values co returned onto L (nil when none), dropping the rest. */
+static void push_first_result(lua_State *L, lua_State *co, int nres) {
+    if (nres > 0) {
+        lua_xmove(co, L, 1);
+        lua_pop(co, nres - 1);
+    } else {
+        lua_pushnil(L);
+    }
+}
+
 /* The coroutine co yielded nres values: a host request is copied into the report (returns 1:
  * the call suspends); any other yield is the entry point's own, an error (returns 0). Allocates
  * nothing in Lua. */
@@ -417,12 +427,7 @@ static int begin_body(lua_State *L) {
         if (took_request(j, co, nres)) lsb_lazy_keep_top(L);   /* other calls run before it continues */
         else j->resumed = LUA_ERRRUN;
     } else if (st == LUA_OK) {
-        if (nres > 0) {
-            lua_xmove(co, L, 1);   /* the first result only */
-            lua_pop(co, nres - 1);
-        } else {
-            lua_pushnil(L);
-        }
+        push_first_result(L, co, nres);
         classify_output(L, j, lua_gettop(L));
     } else {
         lsb_note_status(L, st);
@@ -462,12 +467,7 @@ static lsb_invocation *step(job *j) {
         lua_pushcfunction(L, lsb_msgh);
         lua_pushcfunction(L, output_body);
         lua_pushlightuserdata(L, j);
-        if (nres > 0) {
-            lua_xmove(co, L, 1);             /* the first result only */
-            lua_pop(co, nres - 1);
-        } else {
-            lua_pushnil(L);
-        }
+        push_first_result(L, co, nres);
         st = lua_pcall(L, 2, 0, 1);
         lsb_finish(j, st);
         return NULL;
