@@ -144,6 +144,7 @@ struct lsb_state {
     unsigned reuse_gen;        /* which record it is (a suspended call names the one it holds) */
     int reuse_off;             /* every call runs the main chunk afresh (see lsb_reuse.c) */
     int reuse_misses;          /* calls in a row that left the kept environment changed */
+    int reuse_images;          /* record tables as images (lsb_table_image.c), not member by member */
     size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
     unsigned array_marks;      /* json.array calls (they can mark a table of the kept environment) */
     unsigned reuse_marks_at;   /* array_marks when the current call entered the kept environment */
@@ -275,6 +276,18 @@ void lsb_env_abandon(lsb_state *S, unsigned held);
 void lsb_env_forget(lsb_state *S);
 /* Frees the record's host memory (lsb_free). */
 void lsb_env_free(lsb_state *S);
+
+/* Images of tables (lsb_table_image.c): a table's members, metatable and block layout as the
+ * bytes Lua 5.4 stores them in, for comparing a kept table without the API. `table` is
+ * lua_topointer of a table the caller keeps alive. */
+/* Whether this process's Lua has the layout images read (checked once, on first use). */
+int lsb_timage_available(void);
+/* Words an image of the table takes, or 0 when it cannot have one. */
+size_t lsb_timage_words(const void *table);
+/* Writes the table's image to w (lsb_timage_words of it). */
+void lsb_timage_take(const void *table, uint64_t *w);
+/* Whether the table an image was taken of still has that image. Reads only. */
+int lsb_timage_same(const uint64_t *w);
 /* Calls upvalue 1 with the function's arguments and returns all its results (the body of a C
  * closure that wraps another function). */
 static inline int lsb_call_upvalue(lua_State *L) {

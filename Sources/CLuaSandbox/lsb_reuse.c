@@ -20,7 +20,8 @@
  *     random, log/print, metadata, lookups, secrets, collectgarbage): a fresh run could differ;
  *   - anything reachable is a coroutine or a userdata (their insides cannot be compared), or a
  *     table with a metatable that is not a script's own (lazy event tables);
- *   - the record would exceed LSB_REUSE_MAX_SLOTS values (checking would cost more than a run);
+ *   - the record would exceed LSB_REUSE_MAX_SLOTS fingerprint words or LSB_REUSE_MAX_IMAGE image
+ *     words (checking would cost more than a run, or the copy too much memory);
  *   - LSB_REUSE_MAX_MISSES calls in a row changed it (a script that keeps state on purpose).
  * A call that is suspended on a lookup takes its environment along, and other calls meanwhile run
  * the top level afresh (two calls never share one); the suspended call's end checks it and gives
@@ -34,7 +35,12 @@
  * address for collectable values):
  *   table:    1, node's index in the Lua part, metatable address (0: none), marked, #T, n,
  *             then n times key tag, key bits, value tag, value bits (in iteration order)
+ *   image:    3, node's index, metatable address, marked, #T, n, then the table's image in n
+ *             words (lsb_table_image.c: its members as Lua stores them, compared as bytes)
  *   function: 2, node's index, n, then n times upvalue tag, upvalue bits
+ * Tables are recorded as images where this process's Lua allows it (lsb_timage_available), so
+ * a check costs a memcmp per table, not Lua API calls per member: a lookup table of thousands
+ * of members stays cheap to keep. Images have their own, larger bound (LSB_REUSE_MAX_IMAGE).
  * Checking it allocates nothing and raises nothing.
  */
 #include "lsb_internal.h"
@@ -42,7 +48,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LSB_REUSE_MAX_SLOTS 4096   /* fingerprint words */
+#define LSB_REUSE_MAX_SLOTS 4096       /* fingerprint words */
+#define LSB_REUSE_MAX_IMAGE (1 << 17)  /* image words (1 MiB) */
 #define LSB_REUSE_MAX_MISSES 3
 #define LSB_REUSE_NO_LENGTH UINT64_MAX   /* a table without integer keys: # is 0 while they stay the same */
 
@@ -78,26 +85,51 @@ typedef struct {
     int rec, keep, seen, frozen, arrays, envmeta, base, snapshots;   /* stack indices */
     lua_Integer nodes, qhead, kept;                                  /* rec entries; queue position; keep entries */
     uint64_t *fp;
-    size_t len, cap;
-    int ok;
+    size_t len, cap, image_words;                                    /* image_words: of len, in images */
+    int ok, images;                                                  /* images: record tables as images */
 } recorder;
 
-static void fp_put(recorder *r, uint64_t w) {
-    if (r->len == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 64;
-        if (cap > LSB_REUSE_MAX_SLOTS) {
-            r->ok = 0;
-            return;
-        }
-        uint64_t *n = realloc(r->fp, cap * sizeof *n);
-        if (!n) {
-            r->ok = 0;
-            return;
-        }
-        r->fp = n;
-        r->cap = cap;
+/* Room for n more words in r->fp; clears r->ok when there is none. */
+static int fp_room(recorder *r, size_t n) {
+    if (r->len + n <= r->cap) return 1;
+    size_t cap = r->cap ? r->cap : 64;
+    while (cap < r->len + n) cap *= 2;
+    uint64_t *m = realloc(r->fp, cap * sizeof *m);
+    if (!m) {
+        r->ok = 0;
+        return 0;
     }
-    r->fp[r->len++] = w;
+    r->fp = m;
+    r->cap = cap;
+    return 1;
+}
+
+static void fp_put(recorder *r, uint64_t w) {
+    if (r->len - r->image_words >= LSB_REUSE_MAX_SLOTS) {
+        r->ok = 0;
+        return;
+    }
+    if (fp_room(r, 1)) r->fp[r->len++] = w;
+}
+
+/* Appends the image of the table at t (n words, lsb_timage_words). */
+static void fp_image(lua_State *L, recorder *r, int t, size_t n) {
+    if (r->image_words + n > LSB_REUSE_MAX_IMAGE) {
+        r->ok = 0;
+        return;
+    }
+    if (!fp_room(r, n)) return;
+    lsb_timage_take(lua_topointer(L, t), r->fp + r->len);
+    r->len += n;
+    r->image_words += n;
+}
+
+/* Keeps the value at idx alive while the record lives, when it is collectable. */
+static void keep_value(lua_State *L, recorder *r, int idx) {
+    if (collectable(lua_type(L, idx))) {
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, r->keep, ++r->kept);
+    }
 }
 
 /* Appends the fingerprint of the value at idx, keeping it alive when collectable. */
@@ -106,10 +138,7 @@ static void fp_value(lua_State *L, recorder *r, int idx) {
     fingerprint(L, idx, &tag, &bits);
     fp_put(r, tag);
     fp_put(r, bits);
-    if (collectable(lua_type(L, idx))) {
-        lua_pushvalue(L, idx);
-        lua_rawseti(L, r->keep, ++r->kept);
-    }
+    keep_value(L, r, idx);
 }
 
 /* Queues the value at idx as a node if it is one; clears r->ok if it cannot be compared. */
@@ -150,7 +179,8 @@ static void visit(lua_State *L, recorder *r, int idx) {
 }
 
 static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
-    fp_put(r, 1);
+    size_t image = r->images ? lsb_timage_words(lua_topointer(L, t)) : 0;
+    fp_put(r, image ? 3 : 1);
     fp_put(r, (uint64_t)node);
     if (lua_getmetatable(L, t)) {
         int own = lua_rawequal(L, -1, r->envmeta);   /* an environment's: fixed */
@@ -180,14 +210,24 @@ static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
         integer_keys |= lua_isinteger(L, -2);
         visit(L, r, -2);
         visit(L, r, -1);
-        fp_value(L, r, -2);
-        fp_value(L, r, -1);
+        if (image) {
+            keep_value(L, r, -2);
+            keep_value(L, r, -1);
+        } else {
+            fp_value(L, r, -2);
+            fp_value(L, r, -1);
+        }
         lua_pop(L, 1);
         n++;
     }
     if (!r->ok) return;
-    r->fp[count_at] = n;
     if (integer_keys) r->fp[len_at] = (uint64_t)lua_rawlen(L, t);
+    if (image) {   /* taken last: # above may move the array's limit (never its contents) */
+        r->fp[count_at] = image;
+        fp_image(L, r, t, image);
+    } else {
+        r->fp[count_at] = n;
+    }
 }
 
 static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) {
@@ -221,6 +261,7 @@ static void record(lua_State *L, lsb_state *S) {
     int top = lua_gettop(L);
     recorder r = {0};
     r.ok = 1;
+    r.images = S->reuse_images;
     lua_createtable(L, 16, 0);
     r.rec = lua_gettop(L);
     lua_createtable(L, 32, 0);
@@ -349,6 +390,19 @@ static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
     return m == end ? (size_t)(end - w) : 0;
 }
 
+/* Table node x against its image entry at w; returns the entry's length, or 0 when they differ. */
+static size_t check_image(lua_State *L, int x, int arrays, const uint64_t *w) {
+    if (arrays) {   /* json.array was called during the call */
+        lua_pushvalue(L, x);
+        uint64_t marked = lua_rawget(L, arrays) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (marked != w[3]) return 0;
+    }
+    if (!lsb_timage_same(w + 6)) return 0;   /* members, metatable, blocks */
+    if (w[4] != LSB_REUSE_NO_LENGTH && (uint64_t)lua_rawlen(L, x) != w[4]) return 0;
+    return 6 + (size_t)w[5];
+}
+
 /* Function node x against its entry at w; returns the entry's length, or 0 when they differ. */
 static size_t check_function(lua_State *L, int x, const uint64_t *w) {
     const uint64_t *m = w + 3;
@@ -383,7 +437,7 @@ static int unchanged(lua_State *L, lsb_state *S) {
     const uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len;
     while (w < end) {
         int x = (int)w[1] - 3;
-        size_t n = w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
+        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
         if (!n) {
             same = 0;
             break;

@@ -180,6 +180,7 @@ lsb_state *lsb_new(const lsb_config *cfg, char *err, size_t errlen) {
     S->cfg = *cfg;
     S->env_ref = S->loaded_ref = S->chunk_ref = S->spare_ref = S->ctx_ref = S->reuse_ref = LUA_NOREF;
     S->metadata_ref = S->lazy_ref = LUA_NOREF;
+    S->reuse_images = lsb_timage_available();
     S->L = lua_newstate(lsb_alloc, S);
     if (!S->L) {
         snprintf(err, errlen, "cannot create a Lua state");
@@ -230,6 +231,11 @@ void lsb_free(lsb_state *S) {
 size_t lsb_memory_used(const lsb_state *S) { return S->used; }
 
 size_t lsb_top_level_runs(const lsb_state *S) { return S->top_level_runs; }
+
+int lsb_table_images(lsb_state *S, int on) {
+    if (on >= 0) S->reuse_images = on && lsb_timage_available();
+    return S->reuse_images;
+}
 
 int lsb_is_poisoned(const lsb_state *S) { return S->poisoned; }
 

@@ -60,6 +60,15 @@ public final class SandboxState: @unchecked Sendable {
     /// something it made, or when that cannot be checked (see lsb_reuse.c).
     public var topLevelRuns: Int { lsb_top_level_runs(handle) }
 
+    /// Whether the check that keeps the top level's environment compares its tables as images of
+    /// Lua's own storage (the default where this process's Lua has the layout they read: a
+    /// memcmp per table) or member by member through the Lua API. Setting it is for tests of
+    /// both ways; it applies from the next recording and stays false where images are unavailable.
+    public var comparesTableImages: Bool {
+        get { lsb_table_images(handle, -1) != 0 }
+        set { _ = lsb_table_images(handle, newValue ? 1 : 0) }
+    }
+
     /// Compiles `source` (text only) under `chunkName` and runs it once in a fresh environment.
     /// Returns which of `entries` it defined as global functions.
     public func load(source: [UInt8], chunkName: String, entries: [String]) -> Result<Set<String>, SandboxFailure> {

@@ -6,34 +6,42 @@ import XCTest
 /// as a fresh run makes them (lsb_reuse.c). Each test checks both sides: what the script sees is
 /// what a fresh run gives, and (through `topLevelRuns`) whether the top level was run again.
 final class EnvironmentReuseTests: XCTestCase {
-    /// Calls with `{"change":true}` run `change()`; every call returns `e.seen = seen()`.
-    private func sequence(_ prelude: String, seen: String, change: String,
-                          file: StaticString = #filePath, line: UInt = #line) throws -> (outputs: [String], runs: [Int]) {
-        let state = try makeState("""
-        \(prelude)
-        local function seen() \(seen) end
-        local function change() \(change) end
-        function transformEvent(e)
-          e.seen = seen()
-          if e.change then change() end
-          return e
-        end
-        """, file: file, line: line)
-        var outputs: [String] = [], runs: [Int] = []
-        for input in ["{}", #"{"change":true}"#, "{}", "{}"] {
-            outputs.append(state.callEvent(input).objectJSON ?? "error")
-            runs.append(state.topLevelRuns)
+    /// Calls with `{"change":true}` run `change()`; every call returns `e.seen = seen()`. Runs the
+    /// calls once per mode: tables compared as images of Lua's storage (`true`, the default), and
+    /// member by member through the Lua API (`false`).
+    private func sequence(_ prelude: String, seen: String, change: String, modes: [Bool] = [true, false],
+                          file: StaticString = #filePath, line: UInt = #line) throws -> [(outputs: [String], runs: [Int])] {
+        try modes.map { images in
+            let state = try makeState("""
+            \(prelude)
+            local function seen() \(seen) end
+            local function change() \(change) end
+            function transformEvent(e)
+              e.seen = seen()
+              if e.change then change() end
+              return e
+            end
+            """, file: file, line: line)
+            state.comparesTableImages = images
+            XCTAssertEqual(state.comparesTableImages, images, "mode", file: file, line: line)
+            var outputs: [String] = [], runs: [Int] = []
+            for input in ["{}", #"{"change":true}"#, "{}", "{}"] {
+                outputs.append(state.callEvent(input).objectJSON ?? "error")
+                runs.append(state.topLevelRuns)
+            }
+            return (outputs, runs)
         }
-        return (outputs, runs)
     }
 
     /// The four calls saw the same thing; the top level ran for the load, the first call, and
     /// again only after the changing call.
-    private func assertFresh(_ r: (outputs: [String], runs: [Int]), seen: String,
+    private func assertFresh(_ results: [(outputs: [String], runs: [Int])], seen: String,
                              file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(r.outputs, [#"{"seen":\#(seen)}"#, #"{"change":true,"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#],
-                       file: file, line: line)
-        XCTAssertEqual(r.runs, [2, 2, 3, 3], "top-level runs after each call", file: file, line: line)
+        for r in results {
+            XCTAssertEqual(r.outputs, [#"{"seen":\#(seen)}"#, #"{"change":true,"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#, #"{"seen":\#(seen)}"#],
+                           file: file, line: line)
+            XCTAssertEqual(r.runs, [2, 2, 3, 3], "top-level runs after each call", file: file, line: line)
+        }
     }
 
     func testUnchangedGlobalsAreKeptAndTheTopLevelIsNotRunAgain() throws {
@@ -181,16 +189,68 @@ final class EnvironmentReuseTests: XCTestCase {
     }
 
     func testATopLevelTooLargeToCompareRunsForEveryCall() throws {
-        // ~1,000 members is the most a record compares (LSB_REUSE_MAX_SLOTS); a bigger top level
-        // is run afresh for every call, and one just under it is kept
-        for (size, runs) in [(2_000, 4), (500, 2)] {
+        // Member by member, ~1,000 members is the most a record compares (LSB_REUSE_MAX_SLOTS);
+        // as images, 1 MiB of them (LSB_REUSE_MAX_IMAGE: 100,000 members take 3 MiB). A bigger top
+        // level is run afresh for every call, and a smaller one is kept.
+        for (images, size, runs) in [(false, 2_000, 4), (false, 500, 2), (true, 100_000, 4), (true, 2_000, 2)] {
             let state = try makeState("""
             local BIG = {}
             for i = 1, \(size) do BIG["k" .. i] = i end
             function transformEvent(e) e.n = BIG.k1 return e end
             """)
+            state.comparesTableImages = images
             for _ in 0..<3 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":1}"#) }
-            XCTAssertEqual(state.topLevelRuns, runs, "\(size) members")
+            XCTAssertEqual(state.topLevelRuns, runs, "\(size) members, images \(images)")
+        }
+    }
+
+    func testTablesAreComparedAsImagesOfLuasOwnStorage() throws {
+        // this machine's liblua5.4 has the Table layout lsb_table_image.c reads (probed once per process)
+        XCTAssertTrue(try makeState("function transformEvent(e) return e end").comparesTableImages)
+    }
+
+    func testAMemberTheTopLevelRemovedIsNoChangeWhenTheCollectorClearsItsKey() throws {
+        // The collector rewrites a removed member's key in place (a dead key); a table holding
+        // one is compared member by member, so collections during calls do not look like changes.
+        let state = try makeState("""
+        local MAP = { a = 1, b = 2, c = 3 }
+        MAP.a = nil
+        function transformEvent(e)
+          local garbage = {}
+          for i = 1, 2000 do garbage[i] = { i } end
+          e.b = MAP.b
+          return e
+        end
+        """)
+        for _ in 0..<30 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"b":2}"#) }
+        XCTAssertEqual(state.topLevelRuns, 2)
+    }
+
+    func testLargeLookupTablesAreKeptAndEveryChangeToThemIsSeen() throws {
+        let prelude = """
+        local MAP = {}
+        for i = 1, 3000 do MAP["k" .. i] = "v" .. i end
+        local LIST = {}
+        for i = 1, 3000 do LIST[i] = i end
+        local NESTED = {}
+        for i = 1, 300 do NESTED["n" .. i] = { name = "n" .. i, tags = { i } } end
+        local N9 = NESTED.n9
+        """
+        let seen = """
+        return table.concat({ tostring(MAP.k5), tostring(MAP.extra), tostring(MAP.k3001), #LIST, LIST[1], LIST[7],
+          tostring(LIST[3001]), NESTED.n9.name, #NESTED.n9.tags, tostring(getmetatable(MAP) ~= nil),
+          tostring(rawequal(NESTED.n9, N9)) }, "/")
+        """
+        let fresh = #""v5/nil/nil/3000/1/7/nil/n9/1/false/true""#
+        for change in ["MAP.k5 = 'changed'", "MAP.extra = 1", "MAP.k5 = nil", "MAP.k3000 = nil MAP.k3001 = 'v3000'",
+                       "rawset(MAP, 'extra', true)", "setmetatable(MAP, {})", "for i = 1, 3000 do MAP['k' .. i] = nil end",
+                       "LIST[7] = 0", "LIST[7] = 7.0", "table.insert(LIST, 1)", "table.remove(LIST)", "LIST[3001] = 1",
+                       "table.sort(LIST, function(a, b) return a > b end)", "LIST[#LIST] = nil",
+                       "NESTED.n9.name = 'x'", "table.insert(NESTED.n9.tags, 2)", "NESTED.n9 = { name = 'n9', tags = { 9 } }"] {
+            // member by member, these tables are over the record's bound: images only
+            let r = try sequence(prelude, seen: seen, change: change, modes: [true])
+            assertFresh(r, seen: fresh)
+            if r[0].runs != [2, 2, 3, 3] { XCTFail("change: \(change)") }
         }
     }
 
@@ -204,9 +264,10 @@ final class EnvironmentReuseTests: XCTestCase {
     }
 
     func testACallThatFailsAfterAChangeStillDropsTheEnvironment() throws {
-        let r = try sequence("local CFG = { n = 0 }", seen: "return CFG.n", change: "CFG.n = 1 error('boom')")
-        XCTAssertEqual(r.outputs, [#"{"seen":0}"#, "error", #"{"seen":0}"#, #"{"seen":0}"#])
-        XCTAssertEqual(r.runs, [2, 2, 3, 3])
+        for r in try sequence("local CFG = { n = 0 }", seen: "return CFG.n", change: "CFG.n = 1 error('boom')") {
+            XCTAssertEqual(r.outputs, [#"{"seen":0}"#, "error", #"{"seen":0}"#, #"{"seen":0}"#])
+            XCTAssertEqual(r.runs, [2, 2, 3, 3])
+        }
     }
 
     func testLoadingAnotherFileDropsTheKeptEnvironment() throws {
@@ -326,6 +387,7 @@ final class EnvironmentReuseTests: XCTestCase {
         var reuses = 0, calls = 0
         for sequence in 0..<40 {
             let kept = try makeState(source)   // three changes in a row would stop its checking for good
+            kept.comparesTableImages = sequence % 2 == 0   // images, then member by member
             for step in 0..<25 {
                 // mostly calls that change nothing, so the environment is kept and then tested
                 let op = Int.random(in: 0..<(5 * opCount), using: &rng) < 4 * opCount ? 0 : Int.random(in: 1...opCount, using: &rng)

@@ -157,6 +157,12 @@ size_t lsb_memory_used(const lsb_state *S);
  * runs it only when the last call changed what it made, or when that cannot be checked. */
 size_t lsb_top_level_runs(const lsb_state *S);
 
+/* Whether the kept environment's check compares the top level's tables as images of Lua's own
+ * storage (the default where this process's Lua has the layout they read) or member by member
+ * through the API. For tests of both: `on` 0 turns images off, 1 back on where they are
+ * available, -1 leaves the setting; it applies from the next recording. Returns the setting. */
+int lsb_table_images(lsb_state *S, int on);
+
 /* The watchdog (see lsb_watchdog.c). Signals sent to threads past their deadline so far. */
 unsigned long lsb_watchdog_signals(void);
 /* Last resort for a long-running server: when a thread is still running user code this long
