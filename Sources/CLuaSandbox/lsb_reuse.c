@@ -85,7 +85,7 @@ typedef struct {
     int rec, keep, seen, frozen, arrays, envmeta, base, snapshots;   /* stack indices */
     lua_Integer nodes, qhead, kept;                                  /* rec entries; queue position; keep entries */
     uint64_t *fp;
-    size_t len, cap, image_words;                                    /* image_words: of len, in images */
+    size_t len, cap, image_words;                                    /* image_words: of len, in image entries */
     int ok, images;                                                  /* images: record tables as images */
 } recorder;
 
@@ -179,7 +179,7 @@ static void visit(lua_State *L, recorder *r, int idx) {
 }
 
 static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
-    size_t image = r->images ? lsb_timage_words(lua_topointer(L, t)) : 0;
+    size_t image = r->images ? lsb_timage_words(lua_topointer(L, t)) : 0, start = r->len;
     fp_put(r, image ? 3 : 1);
     fp_put(r, (uint64_t)node);
     if (lua_getmetatable(L, t)) {
@@ -224,6 +224,7 @@ static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
     if (integer_keys) r->fp[len_at] = (uint64_t)lua_rawlen(L, t);
     if (image) {   /* taken last: # above may move the array's limit (never its contents) */
         r->fp[count_at] = image;
+        r->image_words += count_at + 1 - start;   /* the entry's head counts as image, not fingerprint, words */
         fp_image(L, r, t, image);
     } else {
         r->fp[count_at] = n;
