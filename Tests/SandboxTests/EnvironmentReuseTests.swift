@@ -333,6 +333,13 @@ final class EnvironmentReuseTests: XCTestCase {
         local count = 0
         local helper = function(v) return v end
         local WEAK = setmetatable({}, { __mode = "k" })
+        local MAP, LIST = {}, {}   -- large enough for their images to be compared with memcmp
+        for i = 1, 400 do MAP["k" .. i] = i LIST[i] = "v" .. i end
+        local function digest(t)
+          local n, sum = 0, 0
+          for k, v in pairs(t) do n = n + 1 sum = sum + #tostring(k) * 7 + #tostring(v) end
+          return n .. ":" .. sum .. ":" .. #t .. ":" .. tostring(t[1]) .. ":" .. tostring(t.k7) .. ":" .. tostring(math.type(t.k9))
+        end
         local OBJ = setmetatable({}, { __index = function(_, k) return "meta:" .. k end })
         glob = "g"
         local function dump(v, depth)
@@ -374,16 +381,27 @@ final class EnvironmentReuseTests: XCTestCase {
           function() WEAK[CFG] = true end,
           function() local t = {} t.a = 1 end,   -- local work only
           function() CFG.tmp = 1 CFG.tmp = nil end,   -- changed and changed back
+          function() MAP.k7 = "seven" end,
+          function() MAP.k9 = 9.0 end,
+          function() MAP.k400 = nil end,
+          function() MAP.extra = true end,
+          function() MAP.k7 = 7 end,   -- the same value: no change
+          function() table.insert(LIST, 1, "first") end,
+          function() table.remove(LIST) end,
+          function() LIST[#LIST + 1] = "more" end,
+          function() table.sort(LIST) end,
+          function() setmetatable(LIST, { __index = function() return "m" end }) end,
         }
         function transformEvent(e)
           e.seen = dump(CFG, 0) .. "|" .. count .. "|" .. helper("h") .. "|" .. tostring(glob) .. "|" ..
                    tostring(newglob) .. "|" .. tostring(rawget(_ENV, "raw")) .. "|" .. OBJ.k .. "|" ..
-                   json.encode(CFG.list) .. "|" .. tostring(next(WEAK) ~= nil) .. "|" .. tostring(CFG.deep.q)
+                   json.encode(CFG.list) .. "|" .. tostring(next(WEAK) ~= nil) .. "|" .. tostring(CFG.deep.q) .. "|" ..
+                   digest(MAP) .. "|" .. digest(LIST) .. "|" .. tostring(LIST[401])
           if e.op > 0 then OPS[e.op]() end
           return e
         end
         """
-        let opCount = 22
+        let opCount = 32
         var rng = SplitMix(seed: 0x5EED_2026_1205)   // fixed: a failure names its sequence and step
         var reuses = 0, calls = 0
         for sequence in 0..<40 {
@@ -398,6 +416,7 @@ final class EnvironmentReuseTests: XCTestCase {
                 let got = kept.callEvent(input).objectJSON
                 if kept.topLevelRuns == runsBefore { reuses += 1 }
                 let fresh = try makeState(source).callEvent(input).objectJSON
+                XCTAssertNotNil(fresh, "every call answers (sequence \(sequence), step \(step), op \(op))")
                 XCTAssertEqual(got, fresh, "sequence \(sequence), step \(step), op \(op)")
                 if got != fresh { return }
             }
