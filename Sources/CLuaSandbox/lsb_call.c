@@ -132,7 +132,11 @@ void lsb_run_chunk_fresh(lua_State *L, lsb_state *S) {
     S->loaded_ref = LUA_NOREF;   /* made by the first require */
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->chunk_ref);
     lua_pushvalue(L, env);
+    S->fresh_running = 1;   /* an error leaves it set: lsb_env_enter and lsb_env_leave clear it */
+    S->fresh_vector_bytes = 0;
     lua_call(L, 1, 0);
+    S->fresh_running = 0;
+    lsb_tarena_end(S->tarena);
     lua_settop(L, env - 1);
 }
 

@@ -7,6 +7,8 @@
 #include <lualib.h>
 #include <setjmp.h>
 
+typedef struct lsb_tarena lsb_tarena;   /* lsb_table_arena.c */
+
 #define LSB_MAX_REQUIRE_DEPTH 32
 
 /* A growable host-side byte buffer (malloc, never the Lua heap): lsb.h's lsb_bytes. */
@@ -145,6 +147,13 @@ struct lsb_state {
     int reuse_off;             /* every call runs the main chunk afresh (see lsb_reuse.c) */
     int reuse_misses;          /* calls in a row that left the kept environment changed */
     int reuse_images;          /* record tables as images (lsb_table_image.c), not member by member */
+    int reuse_protected;       /* the record's arena tables are write-protected (lsb_table_arena.c) */
+    uint64_t *reuse_prot;      /* those tables' entries: node index, json.array mark (malloc) */
+    size_t reuse_prot_len;
+    lsb_tarena *tarena;        /* this state's table arena, or NULL */
+    int tarena_failed;         /* none could be made: do not try again */
+    int fresh_running;         /* the top level runs afresh (lsb_run_chunk_fresh) */
+    size_t fresh_vector_bytes; /* non-object blocks the last fresh run allocated */
     size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
     unsigned array_marks;      /* json.array calls (they can mark a table of the kept environment) */
     unsigned reuse_marks_at;   /* array_marks when the current call entered the kept environment */
@@ -277,6 +286,35 @@ void lsb_env_forget(lsb_state *S);
 /* Frees the record's host memory (lsb_free). */
 void lsb_env_free(lsb_state *S);
 
+/* Write-protected storage for a kept environment's tables (lsb_table_arena.c). */
+#define LSB_TARENA_MIN_BYTES (64 * 1024)   /* a fresh run's non-object blocks that make an arena worth it */
+/* A new arena (address space reserved, registered with the fault handler), or NULL. */
+lsb_tarena *lsb_tarena_new(void);
+/* Unregisters and unmaps it (its blocks must be gone: after lua_close). */
+void lsb_tarena_free_all(lsb_tarena *a);
+/* Whether p is a block of arena a (a may be NULL). */
+int lsb_tarena_owns(const lsb_tarena *a, const void *p);
+/* The top level runs afresh with its non-object blocks from the arena; 0 when an earlier run's
+ * blocks are still there (the arena is then not used this time). */
+int lsb_tarena_begin(lsb_tarena *a);
+/* Ends filling (a may be NULL; idempotent). */
+void lsb_tarena_end(lsb_tarena *a);
+/* n bytes from the arena while it fills, else NULL. */
+void *lsb_tarena_alloc(lsb_tarena *a, size_t n);
+/* Lua frees (or moves) an arena block of n bytes: a read-only arena is opened and marked written. */
+void lsb_tarena_free(lsb_tarena *a, size_t n);
+/* setmetatable on `table` (lua_topointer): marks a read-only arena written when it holds the
+ * table's parts (a may be NULL). */
+void lsb_tarena_note_table(lsb_tarena *a, const void *table);
+/* Makes the arena read-only when `blocks` blocks of `bytes` bytes are all it holds. */
+int lsb_tarena_protect(lsb_tarena *a, size_t blocks, size_t bytes);
+/* Writable again, without marking it written (a may be NULL). */
+void lsb_tarena_unprotect(lsb_tarena *a);
+/* Written since it was made read-only. */
+int lsb_tarena_written(const lsb_tarena *a);
+/* Read-only now (a may be NULL). */
+int lsb_tarena_read_only(const lsb_tarena *a);
+
 /* Images of tables (lsb_table_image.c): a table's members, metatable and block layout as the
  * bytes Lua 5.4 stores them in, for comparing a kept table without the API. `table` is
  * lua_topointer of a table the caller keeps alive. */
@@ -288,6 +326,9 @@ size_t lsb_timage_words(const void *table);
 void lsb_timage_take(const void *table, uint64_t *w);
 /* Whether the table an image was taken of still has that image. Reads only. */
 int lsb_timage_same(const uint64_t *w);
+/* The table's hash and array blocks (NULL: none of its own) and their sizes in bytes (sizes
+ * may be NULL); returns whether it has a metatable. */
+int lsb_timage_blocks(const void *table, const void *blocks[2], size_t sizes[2]);
 /* Calls upvalue 1 with the function's arguments and returns all its results (the body of a C
  * closure that wraps another function). */
 static inline int lsb_call_upvalue(lua_State *L) {

@@ -207,6 +207,7 @@ int lsb_setmetatable(lua_State *L) {
         if (!lua_toboolean(L, -1)) return luaL_error(L, "cannot change a protected metatable");
         lua_settop(L, 2);
     }
+    lsb_tarena_note_table(lsb_get(L)->tarena, lua_topointer(L, 1));   /* a kept table's header changes */
     if (t == LUA_TNIL) {
         lua_setmetatable(L, 1);
         return 1;

@@ -87,6 +87,8 @@ typedef struct {
     uint64_t *fp;
     size_t len, cap, image_words;                                    /* image_words: of len, in image entries */
     int ok, images;                                                  /* images: record tables as images */
+    lsb_tarena *arena;                                               /* the state's table arena, or NULL */
+    size_t arena_blocks, arena_bytes;                                /* the candidates' blocks in it */
 } recorder;
 
 /* Room for n more words in r->fp; clears r->ok when there is none. */
@@ -180,7 +182,18 @@ static void visit(lua_State *L, recorder *r, int idx) {
 
 static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
     size_t image = r->images ? lsb_timage_words(lua_topointer(L, t)) : 0, start = r->len;
-    fp_put(r, image ? 3 : 1);
+    int in_arena = 0;   /* no metatable, and every block of its own in the arena: protectable */
+    if (image && r->arena) {
+        const void *b[2];
+        size_t z[2];
+        if (!lsb_timage_blocks(lua_topointer(L, t), b, z) && (b[0] || b[1]) &&
+            (!b[0] || lsb_tarena_owns(r->arena, b[0])) && (!b[1] || lsb_tarena_owns(r->arena, b[1]))) {
+            in_arena = 1;
+            r->arena_blocks += (b[0] != NULL) + (b[1] != NULL);
+            r->arena_bytes += z[0] + z[1];
+        }
+    }
+    fp_put(r, image ? (in_arena ? 4 : 3) : 1);
     fp_put(r, (uint64_t)node);
     if (lua_getmetatable(L, t)) {
         int own = lua_rawequal(L, -1, r->envmeta);   /* an environment's: fixed */
@@ -246,7 +259,14 @@ static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) 
     if (r->ok) r->fp[count_at] = n;
 }
 
+static void protect(lua_State *L, lsb_state *S, const recorder *r);
+
 static void drop(lsb_state *S) {
+    if (S->reuse_protected) lsb_tarena_unprotect(S->tarena);
+    S->reuse_protected = 0;
+    free(S->reuse_prot);
+    S->reuse_prot = NULL;
+    S->reuse_prot_len = 0;
     luaL_unref(S->L, LUA_REGISTRYINDEX, S->reuse_ref);
     S->reuse_ref = LUA_NOREF;
     S->reuse_T = NULL;
@@ -263,6 +283,7 @@ static void record(lua_State *L, lsb_state *S) {
     recorder r = {0};
     r.ok = 1;
     r.images = S->reuse_images;
+    r.arena = S->tarena;
     lua_createtable(L, 16, 0);
     r.rec = lua_gettop(L);
     lua_createtable(L, 32, 0);
@@ -329,6 +350,7 @@ static void record(lua_State *L, lsb_state *S) {
         S->reuse_held = 1;
         if (++S->reuse_gen == 0) S->reuse_gen = 1;   /* 0 names none */
         S->reuse_marks_at = S->array_marks;
+        if (r.arena_blocks) protect(L, S, &r);
     } else {
         free(r.fp);
         S->reuse_off = 1;   /* the same top level would record the same way next time */
@@ -336,7 +358,53 @@ static void record(lua_State *L, lsb_state *S) {
     lua_settop(L, top);
 }
 
+/* The length in words of the record entry at w. */
+static size_t entry_length(const uint64_t *w) {
+    switch (w[0]) {
+    case 1: return 6 + 4 * (size_t)w[5];
+    case 2: return 3 + 2 * (size_t)w[2];
+    default: return 6 + (size_t)w[5];   /* 3, 4: images */
+    }
+}
+
+/* The record's tables whose blocks are all in the arena (entries of kind 4) are write-protected
+ * when nothing else is in it (after a full collection, if garbage of the top level's run is):
+ * their entries then leave S->reuse_fp for S->reuse_prot (node index and json.array mark, the
+ * only things the check still reads for them). */
+static void protect(lua_State *L, lsb_state *S, const recorder *r) {
+    if (!lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        if (!lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return;
+    }
+    uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len, *out = w;
+    size_t pairs = 0;
+    for (const uint64_t *e = w; e < end; e += entry_length(e)) pairs += e[0] == 4;
+    uint64_t *prot = malloc(2 * pairs * sizeof *prot);
+    if (!prot) {
+        lsb_tarena_unprotect(S->tarena);
+        return;
+    }
+    size_t k = 0;
+    while (w < end) {
+        size_t n = entry_length(w);
+        if (w[0] == 4) {
+            prot[k++] = w[1];
+            prot[k++] = w[3];
+        } else {
+            memmove(out, w, n * sizeof *w);
+            out += n;
+        }
+        w += n;
+    }
+    S->reuse_fp_len = (size_t)(out - S->reuse_fp);
+    S->reuse_prot = prot;
+    S->reuse_prot_len = k;
+    S->reuse_protected = 1;
+}
+
 void lsb_env_enter(lua_State *L, lsb_state *S) {
+    S->fresh_running = 0;   /* an earlier fresh run that failed */
+    lsb_tarena_end(S->tarena);
     if (!S->reuse_off && !S->reuse_held && !S->reuse_lent && S->reuse_ref >= 0) {
         if (lua_rawgeti(L, LUA_REGISTRYINDEX, S->reuse_ref) == LUA_TTABLE) {
             lua_rawgeti(L, -1, 1);
@@ -353,6 +421,14 @@ void lsb_env_enter(lua_State *L, lsb_state *S) {
         lua_pop(L, 1);
     }
     unsigned impure = S->impure;
+    if (S->reuse_images && !S->reuse_off && S->reuse_ref < 0 && !S->tarena_failed &&
+        S->fresh_vector_bytes >= LSB_TARENA_MIN_BYTES) {   /* a large top level: its tables from the arena */
+        if (!S->tarena && !(S->tarena = lsb_tarena_new())) S->tarena_failed = 1;
+        if (S->tarena && !lsb_tarena_begin(S->tarena)) {
+            lua_gc(L, LUA_GCCOLLECT, 0);   /* the last record's tables, garbage now */
+            lsb_tarena_begin(S->tarena);
+        }
+    }
     lsb_run_chunk_fresh(L, S);
     if (!S->reuse_off && S->reuse_ref < 0 && S->impure == impure) record(L, S);   /* none kept or lent */
 }
@@ -435,10 +511,18 @@ static int unchanged(lua_State *L, lsb_state *S) {
         arrays = lua_gettop(T);
     }
     int same = 1;
-    const uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len;
+    if (S->reuse_protected) {   /* the protected tables: written at all, or marked by json.array */
+        if (lsb_tarena_written(S->tarena)) same = 0;
+        for (size_t i = 0; same && arrays && i < S->reuse_prot_len; i += 2) {
+            lua_pushvalue(T, (int)S->reuse_prot[i] - 3);
+            same = (uint64_t)(lua_rawget(T, arrays) != LUA_TNIL) == S->reuse_prot[i + 1];
+            lua_pop(T, 1);
+        }
+    }
+    const uint64_t *w = S->reuse_fp, *end = same ? w + S->reuse_fp_len : w;
     while (w < end) {
         int x = (int)w[1] - 3;
-        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
+        size_t n = w[0] >= 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
         if (!n) {
             same = 0;
             break;
@@ -450,6 +534,8 @@ static int unchanged(lua_State *L, lsb_state *S) {
 }
 
 void lsb_env_leave(lua_State *L, lsb_state *S) {
+    S->fresh_running = 0;   /* a fresh run that failed */
+    lsb_tarena_end(S->tarena);
     if (!S->reuse_held) return;
     S->reuse_held = 0;
     int top = lua_gettop(L);
@@ -490,4 +576,6 @@ void lsb_env_forget(lsb_state *S) {
 void lsb_env_free(lsb_state *S) {
     free(S->reuse_fp);
     S->reuse_fp = NULL;
+    free(S->reuse_prot);
+    S->reuse_prot = NULL;
 }

@@ -59,9 +59,36 @@ char *lsb_strndup(const char *s, size_t n) {
     return d;
 }
 
+static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* A block of the table arena freed or resized: a resized one moves out (or to a new arena block
+ * while the top level still runs), so the arena only ever frees. */
+static void *arena_realloc(lsb_state *S, void *ptr, size_t osize, size_t nsize) {
+    void *p = NULL;
+    if (nsize) {
+        p = lsb_alloc(S, NULL, 0, nsize);   /* a new non-object block, under the same limits */
+        if (!p) return NULL;                /* Lua keeps the old block */
+        memcpy(p, ptr, osize < nsize ? osize : nsize);
+    }
+    lsb_tarena_free(S->tarena, osize);
+    S->used -= osize;
+    return p;
+}
+
 static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lsb_state *S = ud;
+    int vector = ptr == NULL && osize == 0;   /* a new non-object block: a table's parts, a stack */
     if (ptr == NULL) osize = 0;   /* osize is a type tag for new blocks */
+    else if (S->tarena && lsb_tarena_owns(S->tarena, ptr)) return arena_realloc(S, ptr, osize, nsize);
+    else if (osize == 64 && nsize > 64 && S->fresh_running && S->tarena) {
+        /* a table's 4-element array part (left out of the arena with CallInfos, below) grows:
+         * its new block comes from the arena like the rest of the top level's tables */
+        void *p = lsb_alloc(S, NULL, 0, nsize);
+        if (!p) return NULL;
+        memcpy(p, ptr, 64);
+        lsb_alloc(S, ptr, 64, 0);
+        return p;
+    }
     if (nsize == 0) {
         if (ptr && !lsb_heap_push(&S->heap, ptr, osize)) lsb_heap_realloc(&S->heap, ptr, osize, 0);
         S->used -= osize;
@@ -76,7 +103,13 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
             return NULL;
         }
     }
-    void *p = ptr ? NULL : lsb_heap_pop(&S->heap, nsize);
+    void *p = NULL;
+    if (vector && S->fresh_running) {   /* the top level's table storage: counted, and from the arena while it fills */
+        S->fresh_vector_bytes += nsize;
+        /* not a CallInfo (64 bytes): a thread keeps those and writes them on every call */
+        if (S->tarena && nsize != 64) p = lsb_tarena_alloc(S->tarena, nsize);
+    }
+    if (!p && !ptr) p = lsb_heap_pop(&S->heap, nsize);
     if (!p) p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);
     if (!p) return NULL;
     S->used = S->used - osize + nsize;
@@ -212,6 +245,7 @@ void lsb_free(lsb_state *S) {
         lua_sethook(S->L, (lua_Hook)0, 0, 0);
         lua_close(S->L);
         lsb_heap_release(&S->heap);
+        lsb_tarena_free_all(S->tarena);   /* an escaped state's stays mapped, like the rest of its memory */
     }
     /* An escaped state may be inconsistent anywhere: its memory is left allocated
      * (counted by lsb_watchdog_abandoned_bytes) rather than walked by lua_close. */
@@ -236,6 +270,8 @@ int lsb_table_images(lsb_state *S, int on) {
     if (on >= 0) S->reuse_images = on && lsb_timage_available();
     return S->reuse_images;
 }
+
+int lsb_kept_tables_protected(const lsb_state *S) { return S->reuse_protected && lsb_tarena_read_only(S->tarena); }
 
 int lsb_is_poisoned(const lsb_state *S) { return S->poisoned; }
 

@@ -187,6 +187,18 @@ size_t lsb_timage_words(const void *table) {
     return IMAGE_HEADER + (node_count(t) * L54_NODE + real_asize(t) * L54_TVALUE) / 8;
 }
 
+int lsb_timage_blocks(const void *table, const void *blocks[2], size_t sizes[2]) {
+    const lua54_table *t = table;
+    size_t asize = real_asize(t);
+    blocks[0] = t->lastfree ? t->node : NULL;
+    blocks[1] = asize ? t->array : NULL;
+    if (sizes) {
+        sizes[0] = t->lastfree ? node_count(t) * L54_NODE : 0;
+        sizes[1] = asize * L54_TVALUE;
+    }
+    return t->metatable != NULL;
+}
+
 static void header(const lua54_table *t, uint64_t *w) {
     w[0] = (uint64_t)(uintptr_t)t;
     w[1] = (uint64_t)(uintptr_t)t->node;

@@ -69,6 +69,12 @@ public final class SandboxState: @unchecked Sendable {
         set { _ = lsb_table_images(handle, newValue ? 1 : 0) }
     }
 
+    /// Whether the kept environment's tables are write-protected now: a top level that builds
+    /// large tables gets them in pages of their own, made read-only while nothing else is
+    /// there, so a call's check reads one flag for them instead of comparing them (see
+    /// lsb_table_arena.c). For tests and diagnostics.
+    public var protectsKeptTables: Bool { lsb_kept_tables_protected(handle) != 0 }
+
     /// Compiles `source` (text only) under `chunkName` and runs it once in a fresh environment.
     /// Returns which of `entries` it defined as global functions.
     public func load(source: [UInt8], chunkName: String, entries: [String]) -> Result<Set<String>, SandboxFailure> {

@@ -209,6 +209,72 @@ final class EnvironmentReuseTests: XCTestCase {
         XCTAssertTrue(try makeState("function transformEvent(e) return e end").comparesTableImages)
     }
 
+    func testWriteProtectedTablesSeeEveryWriteAndStayProtectedWhileUnchanged() throws {
+        // A tracking plan of 2,000 small tables: kept write-protected, so a call's check reads one
+        // flag. Each change below, from the script or the library functions it calls, is found,
+        // and the next call sees the plan as a fresh run makes it, protected again.
+        let state = try makeState("""
+        local PLAN = {}
+        for i = 1, 2000 do PLAN["Event " .. i] = { name = "event_" .. i, tags = { i } } end
+        local CHANGES = {
+          function() PLAN["Event 7"].name = "x" end,
+          function() PLAN["Event 7"].extra = true end,
+          function() PLAN["Event 7"] = nil end,
+          function() PLAN.new = {} end,
+          function() rawset(PLAN["Event 7"], "name", "y") end,
+          function() table.insert(PLAN["Event 7"].tags, 1) end,
+          function() table.remove(PLAN["Event 7"].tags) end,
+          function() PLAN["Event 7"].tags[1] = 7.0 end,
+          function() setmetatable(PLAN["Event 7"], {}) end,
+          function() json.array(PLAN["Event 7"].tags) end,
+          function() for k in pairs(PLAN) do PLAN[k] = nil end end,
+        }
+        function transformEvent(e)
+          local p = PLAN["Event 7"]
+          e.seen = (p and p.name or "none") .. "/" .. tostring(p and p.extra) .. "/" .. (p and #p.tags or -1) .. "/" ..
+                   (p and math.type(p.tags[1]) or "-") .. "/" .. tostring(p and getmetatable(p) ~= nil) .. "/" .. tostring(PLAN.new)
+          if e.change then CHANGES[e.change]() end
+          return e
+        end
+        """)
+        let fresh = #"{"seen":"event_7/nil/1/integer/false/nil"}"#
+        XCTAssertEqual(state.callEvent("{}").objectJSON, fresh)
+        XCTAssertTrue(state.protectsKeptTables, "kept and protected after the first call")
+        var runs = state.topLevelRuns
+        for change in 1...11 {
+            for _ in 0..<3 {   // unchanged calls: protection holds, the top level does not run
+                XCTAssertEqual(state.callEvent("{}").objectJSON, fresh, "before change \(change)")
+            }
+            XCTAssertEqual(state.topLevelRuns, runs, "before change \(change)")
+            XCTAssertTrue(state.protectsKeptTables, "before change \(change)")
+            _ = state.callEvent(#"{"change":\#(change)}"#)
+            XCTAssertEqual(state.callEvent("{}").objectJSON, fresh, "after change \(change)")
+            XCTAssertEqual(state.topLevelRuns, runs + 1, "change \(change) was found")
+            runs = state.topLevelRuns
+        }
+    }
+
+    func testASuspendedCallsWriteToAProtectedTableIsFound() throws {
+        let state = try makeState("""
+        local PLAN = {}
+        for i = 1, 2000 do PLAN["e" .. i] = { n = i } end
+        function transformEvent(e)
+          e.n = PLAN.e5.n
+          if e.wait then e.v = enrich("p", "k") PLAN.e5.n = 0 end
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":5}"#)
+        XCTAssertTrue(state.protectsKeptTables)
+        let inv = try begin(state, #"{"wait":true}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":5}"#, "meanwhile, other calls run afresh")
+        let runs = state.topLevelRuns
+        guard case .finished(let out) = state.resume(inv, with: .value(Array("1".utf8))) else { return XCTFail() }
+        XCTAssertEqual(out.objectJSON, #"{"n":5,"v":1,"wait":true}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":5}"#, "the write the suspended call made is gone")
+        XCTAssertEqual(state.topLevelRuns, runs + 1, "found: its environment was dropped")
+    }
+
     func testAMemberTheTopLevelRemovedIsNoChangeWhenTheCollectorClearsItsKey() throws {
         // The collector rewrites a removed member's key in place (a dead key); a table holding
         // one is compared member by member, so collections during calls do not look like changes.
@@ -242,11 +308,17 @@ final class EnvironmentReuseTests: XCTestCase {
           tostring(rawequal(NESTED.n9, N9)) }, "/")
         """
         let fresh = #""v5/nil/nil/3000/1/7/nil/n9/1/false/true""#
+        // these tables take ~200 KiB: they are built in the arena and write-protected once kept
+        let probe = try makeState(prelude + "\nfunction transformEvent(e) e.n = #LIST + #NESTED.n9.tags + #MAP.k1 return e end")
+        _ = probe.callEvent("{}")
+        XCTAssertTrue(probe.protectsKeptTables)
         for change in ["MAP.k5 = 'changed'", "MAP.extra = 1", "MAP.k5 = nil", "MAP.k3000 = nil MAP.k3001 = 'v3000'",
                        "rawset(MAP, 'extra', true)", "setmetatable(MAP, {})", "for i = 1, 3000 do MAP['k' .. i] = nil end",
                        "LIST[7] = 0", "LIST[7] = 7.0", "table.insert(LIST, 1)", "table.remove(LIST)", "LIST[3001] = 1",
                        "table.sort(LIST, function(a, b) return a > b end)", "LIST[#LIST] = nil",
-                       "NESTED.n9.name = 'x'", "table.insert(NESTED.n9.tags, 2)", "NESTED.n9 = { name = 'n9', tags = { 9 } }"] {
+                       "NESTED.n9.name = 'x'", "table.insert(NESTED.n9.tags, 2)", "NESTED.n9 = { name = 'n9', tags = { 9 } }",
+                       "json.array(NESTED.n9.tags)", "setmetatable(NESTED.n9, { __index = function() return 'm' end })",
+                       "setmetatable(LIST, nil) table.sort(LIST, function(a, b) return a > b end)"] {
             // Member by member, these tables are over the record's bound, so images only. As images,
             // NESTED's 2,000 small tables are kept: an image's head counts against the images' bound.
             let r = try sequence(prelude, seen: seen, change: change, modes: [true])

@@ -162,6 +162,9 @@ size_t lsb_top_level_runs(const lsb_state *S);
  * through the API. For tests of both: `on` 0 turns images off, 1 back on where they are
  * available, -1 leaves the setting; it applies from the next recording. Returns the setting. */
 int lsb_table_images(lsb_state *S, int on);
+/* Whether the kept environment's tables are write-protected now (lsb_table_arena.c): a call's
+ * check then reads one flag for them instead of comparing them. */
+int lsb_kept_tables_protected(const lsb_state *S);
 
 /* The watchdog (see lsb_watchdog.c). Signals sent to threads past their deadline so far. */
 unsigned long lsb_watchdog_signals(void);
