@@ -235,7 +235,14 @@ static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
     }
     if (!r->ok) return;
     if (integer_keys) r->fp[len_at] = (uint64_t)lua_rawlen(L, t);
-    if (image) {   /* taken last: # above may move the array's limit (never its contents) */
+    if (in_arena) {   /* no image yet: the table's address, for one if the arena cannot be sealed (seal) */
+        r->fp[count_at] = 1;
+        r->image_words += count_at + 1 - start;
+        if (fp_room(r, 1)) {
+            r->fp[r->len++] = (uint64_t)(uintptr_t)lua_topointer(L, t);
+            r->image_words++;
+        }
+    } else if (image) {   /* taken last: # above may move the array's limit (never its contents) */
         r->fp[count_at] = image;
         r->image_words += count_at + 1 - start;   /* the entry's head counts as image, not fingerprint, words */
         fp_image(L, r, t, image);
@@ -259,7 +266,8 @@ static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) 
     if (r->ok) r->fp[count_at] = n;
 }
 
-static void protect(lua_State *L, lsb_state *S, const recorder *r);
+static int seal(lua_State *L, lsb_state *S, recorder *r);
+static void split_sealed(lsb_state *S);
 
 static void drop(lsb_state *S) {
     if (S->reuse_protected) lsb_tarena_unprotect(S->tarena);
@@ -337,8 +345,9 @@ static void record(lua_State *L, lsb_state *S) {
             lua_xmove(L, T, 1);
         }
     }
+    int sealed = r.ok && r.arena_blocks && seal(L, S, &r);   /* else the arena's tables get images */
     if (r.ok) {
-        drop(S);
+        drop(S);   /* (none was kept: no protection to undo) */
         S->reuse_T = T;
         lua_rawgeti(L, r.rec, 2);
         S->reuse_had_loaded = lua_toboolean(L, -1);
@@ -350,7 +359,7 @@ static void record(lua_State *L, lsb_state *S) {
         S->reuse_held = 1;
         if (++S->reuse_gen == 0) S->reuse_gen = 1;   /* 0 names none */
         S->reuse_marks_at = S->array_marks;
-        if (r.arena_blocks) protect(L, S, &r);
+        if (sealed) split_sealed(S);
     } else {
         free(r.fp);
         S->reuse_off = 1;   /* the same top level would record the same way next time */
@@ -367,21 +376,59 @@ static size_t entry_length(const uint64_t *w) {
     }
 }
 
-/* The record's tables whose blocks are all in the arena (entries of kind 4) are write-protected
- * when nothing else is in it (after a full collection, if garbage of the top level's run is):
- * their entries then leave S->reuse_fp for S->reuse_prot (node index and json.array mark, the
- * only things the check still reads for them). */
-static void protect(lua_State *L, lsb_state *S, const recorder *r) {
-    if (!lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) {
-        lua_gc(L, LUA_GCCOLLECT, 0);
-        if (!lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return;
+/* The record's tables whose blocks are all in the arena (entries of kind 4, which hold the
+ * table's address instead of an image) are write-protected when nothing else is in the arena
+ * (after a full collection, if garbage of the top level's run is there). Returns 1 when they
+ * are. Else each gets its image (kind 3), within LSB_REUSE_MAX_IMAGE, and 0 is returned (with
+ * r->ok cleared when the images do not fit or cannot be made). */
+static int seal(lua_State *L, lsb_state *S, recorder *r) {
+    if (lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return 1;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    if (lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return 1;
+    size_t words = r->len;
+    for (const uint64_t *e = r->fp; e < r->fp + r->len; e += entry_length(e))
+        if (e[0] == 4) words += lsb_timage_words((const void *)(uintptr_t)e[6]);
+    uint64_t *fp = malloc(words * sizeof *fp), *out = fp;
+    size_t images = 0;
+    if (!fp) {
+        r->ok = 0;
+        return 0;
     }
+    for (const uint64_t *e = r->fp; e < r->fp + r->len; e += entry_length(e)) {
+        size_t n = entry_length(e);
+        if (e[0] != 4) {
+            memcpy(out, e, n * sizeof *e);
+            if (e[0] == 3) images += n;
+            out += n;
+            continue;
+        }
+        const void *t = (const void *)(uintptr_t)e[6];
+        size_t w = lsb_timage_words(t);
+        memcpy(out, e, 6 * sizeof *e);
+        out[0] = 3;
+        out[5] = w;
+        if (w) lsb_timage_take(t, out + 6);
+        images += 6 + w;
+        out += 6 + w;
+        if (!w) r->ok = 0;   /* cannot happen: it had one when recorded */
+    }
+    if (images > LSB_REUSE_MAX_IMAGE) r->ok = 0;
+    free(r->fp);
+    r->fp = fp;
+    r->len = r->cap = (size_t)(out - fp);
+    return 0;
+}
+
+/* The sealed record's protected tables leave S->reuse_fp for S->reuse_prot (node index and
+ * json.array mark: all the check still reads for them). */
+static void split_sealed(lsb_state *S) {
     uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len, *out = w;
     size_t pairs = 0;
     for (const uint64_t *e = w; e < end; e += entry_length(e)) pairs += e[0] == 4;
     uint64_t *prot = malloc(2 * pairs * sizeof *prot);
-    if (!prot) {
+    if (!prot) {   /* compared as nothing else: drop the record instead */
         lsb_tarena_unprotect(S->tarena);
+        drop(S);
         return;
     }
     size_t k = 0;
@@ -522,7 +569,8 @@ static int unchanged(lua_State *L, lsb_state *S) {
     const uint64_t *w = S->reuse_fp, *end = same ? w + S->reuse_fp_len : w;
     while (w < end) {
         int x = (int)w[1] - 3;
-        size_t n = w[0] >= 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) : check_function(T, x, w);
+        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) :
+                   w[0] == 2 ? check_function(T, x, w) : 0;   /* 4: sealed, never here (split_sealed) */
         if (!n) {
             same = 0;
             break;

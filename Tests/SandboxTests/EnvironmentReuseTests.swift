@@ -191,16 +191,19 @@ final class EnvironmentReuseTests: XCTestCase {
     func testATopLevelTooLargeToCompareRunsForEveryCall() throws {
         // Member by member, ~1,000 members is the most a record compares (LSB_REUSE_MAX_SLOTS);
         // as images, 1 MiB of them (LSB_REUSE_MAX_IMAGE: 100,000 members take 3 MiB). A bigger top
-        // level is run afresh for every call, and a smaller one is kept.
-        for (images, size, runs) in [(false, 2_000, 4), (false, 500, 2), (true, 100_000, 4), (true, 2_000, 2)] {
+        // level is run afresh for every call, and a smaller one is kept. Write-protected tables
+        // (no metatable, built in the table arena) need no image: 100,000 members are kept.
+        for (images, size, metatable, runs) in [(false, 2_000, false, 4), (false, 500, false, 2), (true, 2_000, true, 2),
+                                                (true, 100_000, true, 4), (true, 100_000, false, 2)] {
             let state = try makeState("""
-            local BIG = {}
+            local BIG = \(metatable ? "setmetatable({}, {})" : "{}")
             for i = 1, \(size) do BIG["k" .. i] = i end
             function transformEvent(e) e.n = BIG.k1 return e end
             """)
             state.comparesTableImages = images
             for _ in 0..<3 { XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":1}"#) }
-            XCTAssertEqual(state.topLevelRuns, runs, "\(size) members, images \(images)")
+            XCTAssertEqual(state.topLevelRuns, runs, "\(size) members, images \(images), metatable \(metatable)")
+            XCTAssertEqual(state.protectsKeptTables, images && size > 2_000 && !metatable)
         }
     }
 
@@ -252,6 +255,29 @@ final class EnvironmentReuseTests: XCTestCase {
             XCTAssertEqual(state.topLevelRuns, runs + 1, "change \(change) was found")
             runs = state.topLevelRuns
         }
+    }
+
+    func testALargeTopLevelThatCannotBeWriteProtectedIsComparedAsImages() throws {
+        // OBJ has a metatable, and its parts are in the table arena too: the arena cannot be made
+        // read-only, so PLAN's tables get images after all, and changes are still found.
+        let state = try makeState("""
+        local PLAN = {}
+        for i = 1, 2000 do PLAN["e" .. i] = { n = i } end
+        local OBJ = setmetatable({ a = 1, b = 2, c = 3 }, { __index = function() return 0 end })
+        function transformEvent(e)
+          e.n = PLAN.e5.n + OBJ.a + OBJ.zzz
+          if e.change then PLAN.e5.n = 0 end
+          return e
+        end
+        """)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":6}"#)
+        XCTAssertFalse(state.protectsKeptTables)
+        let runs = state.topLevelRuns
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":6}"#)
+        XCTAssertEqual(state.topLevelRuns, runs, "kept, compared as images")
+        XCTAssertEqual(state.callEvent(#"{"change":true}"#).objectJSON, #"{"change":true,"n":6}"#)
+        XCTAssertEqual(state.callEvent("{}").objectJSON, #"{"n":6}"#)
+        XCTAssertEqual(state.topLevelRuns, runs + 1, "the change was found")
     }
 
     func testASuspendedCallsWriteToAProtectedTableIsFound() throws {
