@@ -39,6 +39,40 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("events/s"), r.stderr)
     }
 
+    func testALargeLookupTableIsKeptWriteProtectedAndNoEventSeesAnotherOnesWrite() throws {
+        // A 3,000-entry plan is large enough to be kept in write-protected pages (the table
+        // arena); every tenth event writes into it. In the real binary, with two workers, each
+        // write is caught (the page fault), so every event still sees the plan a fresh run makes.
+        var lines: [String] = []
+        for i in 0..<1_000 {
+            lines.append(#"{"message":{"event":"e\#(i % 3000 + 1)","i":\#(i),"poison":\#(i % 10 == 5)}}"#)
+        }
+        let dir = try makeProject([
+            "transformations/plan.lua": """
+            local PLAN = {}
+            for i = 1, 3000 do PLAN["e" .. i] = { name = "event_" .. i } end
+            function transformEvent(e)
+              local entry = PLAN[e.event]
+              e.mapped = entry and entry.name or "unknown"
+              e.size = #PLAN["e1"].name
+              if e.poison then PLAN[e.event].name = "poisoned" PLAN.e1.name = "x" end
+              return e
+            end
+            """,
+            "in.ndjson": lines.joined(separator: "\n") + "\n",
+        ])
+        let r = try runTransform(["run", "plan", "in.ndjson", "--workers", "2", "--batch-size", "50"], in: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let outputs = try r.stdout.split(separator: "\n").map {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["output"] as! [String: Any]
+        }
+        XCTAssertEqual(outputs.count, 1_000)
+        for (i, o) in outputs.enumerated() {
+            XCTAssertEqual(o["mapped"] as? String, "event_\(i % 3000 + 1)", "event \(i)")
+            XCTAssertEqual(o["size"] as? Int, 7, "event \(i)")
+        }
+    }
+
     func testLinesAreReadWholeWhateverTheirSizeAndEndings() throws {
         // lines longer than the reader's first buffer (256 KiB), CRLF endings, blank and
         // whitespace-only lines, no final newline, and a second file
