@@ -85,8 +85,8 @@ static void install(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO;
+    sigfillset(&sa.sa_mask);   /* no other handler (the watchdog's) may interrupt it halfway */
     handler_ok = sigaction(SIGSEGV, &sa, &previous) == 0;
 }
 
