@@ -326,6 +326,13 @@ size_t lsb_timage_words(const void *table);
 void lsb_timage_take(const void *table, uint64_t *w);
 /* Whether the table an image was taken of still has that image. Reads only. */
 int lsb_timage_same(const uint64_t *w);
+/* Upvalue cells: a Lua function's upvalue read where Lua keeps it. `upval` is lua_upvalueid of
+ * a Lua (not C) function's upvalue that the caller keeps alive. Whether the layout was probed: */
+int lsb_upcell_available(void);
+/* The upvalue's value as a tag and bits (bits 0 for nil and booleans). */
+void lsb_upcell_read(const void *upval, uint64_t *tag, uint64_t *bits);
+/* Whether it still has that value. */
+int lsb_upcell_same(const void *upval, uint64_t tag, uint64_t bits);
 /* The table's hash and array blocks (NULL: none of its own) and their sizes in bytes (sizes
  * may be NULL); returns whether it has a metatable. */
 int lsb_timage_blocks(const void *table, const void *blocks[2], size_t sizes[2]);

@@ -38,6 +38,8 @@
  *   image:    3, node's index, metatable address, marked, #T, n, then the table's image in n
  *             words (lsb_table_image.c: its members as Lua stores them, compared as bytes)
  *   function: 2, node's index, n, then n times upvalue tag, upvalue bits
+ *   cells:    5, node's index, n, then n times the upvalue's UpVal (lua_upvalueid), tag, bits:
+ *             a Lua function's upvalues read where Lua keeps them (lsb_table_image.c)
  * Tables are recorded as images where this process's Lua allows it (lsb_timage_available), so
  * a check costs a memcmp per table, not Lua API calls per member: a lookup table of thousands
  * of members stays cheap to keep. Images have their own, larger bound (LSB_REUSE_MAX_IMAGE).
@@ -252,14 +254,25 @@ static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
 }
 
 static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) {
-    fp_put(r, 2);
+    int cells = r->images && !lua_iscfunction(L, f) && lsb_upcell_available();   /* kind 5 */
+    fp_put(r, cells ? 5 : 2);
     fp_put(r, (uint64_t)node);
     size_t count_at = r->len;
     fp_put(r, 0);
     uint64_t n = 0;
     while (r->ok && lua_getupvalue(L, f, (int)n + 1)) {
         visit(L, r, -1);
-        fp_value(L, r, -1);
+        if (cells) {
+            const void *id = lua_upvalueid(L, f, (int)n + 1);
+            uint64_t tag, bits;
+            lsb_upcell_read(id, &tag, &bits);
+            fp_put(r, (uint64_t)(uintptr_t)id);
+            fp_put(r, tag);
+            fp_put(r, bits);
+            keep_value(L, r, -1);
+        } else {
+            fp_value(L, r, -1);
+        }
         lua_pop(L, 1);
         n++;
     }
@@ -372,6 +385,7 @@ static size_t entry_length(const uint64_t *w) {
     switch (w[0]) {
     case 1: return 6 + 4 * (size_t)w[5];
     case 2: return 3 + 2 * (size_t)w[2];
+    case 5: return 3 + 3 * (size_t)w[2];
     default: return 6 + (size_t)w[5];   /* 3, 4: images */
     }
 }
@@ -527,6 +541,15 @@ static size_t check_image(lua_State *L, int x, int arrays, const uint64_t *w) {
     return 6 + (size_t)w[5];
 }
 
+/* A Lua function's upvalues read in their cells (entry of kind 5 at w): the entry's length, or
+ * 0 when one differs. */
+static size_t check_cells(const uint64_t *w) {
+    const uint64_t *m = w + 3, *end = m + 3 * w[2];
+    for (; m < end; m += 3)
+        if (!lsb_upcell_same((const void *)(uintptr_t)m[0], m[1], m[2])) return 0;
+    return (size_t)(end - w);
+}
+
 /* Function node x against its entry at w; returns the entry's length, or 0 when they differ. */
 static size_t check_function(lua_State *L, int x, const uint64_t *w) {
     const uint64_t *m = w + 3;
@@ -569,7 +592,7 @@ static int unchanged(lua_State *L, lsb_state *S) {
     const uint64_t *w = S->reuse_fp, *end = same ? w + S->reuse_fp_len : w;
     while (w < end) {
         int x = (int)w[1] - 3;
-        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 1 ? check_table(T, x, arrays, w) :
+        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 5 ? check_cells(w) : w[0] == 1 ? check_table(T, x, arrays, w) :
                    w[0] == 2 ? check_function(T, x, w) : 0;   /* 4: sealed, never here (split_sealed) */
         if (!n) {
             same = 0;

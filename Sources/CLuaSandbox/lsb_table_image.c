@@ -15,11 +15,15 @@
  * and bits, collectable values by address); the caller keeps every recorded collectable value
  * alive, so no address is reused while the record lives.
  *
+ * The same goes for a Lua function's upvalues (lsb_upcell_*): each is read where Lua keeps it
+ * (its UpVal's value slot, from lua_upvalueid) rather than pushed through lua_getupvalue.
+ *
  * The layout is not Lua's API. It is checked once per process on a throwaway state whose
  * allocator logs every block (probe): the struct's size, both blocks' addresses and sizes, a
  * member's key and value bytes, the array limit's flag after `#`, the metatable field, the
- * shared empty hash part. Any mismatch (another Lua version or build) turns images off and the
- * check walks tables through the API, as before.
+ * shared empty hash part; then three closed upvalues' cells (an integer, a string, a boolean).
+ * Any mismatch (another Lua version or build) turns images (or cells) off and the check walks
+ * tables (or reads upvalues) through the API, as before.
  */
 #include "lsb_internal.h"
 #include <pthread.h>
@@ -158,13 +162,56 @@ static int probe_on(lua_State *L, probe_log *p) {
     return 1;
 }
 
-static int available;
+/* ---- upvalue cells ---- */
+
+/* Lua 5.4's UpVal (lfunc.h): the object header, tbc, then `v`, the TValue the upvalue lives in
+ * (a stack slot while open, its own `u.value` right after `v` once closed). lua_upvalueid gives
+ * the UpVal of a Lua closure's upvalue. */
+#define L54_UPVAL_V 16
+#define L54_UPVAL_VALUE 24
+
+static const unsigned char *cell_value(const void *upval) {
+    const unsigned char *v;
+    memcpy(&v, (const unsigned char *)upval + L54_UPVAL_V, sizeof v);
+    return v;
+}
+
+/* A value's tag, and its bits when its tag does not say it all (nil and booleans carry none:
+ * their bits are whatever the slot held before). */
+static void value_of(const unsigned char *v, uint64_t *tag, uint64_t *bits) {
+    *tag = v[8];
+    *bits = (v[8] & 0x0F) <= 1 ? 0 : (uint64_t)int_at(v);
+}
+
+static int probe_upvalues(lua_State *L) {
+    if (luaL_loadstring(L, "local a, b, c = 42, 'lsb-upvalue-probe', true return function() return a, b, c end") ||
+        lua_pcall(L, 0, 1, 0))
+        return 0;
+    const void *id[3];
+    for (int i = 0; i < 3; i++) {
+        id[i] = lua_upvalueid(L, -1, i + 1);
+        if (!id[i] || cell_value(id[i]) != (const unsigned char *)id[i] + L54_UPVAL_VALUE) return 0;   /* closed */
+    }
+    lua_getupvalue(L, -1, 2);
+    const void *b = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    uint64_t tag, bits;
+    value_of(cell_value(id[0]), &tag, &bits);
+    if (tag != L54_INTEGER || bits != 42) return 0;
+    value_of(cell_value(id[1]), &tag, &bits);
+    if (tag != L54_SHORTSTR || bits != (uint64_t)(uintptr_t)b) return 0;
+    value_of(cell_value(id[2]), &tag, &bits);
+    return tag == (1 | 1 << 4) && bits == 0;   /* LUA_VTRUE */
+}
+
+static int available, cells_available;
 
 static void probe(void) {
     probe_log p = {.n = 0};
     lua_State *L = lua_newstate(probe_alloc, &p);
     if (!L) return;
     available = probe_on(L, &p);
+    cells_available = available && probe_upvalues(L);
     lua_close(L);
 }
 
@@ -172,6 +219,16 @@ int lsb_timage_available(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, probe);
     return available;
+}
+
+int lsb_upcell_available(void) { return lsb_timage_available() && cells_available; }
+
+void lsb_upcell_read(const void *upval, uint64_t *tag, uint64_t *bits) { value_of(cell_value(upval), tag, bits); }
+
+int lsb_upcell_same(const void *upval, uint64_t tag, uint64_t bits) {
+    uint64_t t, b;
+    value_of(cell_value(upval), &t, &b);
+    return t == tag && b == bits;
 }
 
 /* ---- images ---- */
