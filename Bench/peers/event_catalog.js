@@ -1,5 +1,5 @@
 // event-catalog in JavaScript, as a rudder-transformer user writes it (the peer of
-// Bench/peer-project/transformations/event-catalog.lua): rename after a 2,000-entry tracking plan,
+// Bench/lookup-project/transformations/event-catalog.lua): rename after a 2,000-entry tracking plan,
 // drop what the plan does not know.
 const CATALOG = {
   'Order Completed': { name: 'order_completed', category: 'ecommerce' },
