@@ -104,6 +104,41 @@ static int put_string(je *e, const char *s, size_t n) {
     return put(e, "\"", 1);
 }
 
+/* Writes d as its shortest decimal with at most 15 significant digits, when there is one that
+ * reads back as d and %.15g would print it without an exponent (1e-4 <= |d| < 1e15); returns
+ * its length, else 0. Those are exactly the bytes of the %.15g path in put_number: a decimal of
+ * at most 15 significant digits that reads back as d is the only one (two such decimals are
+ * further apart than a double's spacing). m / 10^k, both exact doubles, is correctly rounded,
+ * as strtod is: it equals d exactly when the decimal reads back as d. */
+static int short_decimal(double d, char *b) {
+    static const double p10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    double a = fabs(d);
+    if (!(a >= 1e-4 && a < 1e15)) return 0;   /* also NaN, 0 and -0.0 */
+    for (int k = 0; k < 16; k++) {
+        double x = a * p10[k];
+        if (x >= 1e15) return 0;   /* 16 or more significant digits */
+        long long m = llround(x);
+        if ((double)m / p10[k] != a) continue;
+        char digits[24], *p = digits + sizeof digits;
+        for (int i = 0; i < k || m; i++) {   /* the k decimals, then the integer part */
+            *--p = (char)('0' + m % 10);
+            m /= 10;
+            if (i == k - 1) *--p = '.';
+        }
+        if (*p == '.') *--p = '0';
+        size_t len = (size_t)(digits + sizeof digits - p);
+        if (k) {   /* as %g: no trailing zeros after the point, nor the point alone */
+            while (p[len - 1] == '0') len--;
+            if (p[len - 1] == '.') len--;
+        }
+        int n = 0;
+        if (d < 0) b[n++] = '-';
+        memcpy(b + n, p, len);
+        return n + (int)len;
+    }
+    return 0;
+}
+
 static int put_number(je *e, int idx) {
     char b[40];
     int n;
@@ -120,9 +155,13 @@ static int put_number(je *e, int idx) {
     }
     double d = lua_tonumber(e->L, idx);
     if (!isfinite(d)) return efail(e, "%s", isnan(d) ? "NaN cannot be represented in JSON" : "infinity cannot be represented in JSON");
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(b, sizeof b, "%.*g", prec, d);
-        if (strtod(b, NULL) == d) break;
+    if ((n = short_decimal(d, b))) {
+        b[n] = 0;
+    } else {
+        for (int prec = 15; prec <= 17; prec++) {
+            n = snprintf(b, sizeof b, "%.*g", prec, d);
+            if (strtod(b, NULL) == d) break;
+        }
     }
     if (!strpbrk(b, ".eE")) { b[n++] = '.'; b[n++] = '0'; b[n] = 0; }
     return put(e, b, (size_t)n);

@@ -35,6 +35,49 @@ final class JSONBridgeTests: XCTestCase {
                        #"{"a":42,"b":-7,"c":1.5,"d":0.1,"e":1.0,"f":9007199254740993,"g":1e+300,"h":-0.0}"#)
     }
 
+    func testFloatsAreWrittenWithTheFewestOfFifteenToSeventeenDigitsThatReadBack() throws {
+        // The encoder writes most floats without printf (a decimal of at most 15 significant
+        // digits found by integer arithmetic); every float must still come out exactly as
+        // %.15g, else %.16g, else %.17g (the first that reads back), with ".0" when integral.
+        func reference(_ d: Double) -> String {
+            var s = ""
+            for precision in 15...17 {
+                s = String(format: "%.*g", precision, d)
+                if Double(s) == d { break }
+            }
+            return s.contains(where: { ".eE".contains($0) }) ? s : s + ".0"
+        }
+        var rng = SplitMix(seed: 0xF10A7)
+        var values: [Double] = [1e-4, 9.999999999999999e14, 1e15, 0.1 + 0.2, 1.5, -2.25, 123456789012345.0,
+                                12345678901234.5, 5e-5, 100.0, 1e14, 99999.99999, 0.000123, 454.94, -0.5]
+        for i in 0..<6_000 {
+            let r = rng.next()
+            switch i % 4 {
+            case 0: values.append(Double(bitPattern: r))
+            case 1: values.append(Double(Int64(r % 100_000_000_000)) / pow(10, Double(rng.next() % 12)))
+            case 2: values.append(Double(r % 1_000_000) / 100 * (r >> 63 == 0 ? 1 : -1))
+            default: values.append(Double(Int64(r % 2_000_000_000_000_000)) / pow(10, Double(rng.next() % 17)))
+            }
+        }
+        // floats whose literal reads as a float (not an integer), as in an event
+        values = values.filter { $0.isFinite && String(format: "%.17g", $0).contains(where: { ".e".contains($0) }) }
+        let input = "{\"v\":[" + values.map { String(format: "%.17g", $0) }.joined(separator: ",") + "]}"
+        let state = try makeState("""
+        function transformEvent(e)
+          local out = {}
+          for i, v in ipairs(e.v) do out[i] = v end
+          return { v = out }
+        end
+        """)
+        guard let json = state.callEvent(input).objectJSON else { return XCTFail("no output") }
+        let written = json.dropFirst(#"{"v":["#.count).dropLast(2).split(separator: ",").map(String.init)
+        XCTAssertEqual(written.count, values.count)
+        for (d, w) in zip(values, written) where w != reference(d) {
+            XCTFail("\(String(format: "%.17g", d)) written as \(w), expected \(reference(d))")
+            break
+        }
+    }
+
     func testHugeIntegerBecomesFloat() throws {
         XCTAssertEqual(try roundTrip(#"{"a":123456789012345678901234567890}"#), #"{"a":1.2345678901234568e+29}"#)
     }
