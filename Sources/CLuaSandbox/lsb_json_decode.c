@@ -87,6 +87,43 @@ static int string(jd *d) {
     return fail(d, "unterminated string");
 }
 
+/* The float a (syntax-checked) JSON number literal [s, end) stands for, without strtod, when
+ * its digits make an integer m <= 2^53 and its decimal exponent p (after the point's shift) is
+ * within 22 of zero: then m and 10^|p| are exact doubles and the one product or quotient is
+ * correctly rounded, as strtod is (Clinger's fast path). Returns 0 otherwise. */
+static int short_float(const char *s, const char *end, double *out) {
+    static const double p10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const unsigned long long limit = 1ull << 53;
+    int neg = *s == '-', point = 0;
+    long p = 0;
+    unsigned long long m = 0;
+    const char *q = s + neg;
+    for (; q < end && ((*q >= '0' && *q <= '9') || *q == '.'); q++) {
+        if (*q == '.') {
+            point = 1;
+            continue;
+        }
+        m = m * 10 + (unsigned)(*q - '0');
+        if (m > limit) return 0;
+        p -= point;
+    }
+    if (q < end) {   /* 'e' or 'E', an optional sign, digits */
+        int eneg = 0;
+        long e = 0;
+        if (*++q == '+' || *q == '-') eneg = *q++ == '-';
+        for (; q < end; q++) {
+            e = e * 10 + (*q - '0');
+            if (e > 1000) return 0;
+        }
+        p += eneg ? -e : e;
+    }
+    if (p < -22 || p > 22) return 0;
+    double v = p < 0 ? (double)m / p10[-p] : (double)m * p10[p];
+    *out = neg ? -v : v;
+    return 1;
+}
+
 static int number(jd *d) {
     const char *s = d->p;
     int is_float = 0;
@@ -123,6 +160,11 @@ static int number(jd *d) {
             lua_pushinteger(d->L, i);
             return 0;
         }
+    }
+    double fast;
+    if (short_float(s, d->p, &fast)) {
+        lua_pushnumber(d->L, fast);
+        return 0;
     }
     char small[64];
     char *buf = small;

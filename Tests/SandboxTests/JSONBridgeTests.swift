@@ -76,6 +76,17 @@ final class JSONBridgeTests: XCTestCase {
             XCTFail("\(String(format: "%.17g", d)) written as \(w), expected \(reference(d))")
             break
         }
+        // Short literals, as events carry them, are read without strtod (Clinger's fast path when
+        // the digits fit 2^53 and the exponent 10^22): each must read as Swift's Double reads it.
+        let literals = values.flatMap { d in ["%.3f", "%.6g", "%.10e", "%.15g"].map { String(format: $0, d) } }
+            .filter { $0.contains(where: { ".e".contains($0) }) && !$0.contains("inf") && !$0.contains("nan") }
+        guard let back = state.callEvent("{\"v\":[" + literals.joined(separator: ",") + "]}").objectJSON else { return XCTFail("no output") }
+        let reread = back.dropFirst(#"{"v":["#.count).dropLast(2).split(separator: ",").map(String.init)
+        XCTAssertEqual(reread.count, literals.count)
+        for (l, w) in zip(literals, reread) where w != reference(Double(l)!) {
+            XCTFail("\(l) read and written as \(w), expected \(reference(Double(l)!))")
+            break
+        }
     }
 
     func testHugeIntegerBecomesFloat() throws {
