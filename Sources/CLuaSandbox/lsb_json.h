@@ -91,4 +91,8 @@ static inline const char *lsb_skip_plain(const char *p, const char *end) {
     return p;
 }
 
+/* 10^0 .. 10^22: every power of ten a double holds exactly (the float fast paths of the decoder
+ * and encoder). */
+extern const double lsb_pow10[23];
+
 #endif

@@ -91,9 +91,10 @@ static int string(jd *d) {
  * its digits make an integer m <= 2^53 and its decimal exponent p (after the point's shift) is
  * within 22 of zero: then m and 10^|p| are exact doubles and the one product or quotient is
  * correctly rounded, as strtod is (Clinger's fast path). Returns 0 otherwise. */
+const double lsb_pow10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                              1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 static int short_float(const char *s, const char *end, double *out) {
-    static const double p10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     const unsigned long long limit = 1ull << 53;
     int neg = *s == '-', point = 0;
     long p = 0;
@@ -119,7 +120,7 @@ static int short_float(const char *s, const char *end, double *out) {
         p += eneg ? -e : e;
     }
     if (p < -22 || p > 22) return 0;
-    double v = p < 0 ? (double)m / p10[-p] : (double)m * p10[p];
+    double v = p < 0 ? (double)m / lsb_pow10[-p] : (double)m * lsb_pow10[p];
     *out = neg ? -v : v;
     return 1;
 }

@@ -111,14 +111,13 @@ static int put_string(je *e, const char *s, size_t n) {
  * further apart than a double's spacing). m / 10^k, both exact doubles, is correctly rounded,
  * as strtod is: it equals d exactly when the decimal reads back as d. */
 static int short_decimal(double d, char *b) {
-    static const double p10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
     double a = fabs(d);
     if (!(a >= 1e-4 && a < 1e15)) return 0;   /* also NaN, 0 and -0.0 */
     for (int k = 0; k < 16; k++) {
-        double x = a * p10[k];
+        double x = a * lsb_pow10[k];
         if (x >= 1e15) return 0;   /* 16 or more significant digits */
         long long m = llround(x);
-        if ((double)m / p10[k] != a) continue;
+        if ((double)m / lsb_pow10[k] != a) continue;
         char digits[24], *p = digits + sizeof digits;
         for (int i = 0; i < k || m; i++) {   /* the k decimals, then the integer part */
             *--p = (char)('0' + m % 10);

@@ -55,6 +55,9 @@
 #define LSB_REUSE_MAX_MISSES 3
 #define LSB_REUSE_NO_LENGTH UINT64_MAX   /* a table without integer keys: # is 0 while they stay the same */
 
+/* The kinds of record entry (the header comment lays each out). */
+enum { ENTRY_TABLE = 1, ENTRY_FUNCTION = 2, ENTRY_IMAGE = 3, ENTRY_SEALED = 4, ENTRY_CELLS = 5 };
+
 /* ---- fingerprints ---- */
 
 /* The value at idx as a type tag and bits that differ whenever a script could tell two values
@@ -116,14 +119,14 @@ static void fp_put(recorder *r, uint64_t w) {
     if (fp_room(r, 1)) r->fp[r->len++] = w;
 }
 
-/* Appends the image of the table at t (n words, lsb_timage_words). */
-static void fp_image(lua_State *L, recorder *r, int t, size_t n) {
+/* Appends the image of `table` (lua_topointer; n words, lsb_timage_words). */
+static void fp_image(recorder *r, const void *table, size_t n) {
     if (r->image_words + n > LSB_REUSE_MAX_IMAGE) {
         r->ok = 0;
         return;
     }
     if (!fp_room(r, n)) return;
-    lsb_timage_take(lua_topointer(L, t), r->fp + r->len);
+    lsb_timage_take(table, r->fp + r->len);
     r->len += n;
     r->image_words += n;
 }
@@ -183,19 +186,20 @@ static void visit(lua_State *L, recorder *r, int idx) {
 }
 
 static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
-    size_t image = r->images ? lsb_timage_words(lua_topointer(L, t)) : 0, start = r->len;
+    const void *tp = lua_topointer(L, t);
+    size_t image = r->images ? lsb_timage_words(tp) : 0, start = r->len;
     int in_arena = 0;   /* no metatable, and every block of its own in the arena: protectable */
     if (image && r->arena) {
         const void *b[2];
         size_t z[2];
-        if (!lsb_timage_blocks(lua_topointer(L, t), b, z) && (b[0] || b[1]) &&
+        if (!lsb_timage_blocks(tp, b, z) && (b[0] || b[1]) &&
             (!b[0] || lsb_tarena_owns(r->arena, b[0])) && (!b[1] || lsb_tarena_owns(r->arena, b[1]))) {
             in_arena = 1;
             r->arena_blocks += (b[0] != NULL) + (b[1] != NULL);
             r->arena_bytes += z[0] + z[1];
         }
     }
-    fp_put(r, image ? (in_arena ? 4 : 3) : 1);
+    fp_put(r, image ? (in_arena ? ENTRY_SEALED : ENTRY_IMAGE) : ENTRY_TABLE);
     fp_put(r, (uint64_t)node);
     if (lua_getmetatable(L, t)) {
         int own = lua_rawequal(L, -1, r->envmeta);   /* an environment's: fixed */
@@ -241,21 +245,21 @@ static void record_table(lua_State *L, recorder *r, int t, lua_Integer node) {
         r->fp[count_at] = 1;
         r->image_words += count_at + 1 - start;
         if (fp_room(r, 1)) {
-            r->fp[r->len++] = (uint64_t)(uintptr_t)lua_topointer(L, t);
+            r->fp[r->len++] = (uint64_t)(uintptr_t)tp;
             r->image_words++;
         }
     } else if (image) {   /* taken last: # above may move the array's limit (never its contents) */
         r->fp[count_at] = image;
         r->image_words += count_at + 1 - start;   /* the entry's head counts as image, not fingerprint, words */
-        fp_image(L, r, t, image);
+        fp_image(r, tp, image);
     } else {
         r->fp[count_at] = n;
     }
 }
 
 static void record_function(lua_State *L, recorder *r, int f, lua_Integer node) {
-    int cells = r->images && !lua_iscfunction(L, f) && lsb_upcell_available();   /* kind 5 */
-    fp_put(r, cells ? 5 : 2);
+    int cells = r->images && !lua_iscfunction(L, f) && lsb_upcell_available();
+    fp_put(r, cells ? ENTRY_CELLS : ENTRY_FUNCTION);
     fp_put(r, (uint64_t)node);
     size_t count_at = r->len;
     fp_put(r, 0);
@@ -383,17 +387,17 @@ static void record(lua_State *L, lsb_state *S) {
 /* The length in words of the record entry at w. */
 static size_t entry_length(const uint64_t *w) {
     switch (w[0]) {
-    case 1: return 6 + 4 * (size_t)w[5];
-    case 2: return 3 + 2 * (size_t)w[2];
-    case 5: return 3 + 3 * (size_t)w[2];
-    default: return 6 + (size_t)w[5];   /* 3, 4: images */
+    case ENTRY_TABLE: return 6 + 4 * (size_t)w[5];
+    case ENTRY_FUNCTION: return 3 + 2 * (size_t)w[2];
+    case ENTRY_CELLS: return 3 + 3 * (size_t)w[2];
+    default: return 6 + (size_t)w[5];   /* ENTRY_IMAGE, ENTRY_SEALED */
     }
 }
 
-/* The record's tables whose blocks are all in the arena (entries of kind 4, which hold the
+/* The record's tables whose blocks are all in the arena (ENTRY_SEALED, which hold the
  * table's address instead of an image) are write-protected when nothing else is in the arena
  * (after a full collection, if garbage of the top level's run is there). Returns 1 when they
- * are. Else each gets its image (kind 3), within LSB_REUSE_MAX_IMAGE, and 0 is returned (with
+ * are. Else each gets its image (ENTRY_IMAGE), within LSB_REUSE_MAX_IMAGE, and 0 is returned (with
  * r->ok cleared when the images do not fit or cannot be made). */
 static int seal(lua_State *L, lsb_state *S, recorder *r) {
     if (lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return 1;
@@ -401,7 +405,7 @@ static int seal(lua_State *L, lsb_state *S, recorder *r) {
     if (lsb_tarena_protect(S->tarena, r->arena_blocks, r->arena_bytes)) return 1;
     size_t words = r->len;
     for (const uint64_t *e = r->fp; e < r->fp + r->len; e += entry_length(e))
-        if (e[0] == 4) words += lsb_timage_words((const void *)(uintptr_t)e[6]);
+        if (e[0] == ENTRY_SEALED) words += lsb_timage_words((const void *)(uintptr_t)e[6]);
     uint64_t *fp = malloc(words * sizeof *fp), *out = fp;
     size_t images = 0;
     if (!fp) {
@@ -410,16 +414,16 @@ static int seal(lua_State *L, lsb_state *S, recorder *r) {
     }
     for (const uint64_t *e = r->fp; e < r->fp + r->len; e += entry_length(e)) {
         size_t n = entry_length(e);
-        if (e[0] != 4) {
+        if (e[0] != ENTRY_SEALED) {
             memcpy(out, e, n * sizeof *e);
-            if (e[0] == 3) images += n;
+            if (e[0] == ENTRY_IMAGE) images += n;
             out += n;
             continue;
         }
         const void *t = (const void *)(uintptr_t)e[6];
         size_t w = lsb_timage_words(t);
         memcpy(out, e, 6 * sizeof *e);
-        out[0] = 3;
+        out[0] = ENTRY_IMAGE;
         out[5] = w;
         if (w) lsb_timage_take(t, out + 6);
         images += 6 + w;
@@ -438,7 +442,7 @@ static int seal(lua_State *L, lsb_state *S, recorder *r) {
 static void split_sealed(lsb_state *S) {
     uint64_t *w = S->reuse_fp, *end = w + S->reuse_fp_len, *out = w;
     size_t pairs = 0;
-    for (const uint64_t *e = w; e < end; e += entry_length(e)) pairs += e[0] == 4;
+    for (const uint64_t *e = w; e < end; e += entry_length(e)) pairs += e[0] == ENTRY_SEALED;
     uint64_t *prot = malloc(2 * pairs * sizeof *prot);
     if (!prot) {   /* compared as nothing else: drop the record instead */
         lsb_tarena_unprotect(S->tarena);
@@ -448,7 +452,7 @@ static void split_sealed(lsb_state *S) {
     size_t k = 0;
     while (w < end) {
         size_t n = entry_length(w);
-        if (w[0] == 4) {
+        if (w[0] == ENTRY_SEALED) {
             prot[k++] = w[1];
             prot[k++] = w[3];
         } else {
@@ -502,6 +506,14 @@ static inline __attribute__((always_inline)) int same_fp(lua_State *L, int idx, 
     return tag == w[0] && bits == w[1];
 }
 
+/* Whether table node x is marked by json.array (in the ARRAYS set at `arrays`) as recorded. */
+static int same_mark(lua_State *L, int x, int arrays, uint64_t marked) {
+    lua_pushvalue(L, x);
+    uint64_t now = lua_rawget(L, arrays) != LUA_TNIL;
+    lua_pop(L, 1);
+    return now == marked;
+}
+
 /* Table node x against its entry at w; returns the entry's length, or 0 when they differ (the
  * stack may then hold more than before). */
 static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
@@ -511,12 +523,7 @@ static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
         lua_pop(L, 1);
     }
     if (mt != w[2]) return 0;
-    if (arrays) {   /* json.array was called during the call */
-        lua_pushvalue(L, x);
-        uint64_t marked = lua_rawget(L, arrays) != LUA_TNIL;
-        lua_pop(L, 1);
-        if (marked != w[3]) return 0;
-    }
+    if (arrays && !same_mark(L, x, arrays, w[3])) return 0;   /* json.array was called during the call */
     if (w[4] != LSB_REUSE_NO_LENGTH && (uint64_t)lua_rawlen(L, x) != w[4]) return 0;
     const uint64_t *m = w + 6, *end = m + 4 * w[5];
     lua_pushnil(L);
@@ -530,18 +537,13 @@ static size_t check_table(lua_State *L, int x, int arrays, const uint64_t *w) {
 
 /* Table node x against its image entry at w; returns the entry's length, or 0 when they differ. */
 static size_t check_image(lua_State *L, int x, int arrays, const uint64_t *w) {
-    if (arrays) {   /* json.array was called during the call */
-        lua_pushvalue(L, x);
-        uint64_t marked = lua_rawget(L, arrays) != LUA_TNIL;
-        lua_pop(L, 1);
-        if (marked != w[3]) return 0;
-    }
+    if (arrays && !same_mark(L, x, arrays, w[3])) return 0;   /* json.array was called during the call */
     if (!lsb_timage_same(w + 6)) return 0;   /* members, metatable, blocks */
     if (w[4] != LSB_REUSE_NO_LENGTH && (uint64_t)lua_rawlen(L, x) != w[4]) return 0;
     return 6 + (size_t)w[5];
 }
 
-/* A Lua function's upvalues read in their cells (entry of kind 5 at w): the entry's length, or
+/* A Lua function's upvalues read in their cells (ENTRY_CELLS at w): the entry's length, or
  * 0 when one differs. */
 static size_t check_cells(const uint64_t *w) {
     const uint64_t *m = w + 3, *end = m + 3 * w[2];
@@ -583,17 +585,19 @@ static int unchanged(lua_State *L, lsb_state *S) {
     int same = 1;
     if (S->reuse_protected) {   /* the protected tables: written at all, or marked by json.array */
         if (lsb_tarena_written(S->tarena)) same = 0;
-        for (size_t i = 0; same && arrays && i < S->reuse_prot_len; i += 2) {
-            lua_pushvalue(T, (int)S->reuse_prot[i] - 3);
-            same = (uint64_t)(lua_rawget(T, arrays) != LUA_TNIL) == S->reuse_prot[i + 1];
-            lua_pop(T, 1);
-        }
+        for (size_t i = 0; same && arrays && i < S->reuse_prot_len; i += 2)
+            same = same_mark(T, (int)S->reuse_prot[i] - 3, arrays, S->reuse_prot[i + 1]);
     }
     const uint64_t *w = S->reuse_fp, *end = same ? w + S->reuse_fp_len : w;
     while (w < end) {
         int x = (int)w[1] - 3;
-        size_t n = w[0] == 3 ? check_image(T, x, arrays, w) : w[0] == 5 ? check_cells(w) : w[0] == 1 ? check_table(T, x, arrays, w) :
-                   w[0] == 2 ? check_function(T, x, w) : 0;   /* 4: sealed, never here (split_sealed) */
+        size_t n = 0;   /* ENTRY_SEALED: never here (split_sealed) */
+        switch (w[0]) {
+        case ENTRY_IMAGE: n = check_image(T, x, arrays, w); break;
+        case ENTRY_CELLS: n = check_cells(w); break;
+        case ENTRY_TABLE: n = check_table(T, x, arrays, w); break;
+        case ENTRY_FUNCTION: n = check_function(T, x, w); break;
+        }
         if (!n) {
             same = 0;
             break;

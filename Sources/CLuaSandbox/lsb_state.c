@@ -61,17 +61,15 @@ char *lsb_strndup(const char *s, size_t n) {
 
 static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
-/* A block of the table arena freed or resized: a resized one moves out (or to a new arena block
- * while the top level still runs), so the arena only ever frees. */
-static void *arena_realloc(lsb_state *S, void *ptr, size_t osize, size_t nsize) {
-    void *p = NULL;
-    if (nsize) {
-        p = lsb_alloc(S, NULL, 0, nsize);   /* a new non-object block, under the same limits */
-        if (!p) return NULL;                /* Lua keeps the old block */
-        memcpy(p, ptr, osize < nsize ? osize : nsize);
-    }
-    lsb_tarena_free(S->tarena, osize);
-    S->used -= osize;
+#define LSB_CALLINFO_BYTES 64   /* sizeof(CallInfo) in Lua 5.4 on 64-bit hosts */
+
+/* Resizes a block by moving it to a new non-object block (from the table arena while the top
+ * level runs afresh, else the heap; under the same limits), then freeing the old one. */
+static void *move_block(lsb_state *S, void *ptr, size_t osize, size_t nsize) {
+    void *p = lsb_alloc(S, NULL, 0, nsize);
+    if (!p) return NULL;   /* Lua keeps the old block */
+    memcpy(p, ptr, osize < nsize ? osize : nsize);
+    lsb_alloc(S, ptr, osize, 0);
     return p;
 }
 
@@ -79,15 +77,15 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lsb_state *S = ud;
     int vector = ptr == NULL && osize == 0;   /* a new non-object block: a table's parts, a stack */
     if (ptr == NULL) osize = 0;   /* osize is a type tag for new blocks */
-    else if (S->tarena && lsb_tarena_owns(S->tarena, ptr)) return arena_realloc(S, ptr, osize, nsize);
-    else if (osize == 64 && nsize > 64 && S->fresh_running && S->tarena) {
+    else if (S->tarena && lsb_tarena_owns(S->tarena, ptr)) {   /* the arena only frees: a resized block moves */
+        if (nsize) return move_block(S, ptr, osize, nsize);
+        lsb_tarena_free(S->tarena, osize);
+        S->used -= osize;
+        return NULL;
+    } else if (osize == LSB_CALLINFO_BYTES && nsize > osize && S->fresh_running && S->tarena) {
         /* a table's 4-element array part (left out of the arena with CallInfos, below) grows:
          * its new block comes from the arena like the rest of the top level's tables */
-        void *p = lsb_alloc(S, NULL, 0, nsize);
-        if (!p) return NULL;
-        memcpy(p, ptr, 64);
-        lsb_alloc(S, ptr, 64, 0);
-        return p;
+        return move_block(S, ptr, osize, nsize);
     }
     if (nsize == 0) {
         if (ptr && !lsb_heap_push(&S->heap, ptr, osize)) lsb_heap_realloc(&S->heap, ptr, osize, 0);
@@ -106,8 +104,8 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     void *p = NULL;
     if (vector && S->fresh_running) {   /* the top level's table storage: counted, and from the arena while it fills */
         S->fresh_vector_bytes += nsize;
-        /* not a CallInfo (64 bytes): a thread keeps those and writes them on every call */
-        if (S->tarena && nsize != 64) p = lsb_tarena_alloc(S->tarena, nsize);
+        /* not a CallInfo: a thread keeps those and writes them on every call */
+        if (S->tarena && nsize != LSB_CALLINFO_BYTES) p = lsb_tarena_alloc(S->tarena, nsize);
     }
     if (!p && !ptr) p = lsb_heap_pop(&S->heap, nsize);
     if (!p) p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);
