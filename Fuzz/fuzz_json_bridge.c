@@ -72,13 +72,44 @@ static const char diff_src[] =
     "  end\n"
     "  return e\n"
     "end\n"
+    /* every array it finds (lazy ones among them): reads, then changes some of them */
+    "local function sorted(t)\n"   /* in key order: lazy and eager tables iterate differently */
+    "  local ks = {}\n"
+    "  for k in pairs(t) do ks[#ks + 1] = k end\n"
+    "  table.sort(ks, function(x, y) return type(x) .. tostring(x) < type(y) .. tostring(y) end)\n"
+    "  return ks\n"
+    "end\n"
+    "local function arrays(t, depth, f)\n"
+    "  if depth > 3 then return end\n"
+    "  for _, k in ipairs(sorted(t)) do local v = t[k]; if type(v) == 'table' then\n"
+    "    if #v > 0 then f(v) end\n"
+    "    arrays(v, depth + 1, f)\n"
+    "  end end\n"
+    "end\n"
+    "function arrayOps(e)\n"
+    "  local n = 0\n"
+    "  arrays(e, 0, function(a)\n"
+    "    n = n + 1\n"
+    "    local m = n % 7\n"
+    "    local first = a[1]\n"
+    "    if m == 0 then a[#a + 1] = first\n"
+    "    elseif m == 1 then a[1], a[#a] = a[#a], a[1]\n"
+    "    elseif m == 2 then table.remove(a, 1)\n"
+    "    elseif m == 3 then a[1] = first\n"
+    "    elseif m == 4 then table.insert(a, 1, n)\n"
+    "    elseif m == 5 then a[#a] = nil\n"
+    "    else local c = 0 for _ in ipairs(a) do c = c + 1 end a[1] = c end\n"
+    "  end)\n"
+    "  e.arrays = n\n"
+    "  return e\n"
+    "end\n"
     /* the runtime's envelope: message as the event, metadata as its context */
     "function withMetadata(e, md)\n"
     "  local m = md(e)\n"
     "  if type(m) == 'table' and type(m.sourceId) ~= 'table' then e.fuzzSource = m.sourceId end\n"
     "  return e\n"
     "end\n";
-static const char *const diff_entries[] = {"identity", "touch", "withMetadata", "modify"};
+static const char *const diff_entries[] = {"identity", "touch", "withMetadata", "modify", "arrayOps"};
 
 /* The limits every state of this target runs under. */
 static lsb_config fuzz_config(void) {
@@ -97,8 +128,8 @@ static lsb_state *diff_state(void) {
     lsb_state *st = lsb_new(&cfg, err, sizeof err);
     check(st != NULL, "lsb_new (differential state)");
     lsb_report r;
-    lsb_load(st, diff_src, sizeof diff_src - 1, "@fuzz_diff.lua", diff_entries, 4, &r);
-    check(r.status == LSB_OK && r.entry_mask == 15, "load (differential state)");
+    lsb_load(st, diff_src, sizeof diff_src - 1, "@fuzz_diff.lua", diff_entries, 5, &r);
+    check(r.status == LSB_OK && r.entry_mask == 31, "load (differential state)");
     lsb_report_clear(&r);
     return st;
 }
@@ -281,10 +312,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         differential("identity", json, size, NULL, 0);
         differential("touch", json, size, NULL, 0);
         differential("modify", json, size, NULL, 0);
+        differential("arrayOps", json, size, NULL, 0);
         if (shape == 2) {   /* as the runtime calls an envelope: the message, its metadata as context */
             differential("withMetadata", json + ms, ml, dl ? json + ds : NULL, dl);
             differential("touch", json + ms, ml, NULL, 0);
             differential("modify", json + ms, ml, NULL, 0);
+            differential("arrayOps", json + ms, ml, NULL, 0);
         }
     } else if (valid && size < 65536) {
         /* any other valid value, as a member of an object: {"a":VALUE,"b":1} */

@@ -20,6 +20,7 @@ int lsb_setmetatable(lua_State *L);
 int lsb_rawset(lua_State *L);
 int lsb_next(lua_State *L);
 int lsb_rawget(lua_State *L);
+int lsb_rawlen(lua_State *L);
 int lsb_getmetatable(lua_State *L);
 int lsb_tostring(lua_State *L);
 int lsb_collectgarbage(lua_State *L);
@@ -142,7 +143,7 @@ int lsb_build_env(lua_State *L) {
 
     /* base: plain functions that cannot escape or spin outside the hook */
     static const char *const base_plain[] = {"assert", "error", "ipairs", "pairs",
-                                             "rawequal", "rawlen", "select", "tonumber",
+                                             "rawequal", "select", "tonumber",
                                              "type", "_VERSION", NULL};
     copy_fields(L, g, base, base_plain);
 
@@ -150,7 +151,8 @@ int lsb_build_env(lua_State *L) {
     static const luaL_Reg base_wrapped[] = {
         {"setmetatable", lsb_setmetatable}, /* private snapshot, no __gc/__close */
         {"rawset", lsb_rawset},             /* refuses read-only proxies */
-        {"rawget", lsb_rawget},             /* these three see a lazy event as its decoding */
+        {"rawget", lsb_rawget},             /* these four see a lazy event as its decoding */
+        {"rawlen", lsb_rawlen},
         {"next", lsb_next},
         {"getmetatable", lsb_getmetatable},
         {"tostring", lsb_tostring},         /* no addresses */

@@ -12,9 +12,9 @@
  * - table.sort always compares through a C closure, where the watchdog can stop it.
  */
 #include "lsb_internal.h"
+#include "lsb_lazy.h"
 #include <math.h>
 #include <stdio.h>
-#include <string.h>
 #include <string.h>
 
 
@@ -44,6 +44,7 @@ int lsb_str_gmatch(lua_State *L);
 int lsb_str_gsub(lua_State *L);
 
 static void refuse_lying_length(lua_State *L, const char *fname) {
+    if (lsb_lazy_force_array(L, 1)) return;   /* a lazy event array: forced, its __len is its raw length */
     if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__len") != LUA_TNIL)
         luaL_error(L, "%s: tables with a __len metamethod are not accepted in the sandbox", fname);
 }
@@ -78,6 +79,7 @@ static int g_move(lua_State *L) {
     lua_Integer f = luaL_checkinteger(L, 2);
     lua_Integer e = luaL_checkinteger(L, 3);
     luaL_checktype(L, 1, LUA_TTABLE);
+    lsb_lazy_force_array(L, 1);
     /* moving more than the source holds (plus slack) only copies nils, in C */
     lua_Unsigned allowed = (lua_Unsigned)lua_rawlen(L, 1) + 1024;
     if (e >= f && (f <= 0 || (lua_Unsigned)(e - f) >= allowed))

@@ -180,6 +180,7 @@ static void encode_output(lua_State *L, job *j, int idx, int originmap, int as_s
 
 /* A table whose keys are exactly 1..n with n > 0. */
 static int is_sequence(lua_State *L, int idx) {
+    lsb_lazy_force_array(L, idx);   /* a lazy array holds its elements once forced */
     lua_Unsigned n = lua_rawlen(L, idx);
     if (n == 0) return 0;
     lsb_lazy_force(L, idx);   /* a lazy event with added 1..n keys: its members count too */

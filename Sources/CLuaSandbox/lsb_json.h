@@ -91,6 +91,10 @@ static inline const char *lsb_skip_plain(const char *p, const char *end) {
     return p;
 }
 
+/* The float the JSON number literal [s, end) (syntax-checked; a fraction or exponent makes it a
+ * float) stands for, when Clinger's fast path gives it exactly: 1 with *out, else 0 (strtod's
+ * job). lsb_json_decode.c. */
+int lsb_json_short_float(const char *s, const char *end, double *out);
 /* 10^0 .. 10^22: every power of ten a double holds exactly (the float fast paths of the decoder
  * and encoder). */
 extern const double lsb_pow10[23];

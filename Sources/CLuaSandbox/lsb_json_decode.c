@@ -94,7 +94,7 @@ static int string(jd *d) {
 const double lsb_pow10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-static int short_float(const char *s, const char *end, double *out) {
+int lsb_json_short_float(const char *s, const char *end, double *out) {
     const unsigned long long limit = 1ull << 53;
     int neg = *s == '-', point = 0;
     long p = 0;
@@ -109,11 +109,15 @@ static int short_float(const char *s, const char *end, double *out) {
         if (m > limit) return 0;
         p -= point;
     }
-    if (q < end) {   /* 'e' or 'E', an optional sign, digits */
+    if (q < end) {   /* 'e' or 'E', an optional sign, digits (checked: lazy tables call this on bytes
+                      * only the caller validated) */
         int eneg = 0;
         long e = 0;
-        if (*++q == '+' || *q == '-') eneg = *q++ == '-';
+        if ((*q != 'e' && *q != 'E') || ++q == end) return 0;
+        if (*q == '+' || *q == '-') eneg = *q++ == '-';
+        if (q == end) return 0;
         for (; q < end; q++) {
+            if (*q < '0' || *q > '9') return 0;
             e = e * 10 + (*q - '0');
             if (e > 1000) return 0;
         }
@@ -163,7 +167,7 @@ static int number(jd *d) {
         }
     }
     double fast;
-    if (short_float(s, d->p, &fast)) {
+    if (lsb_json_short_float(s, d->p, &fast)) {
         lua_pushnumber(d->L, fast);
         return 0;
     }

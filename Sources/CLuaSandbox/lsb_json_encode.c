@@ -298,6 +298,26 @@ static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n) {
     return r;
 }
 
+/* Does the string token tok[0, n) (quotes included), which holds an escape, decode to sv[0, sl)? */
+static int same_escaped(const char *sv, size_t sl, const char *tok, size_t n) {
+    const char *p = tok + 1, *end = tok + n - 1;
+    size_t j = 0;
+    while (p < end) {
+        if (*p != '\\') {
+            if (j >= sl || sv[j] != *p) return 0;
+            j++, p++;
+            continue;
+        }
+        unsigned cp;
+        char u[4];
+        if (lsb_json_unescape(&p, end, &cp)) return 0;
+        size_t k = lsb_utf8_put(cp, u);
+        if (j + k > sl || memcmp(sv + j, u, k) != 0) return 0;
+        j += k;
+    }
+    return j == sl;
+}
+
 /* Is the value at vidx, of type `type`, still the one member m decoded to? (Conservative: "no"
  * re-encodes.) `escapes`: the input may hold a backslash. */
 static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t n, int escapes) {
@@ -305,12 +325,32 @@ static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t
     case LUA_TSTRING: {
         size_t sl;
         const char *sv = lua_tolstring(L, vidx, &sl);
-        return tok[0] == '"' && sl == n - 2 && memcmp(sv, tok + 1, sl) == 0 && !(escapes && memchr(tok + 1, '\\', sl));
+        if (tok[0] != '"') return 0;
+        if (escapes && memchr(tok + 1, '\\', n - 2)) return same_escaped(sv, sl, tok, n);
+        return sl == n - 2 && memcmp(sv, tok + 1, sl) == 0;
     }
     case LUA_TBOOLEAN: return tok[0] == (lua_toboolean(L, vidx) ? 't' : 'f');
     case LUA_TLIGHTUSERDATA: return lua_touserdata(L, vidx) == NULL && tok[0] == 'n';
     case LUA_TNUMBER: {
-        if (!lua_isinteger(L, vidx) || n > 20) return 0;
+        if (!lua_isinteger(L, vidx)) {   /* a float: the same double as the literal, decoded to a float */
+            if (n > 40) return 0;
+            if (!(memchr(tok, '.', n) || memchr(tok, 'e', n) || memchr(tok, 'E', n))) {
+                /* an integer literal is a float only beyond int64 */
+                const char *d = tok + (tok[0] == '-');
+                size_t digits = n - (size_t)(d - tok);
+                if (digits < 19 || (digits == 19 && memcmp(d, tok[0] == '-' ? "9223372036854775808" : "9223372036854775807", 19) <= 0))
+                    return 0;
+            }
+            double x = lua_tonumber(L, vidx), t;
+            if (!lsb_json_short_float(tok, tok + n, &t)) {
+                char b[48];
+                memcpy(b, tok, n);
+                b[n] = 0;
+                t = strtod(b, NULL);
+            }
+            return memcmp(&x, &t, sizeof x) == 0;   /* bit for bit: -0.0 is not 0.0 */
+        }
+        if (n > 20) return 0;
         lua_Integer v = lua_tointeger(L, vidx);
         char b[24], *p = b + sizeof b;
         lua_Unsigned u = v < 0 ? (lua_Unsigned)0 - (lua_Unsigned)v : (lua_Unsigned)v;
@@ -322,37 +362,67 @@ static int same_scalar(lua_State *L, int vidx, int type, const char *tok, size_t
     }
 }
 
-/* Is the lazy table at idx exactly its input (every touched member present and unchanged, no
- * added keys)? Conservative: "no" only costs writing the members one by one. While nothing was
- * assigned the table's keys are touched members' (lsb_lazy.h), so looking up those suffices.
+static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int room);
+
+/* Is the value at v (of type `type`, the top of the stack) still the one member or element m of z
+ * decoded to? `room` as for lazy_clean. */
+static inline __attribute__((always_inline)) int same_member(je *e, const lsb_lazy *z, const lsb_lazy_member *m, int v, int type, int depth, int room) {
+    lua_State *L = e->L;
+    const char *tok = z->base + m->voff;
+    if (type == LUA_TSTRING && !z->escapes) {   /* the usual scalar, inline */
+        size_t sl;
+        const char *sv = lua_tolstring(L, v, &sl);
+        return tok[0] == '"' && sl == m->vlen - 2 && memcmp(sv, tok + 1, sl) == 0;
+    }
+    if (type == LUA_TTABLE) {
+        const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
+        /* json.array() marks can change how an empty child object is written */
+        return c && c->base == z->base && c->off == m->voff && (c->array || !c->marked) &&
+               lazy_clean(e, v, c, depth + 1, v, room - 1);
+    }
+    return type != LUA_TNIL && same_scalar(L, v, type, tok, m->vlen, z->escapes);
+}
+
+/* Is the lazy table at idx exactly its input? An object: every touched member present and
+ * unchanged, no added keys. Conservative: "no" only costs writing the members one by one. While
+ * nothing was assigned the table's keys are touched members' (lsb_lazy.h), so looking up those
+ * suffices. An array: unforced, or forced with every element unchanged and nothing assigned.
  * `top` is the top of the stack, with `room` slots known to be free above it. */
 static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int room) {
     lua_State *L = e->L;
     if (z->assigned || depth > LSB_JSON_MAX_OUT_DEPTH) return 0;
+    if (z->array && !z->forced) return 1;
     if (room < 5) {   /* a level holds one value, and a lookup below it pushes up to three more */
         if (!lua_checkstack(L, 16)) return 0;
         room = 16;
     }
     int v = top + 1;   /* where each member's value is looked at */
+    if (z->array) {
+        for (int i = 0; i < z->count; i++) {
+            int ok = same_member(e, z, &z->m[i], v, lua_rawgeti(L, idx, (lua_Integer)i + 1), depth, room);
+            lua_settop(L, top);
+            if (!ok) return 0;
+        }
+        return 1;
+    }
     for (uint64_t t = z->touched; t; t &= t - 1) {
         const lsb_lazy_member *m = &z->m[__builtin_ctzll(t)];
-        const char *tok = z->base + m->voff;
         lua_pushlstring(L, z->base + m->koff, m->klen);
-        int ok, type = lua_rawget(L, idx);
-        if (type == LUA_TSTRING) {   /* the usual scalar, inline */
-            size_t sl;
-            const char *sv = lua_tolstring(L, v, &sl);
-            ok = tok[0] == '"' && sl == m->vlen - 2 && memcmp(sv, tok + 1, sl) == 0 &&
-                 !(z->escapes && memchr(tok + 1, '\\', sl));
-        } else if (type == LUA_TTABLE) {
-            const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
-            /* json.array() marks can change how an empty child is written */
-            ok = c && c->base == z->base && c->off == m->voff && !c->marked && lazy_clean(e, v, c, depth + 1, v, room - 1);
-        } else ok = type != LUA_TNIL && same_scalar(L, v, type, tok, m->vlen, z->escapes);
+        int ok = same_member(e, z, m, v, lua_rawget(L, idx), depth, room);
         lua_settop(L, top);
         if (!ok) return 0;
     }
     return 1;
+}
+
+/* A lazy array: its input bytes while clean, else the plain table it is once forced. */
+static int lazy_array(je *e, int idx, lsb_lazy *z, int depth) {
+    /* value() made room for 8 more slots */
+    if (depth <= LSB_JSON_MAX_OUT_DEPTH && lazy_clean(e, idx, z, depth, lua_gettop(e->L), 8) &&
+        !raw_too_deep(depth, z->height))
+        return put_raw(e, z, z->base + z->off, z->len);
+    lsb_lazy_force(e->L, idx);
+    return table(e, idx, depth);
 }
 
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
@@ -503,7 +573,7 @@ static int value(je *e, int idx, int depth) {
         if (!lua_checkstack(L, 8)) return efail(e, "%s", "nested too deeply");
         {
             lsb_lazy *z = lsb_lazy_of_table(L, e->lazy, idx);
-            if (z) return lazy_object(e, idx, z, depth);
+            if (z) return z->array ? lazy_array(e, idx, z, depth) : lazy_object(e, idx, z, depth);
         }
         return table(e, idx, depth);
     default:

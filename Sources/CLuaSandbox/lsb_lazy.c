@@ -231,6 +231,23 @@ static size_t skip_container(const lsb_lazy_doc *d, size_t i, uint32_t *height) 
     }
 }
 
+/* p (< end) at a value's first byte: the offset after it (SIZE_MAX or beyond end when malformed);
+ * *height is its nesting (0 for a scalar). */
+static inline __attribute__((always_inline)) size_t skip_token(const lsb_lazy_doc *d, size_t p, size_t end,
+                                                               uint32_t *height) {
+    const char *base = d->bytes;
+    char c = base[p];
+    *height = 0;
+    if (c == '"') {
+        size_t q = next_bit(d->quotes, d->nwords, p + 1);
+        return q == SIZE_MAX ? q : q + 1;
+    }
+    if (c == '{' || c == '[') return skip_container(d, p, height);
+    size_t v = p;
+    while (p < end && base[p] != ',' && base[p] != '}' && base[p] != ']' && !is_ws(base[p])) p++;
+    return p == v ? SIZE_MAX : p;
+}
+
 /* Scans the object token bytes[off, off+len). Returns 0 with the members, 1 when the object must
  * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
 static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int *count,
@@ -272,18 +289,9 @@ static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_m
         if (p >= end) return -1;
         size_t v = p;
         uint32_t vh = 0;
-        char c = base[p];
-        if (c == '"') {
-            q = next_bit(d->quotes, d->nwords, p + 1);
-            p = q == SIZE_MAX ? q : q + 1;
-        } else if (c == '{' || c == '[') {
-            p = skip_container(d, p, &vh);
-            if (vh + 1 > *height) *height = vh + 1;
-        } else {
-            while (p < end && base[p] != ',' && base[p] != '}' && base[p] != ']' && !is_ws(base[p])) p++;
-            if (p == v) return -1;
-        }
+        p = skip_token(d, p, end, &vh);
         if (p > end) return -1;
+        if (vh + 1 > *height) *height = vh + 1;
         m[n++] = (lsb_lazy_member){(uint32_t)k, klen, (uint32_t)v, (uint32_t)(p - v)};
         SKIP_WS();
         if (p < end && base[p] == ',') {
@@ -291,6 +299,48 @@ static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_m
             continue;
         }
         if (p < end && base[p] == '}') {
+            *count = n;
+            return 0;
+        }
+        return -1;
+    }
+#undef SKIP_WS
+}
+
+/* Scans the array token bytes[off, off+len): 0 with its element count (the first `cap` elements
+ * written to m, keys empty) and nesting, or -1 when malformed. */
+static int scan_array(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int cap, int *count,
+                      uint32_t *height) {
+    const char *base = d->bytes;
+    size_t p = off, end = off + len;
+    int n = 0, compact = d->compact;
+    *height = 1;
+#define SKIP_WS() \
+    if (!compact) \
+        while (p < end && is_ws(base[p])) p++
+    if (end > d->len || p >= end || base[p] != '[') return -1;
+    p++;
+    SKIP_WS();
+    if (p < end && base[p] == ']') {
+        *count = 0;
+        return 0;
+    }
+    for (;;) {
+        SKIP_WS();
+        if (p >= end || n == INT_MAX) return -1;
+        size_t v = p;
+        uint32_t vh = 0;
+        p = skip_token(d, p, end, &vh);
+        if (p > end) return -1;
+        if (vh + 1 > *height) *height = vh + 1;
+        if (n < cap) m[n] = (lsb_lazy_member){0, 0, (uint32_t)v, (uint32_t)(p - v)};
+        n++;
+        SKIP_WS();
+        if (p < end && base[p] == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && base[p] == ']') {
             *count = n;
             return 0;
         }
@@ -314,10 +364,11 @@ static void eager(lua_State *L, const char *s, size_t n) {
  * this table (its making overwrote whatever an earlier table at the same address left), so
  * stale entries of collected tables are never read. Scripts cannot reach LAZYMETA. */
 
-#define CACHE_SLOTS 64
+#define CACHE_SLOTS 256   /* an array's elements are live lazy tables at once */
 
 typedef struct {
-    const void *meta;          /* LAZYMETA */
+    const void *meta;          /* LAZYMETA, the lazy objects' metatable */
+    const void *ameta;         /* the lazy arrays' metatable */
     const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
     const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
     const void *top_t;         /* the table in uservalue 4, or NULL (see below) */
@@ -329,7 +380,7 @@ typedef struct {
         lsb_lazy *z;
     } e[CACHE_SLOTS];
 } lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document,
-                   4 the latest one-event call's table */
+                   4 the latest one-event call's table, 5 the lazy arrays' metatable */
 
 /* The top table of a call's one event (in the arena, lsb_lazy_push) is not entered in LAZYMAP:
  * uservalues 3 and 4 hold it and its record, and top_t answers for it until the next event's
@@ -387,7 +438,7 @@ static lsb_lazy *lookup(lua_State *L, lazy_cache *c, int cidx, int idx) {
     if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
     const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
-    return mt == c->meta ? record_of(L, c, cidx, idx) : NULL;
+    return mt == c->meta || mt == c->ameta ? record_of(L, c, cidx, idx) : NULL;
 }
 
 /* Makes the lazy table of record z, the userdata at the top of the stack, which it replaces. The
@@ -417,7 +468,10 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
         lua_replace(L, -2);
         return;
     }
-    lua_createtable(L, 0, 0);   /* grown by what a read stores: only containers (see lazy_index) */
+    /* an object's grows by what a read stores (only containers, see lazy_index); an array's is
+     * made and filled as the eager decoder does (lsb_json_decode.c), so that its layout, and with
+     * it what `#` answers once the script leaves holes, is the same */
+    lua_createtable(L, z->array ? 4 : 0, 0);
     if (!top) {
         push_map(L, cidx);
         lua_pushvalue(L, -2);
@@ -425,7 +479,7 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
         lua_rawset(L, -3);   /* LAZYMAP[table] = record */
         lua_pop(L, 1);
     }
-    lua_getiuservalue(L, cidx, 1);
+    lua_getiuservalue(L, cidx, z->array ? 5 : 1);
     lua_setmetatable(L, -2);
     const void *t = lua_topointer(L, -1);
     if (top) {
@@ -466,9 +520,11 @@ static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t l
     z->escapes = (unsigned char)d->escapes;
     z->assigned = 0;
     z->marked = 0;
+    z->array = 0;
+    z->forced = 0;
     z->count = count;
     z->height = height;
-    memcpy(z->m, m, (size_t)count * sizeof m[0]);
+    if (m != z->m) memcpy(z->m, m, (size_t)count * sizeof m[0]);
 }
 
 /* Pushes the object bytes[off, off+len) of document d (at stack index docidx) as a lazy table,
@@ -492,6 +548,30 @@ static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_do
     push_proxy(L, c, cidx, z, 0);
 }
 
+#define ARRAY_STACK_ELEMENTS 128   /* larger arrays are scanned twice: counted, then into their record */
+
+/* Pushes the array bytes[off, off+len) of document d (at stack index docidx) as a lazy array. */
+static void push_array(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, int docidx, size_t off,
+                       size_t len) {
+    lsb_lazy_member m[ARRAY_STACK_ELEMENTS];
+    int count = 0;
+    uint32_t height = 1;
+    if (scan_array(d, off, len, m, ARRAY_STACK_ELEMENTS, &count, &height))
+        luaL_error(L, "event JSON: malformed array at byte %d", (int)off);
+    if (count == 0) {   /* empty (with whitespace): the eager decoding marks it as an array */
+        eager(L, d->bytes + off, len);
+        return;
+    }
+    luaL_checkstack(L, 6, "event nested too deeply");
+    lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
+    if (count > ARRAY_STACK_ELEMENTS) scan_array(d, off, len, z->m, count, &count, &height);
+    fill_record(z, d, off, len, count > ARRAY_STACK_ELEMENTS ? z->m : m, count, height);
+    z->array = 1;
+    lua_pushvalue(L, docidx);
+    lua_setiuservalue(L, -2, 1);
+    push_proxy(L, c, cidx, z, 0);
+}
+
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
     for (int i = 0; i < z->count; i++) {
         if (z->m[i].klen != n) continue;
@@ -510,30 +590,41 @@ lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
     if (!lua_getmetatable(L, idx)) return NULL;
     const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
-    if (mt != c->meta) return NULL;
+    if (mt != c->meta && mt != c->ameta) return NULL;
     const void *t = lua_topointer(L, idx);
     if (t == c->top_t) return c->top_z;
     unsigned s = cache_slot(t);
     return c->e[s].t == t ? c->e[s].z : record_miss(L, c, 0, idx, t, s);
 }
 
-/* Pushes member i's value (z is the record of the table at t). */
-static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i) {
-    const char *v = z->base + z->m[i].voff;
-    size_t n = z->m[i].vlen;
+/* Pushes the document of z, the record of the table at t, to anchor a child's record: the latest
+ * one, or through LAZYMAP (where every table but the latest event's is). */
+static inline void push_doc(lua_State *L, lazy_cache *c, int cidx, int t, const lsb_lazy *z) {
+    if (z->doc == c->cur) {
+        lua_getiuservalue(L, cidx, 3);
+        return;
+    }
+    push_map(L, cidx);
+    lua_pushvalue(L, t);
+    lua_rawget(L, -2);
+    lua_getiuservalue(L, -1, 1);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Pushes the value of member (or element) m of z; a container's record is anchored to the document
+ * at docidx. */
+static inline __attribute__((always_inline)) void push_value(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy *z,
+                                                             int docidx, const lsb_lazy_member *m) {
+    const char *v = z->base + m->voff;
+    size_t n = m->vlen;
     switch (*v) {
-    case '{':   /* the document, to anchor the child's record: the latest one, or through LAZYMAP */
-        if (z->doc == c->cur) lua_getiuservalue(L, cidx, 3);
-        else {
-            push_map(L, cidx);
-            lua_pushvalue(L, t);
-            lua_rawget(L, -2);
-            lua_getiuservalue(L, -1, 1);
-            lua_replace(L, -3);
-            lua_pop(L, 1);
-        }
-        push_object(L, c, cidx, z->doc, lua_gettop(L), z->m[i].voff, n);
-        lua_remove(L, -2);
+    case '{':
+        push_object(L, c, cidx, z->doc, docidx, m->voff, n);
+        return;
+    case '[':
+        if (n >= LSB_LAZY_ARRAY_MIN_BYTES) push_array(L, c, cidx, z->doc, docidx, m->voff, n);
+        else eager(L, v, n);
         return;
     case '"':
         if (n >= 2 && !memchr(v + 1, '\\', n - 2)) lua_pushlstring(L, v + 1, n - 2);
@@ -542,18 +633,34 @@ static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *
     case 't': lua_pushboolean(L, 1); return;
     case 'f': lua_pushboolean(L, 0); return;
     case 'n': lua_pushlightuserdata(L, NULL); return;
-    default:
-        if (n < 19) {   /* a short integer literal: no overflow possible */
-            size_t j = *v == '-';
-            lua_Integer x = 0;
-            for (; j < n && v[j] >= '0' && v[j] <= '9'; j++) x = x * 10 + (v[j] - '0');
-            if (j == n && n > (size_t)(*v == '-')) {
-                lua_pushinteger(L, *v == '-' ? -x : x);
-                return;
-            }
+    default: {
+        size_t j = *v == '-';
+        lua_Integer x = 0;
+        for (; j < n && j < 19 && v[j] >= '0' && v[j] <= '9'; j++) x = x * 10 + (v[j] - '0');
+        if (j == n && n < 19 && n > (size_t)(*v == '-')) {   /* a short integer literal: no overflow possible */
+            lua_pushinteger(L, *v == '-' ? -x : x);
+            return;
         }
-        eager(L, v, n);   /* floats, big integers, arrays */
+        double f;   /* a float literal (its fraction or exponent follows the digits) */
+        if (j < n && (v[j] == '.' || v[j] == 'e' || v[j] == 'E') && lsb_json_short_float(v, v + n, &f)) {
+            lua_pushnumber(L, f);
+            return;
+        }
+        eager(L, v, n);   /* long floats, big integers */
     }
+    }
+}
+
+/* Pushes member i's value (z is the record of the table at t). */
+static void push_member(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z, int i) {
+    char first = z->base[z->m[i].voff];
+    if (first != '{' && first != '[') {
+        push_value(L, c, cidx, z, 0, &z->m[i]);
+        return;
+    }
+    push_doc(L, c, cidx, t, z);
+    push_value(L, c, cidx, z, lua_gettop(L), &z->m[i]);
+    lua_remove(L, -2);
 }
 
 /* Materialises member i into the table at t (absolute); leaves the value on the stack. `key` is
@@ -614,14 +721,68 @@ static int lazy_next(lua_State *L) {
     return 1;
 }
 
-/* Materialises every unread member of z's table at t. */
+/* Decodes every element of the lazy array z (the table at t) into raw slots 1..count, once. */
+static void force_array(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z) {
+    if (z->forced) return;
+    luaL_checkstack(L, 8, "event nested too deeply");
+    push_doc(L, c, cidx, t, z);
+    int doc = lua_gettop(L);
+    for (int i = 0; i < z->count; i++) {
+        push_value(L, c, cidx, z, doc, &z->m[i]);
+        lua_rawseti(L, t, (lua_Integer)i + 1);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);   /* as the eager decoding marks its arrays */
+    lua_pushvalue(L, t);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_settop(L, doc - 1);
+    z->forced = 1;   /* only now: an error above leaves it to be forced again */
+}
+
+/* Materialises every unread member of z's table at t (every element of an array). */
 static void force(lua_State *L, lazy_cache *c, int cidx, int t, lsb_lazy *z) {
+    if (z->array) {
+        force_array(L, c, cidx, t, z);
+        return;
+    }
     luaL_checkstack(L, 6, "event nested too deeply");
     for (int i = 0; i < z->count; i++)
         if (!(z->touched >> i & 1)) {
             materialize(L, c, cidx, t, z, i, 0);
             lua_pop(L, 1);
         }
+}
+
+/* The lazy arrays' metamethods: upvalue 1 is the cache, and the table (argument 1) is a lazy
+ * array. Each forces it first; a forced array is its raw table. */
+static lsb_lazy *forced_array(lua_State *L) {
+    lazy_cache *c = lua_touserdata(L, lua_upvalueindex(1));
+    lsb_lazy *z = record_of(L, c, lua_upvalueindex(1), 1);
+    if (z && !z->forced) force_array(L, c, lua_upvalueindex(1), 1, z);
+    return z;
+}
+
+static int array_index(lua_State *L) {
+    lua_settop(L, 2);
+    forced_array(L);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int array_newindex(lua_State *L) {
+    lua_settop(L, 3);
+    lsb_lazy *z = forced_array(L);
+    lua_pushvalue(L, 2);
+    if (z && lua_rawget(L, 1) == LUA_TNIL) z->assigned = 1;   /* a new key; replacing an element is a raw write */
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+static int array_len(lua_State *L) {
+    forced_array(L);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
 }
 
 static int lazy_pairs(lua_State *L) {
@@ -634,24 +795,33 @@ static int lazy_pairs(lua_State *L) {
 }
 
 void lsb_lazy_touch(lua_State *L, int idx, int keyidx) {
-    lsb_lazy *z = lookup(L, lsb_get(L)->lazy, 0, lua_absindex(L, idx));
-    if (z) {
-        z->assigned = 1;
-        if (lua_type(L, keyidx) == LUA_TSTRING) touch(z, L, keyidx);
-    }
+    idx = lua_absindex(L, idx);
+    lsb_lazy *z = lookup(L, lsb_get(L)->lazy, 0, idx);
+    if (!z) return;
+    z->assigned = 1;
+    if (z->array) lsb_lazy_force(L, idx);
+    else if (lua_type(L, keyidx) == LUA_TSTRING) touch(z, L, keyidx);
 }
 
 void lsb_lazy_rawget(lua_State *L, int idx, int keyidx) {
     idx = lua_absindex(L, idx);
     keyidx = lua_absindex(L, keyidx);
     lua_pushvalue(L, keyidx);
-    if (lua_rawget(L, idx) != LUA_TNIL || lua_type(L, keyidx) != LUA_TSTRING) return;
+    if (lua_rawget(L, idx) != LUA_TNIL) return;
     lua_pop(L, 1);
     lazy_cache *c = push_cache(L);
     int cidx = lua_gettop(L);
     lsb_lazy *z = lookup(L, c, cidx, idx);
+    if (z && z->array) {   /* forced, it is its raw table */
+        force_array(L, c, cidx, idx, z);
+        lua_pop(L, 1);
+        lua_pushvalue(L, keyidx);
+        lua_rawget(L, idx);
+        return;
+    }
+    if (lua_type(L, keyidx) != LUA_TSTRING) z = NULL;
     size_t n;
-    const char *k = lua_tolstring(L, keyidx, &n);
+    const char *k = z ? lua_tolstring(L, keyidx, &n) : NULL;
     int i = z ? lsb_lazy_find(z, k, n) : -1;
     if (i < 0 || (z->touched >> i & 1)) {
         lua_pop(L, 1);
@@ -669,6 +839,16 @@ void lsb_lazy_force(lua_State *L, int idx) {
     lsb_lazy *z = lookup(L, c, cidx, idx);
     if (z) force(L, c, cidx, idx, z);
     lua_pop(L, 1);
+}
+
+int lsb_lazy_force_array(lua_State *L, int idx) {
+    lazy_cache *c = lsb_get(L)->lazy;
+    const void *t = lua_topointer(L, idx);
+    if (t == c->top_t || !t || lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;   /* top_t: an object */
+    int is = lua_topointer(L, -1) == c->ameta;
+    lua_pop(L, 1);
+    if (is) lsb_lazy_force(L, idx);
+    return is;
 }
 
 void lsb_lazy_strip(lua_State *L, int idx) {
@@ -837,7 +1017,7 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 4);
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 5);
     memset(c, 0, sizeof *c);
     lua_createtable(L, 0, 3);
     c->meta = lua_topointer(L, -1);
@@ -851,6 +1031,14 @@ void lsb_lazy_init(lua_State *L) {
     lua_pushcclosure(L, lazy_pairs, 1);
     lua_setfield(L, -2, "__pairs");
     lua_setiuservalue(L, -2, 1);
+    lua_createtable(L, 0, 4);
+    c->ameta = lua_topointer(L, -1);
+    static const luaL_Reg array_meta[] = {
+        {"__index", array_index}, {"__newindex", array_newindex}, {"__len", array_len}, {"__pairs", lazy_pairs},
+        {NULL, NULL}};
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, array_meta, 1);
+    lua_setiuservalue(L, -2, 5);
     lsb_get(L)->lazy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lsb_get(L)->lazy = c;
 }
@@ -861,6 +1049,14 @@ int lsb_next(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lsb_lazy_force(L, 1);
     return lazy_next(L);
+}
+
+int lsb_rawlen(lua_State *L) {
+    int t = lua_type(L, 1);
+    luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1, "table or string");
+    lsb_lazy_force_array(L, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
 }
 
 int lsb_rawget(lua_State *L) {

@@ -51,11 +51,26 @@
  *   rewrites it in place (the same reachability argument as the arena's).
  * - Objects with more than LSB_LAZY_MAX_MEMBERS members, duplicate keys or escaped keys are
  *   decoded eagerly (a plain table), which is always correct.
+ *
+ * Lazy arrays: a non-empty array member (or element) whose token is at least
+ * LSB_LAZY_ARRAY_MIN_BYTES long is handed out as an empty table with the lazy array metatable,
+ * its elements' offsets in its record (found when it is made). Its first access of any kind
+ * (__index, __newindex, __len, __pairs, and the sandbox's next, rawget, rawset, rawlen and
+ * table.* functions) forces it: every element is decoded into raw slots 1..count (objects as
+ * lazy objects, arrays as lazy arrays), the table enters ARRAYS as an eager array would, and
+ * `forced` is set. From then on it is an ordinary table whose __len is its raw length and whose
+ * __index finds nothing, so reads and writes are raw and only comparing tells a change:
+ * - `assigned` is set by every write that can add a key (__newindex, rawset);
+ * - an unforced array is clean: its input bytes are written;
+ * - a forced one is clean while nothing was assigned and element i is still the value element i
+ *   decoded to (the same lazy child, itself clean, or an equal scalar); otherwise it is written
+ *   as the plain table it now is. json.array marks change nothing for a non-empty array.
  */
 #include "lsb_internal.h"
 #include "lsb_json.h"
 
 #define LSB_LAZY_MAX_MEMBERS 64
+#define LSB_LAZY_ARRAY_MIN_BYTES 32   /* shorter arrays are decoded eagerly */
 
 typedef struct {
     uint32_t koff, klen;   /* key bytes (between the quotes), offsets into base */
@@ -75,7 +90,9 @@ typedef struct {
     unsigned char escapes; /* some backslash occurs in base */
     unsigned char assigned;/* some key was written by __newindex or rawset (see above) */
     unsigned char marked;  /* json.array(t) was applied */
-    uint32_t height;       /* nesting of this object's token: 1 when no member is a container */
+    unsigned char array;   /* a lazy array (see below): m[] are its elements, keys unused */
+    unsigned char forced;  /* an array: every element is in the table (raw 1..count) */
+    uint32_t height;       /* nesting of this token: 1 when no member is a container */
     int count;
     lsb_lazy_member m[];
 } lsb_lazy;
@@ -109,6 +126,8 @@ lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx);
 
 /* Materialises every member of the lazy table at idx into it (no-op for other values). */
 void lsb_lazy_force(lua_State *L, int idx);
+/* Forces the table at idx if it is a lazy array (see above); returns whether it is one. */
+int lsb_lazy_force_array(lua_State *L, int idx);
 /* lsb_lazy_force, then makes it a plain table (no metatable, no record). */
 void lsb_lazy_strip(lua_State *L, int idx);
 /* Marks member `key` of the lazy table at idx as assigned, and the table as written to (before
