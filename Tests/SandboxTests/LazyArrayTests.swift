@@ -18,6 +18,7 @@ extension LazyEventTests {
         try differential(#"""
         local p = e.properties or {}
         local ps = p.products or e.a or {}
+        log("rawlen first", rawlen(p.prices or ps), show(rawget(p.matrix or ps, 1) ~= nil), show(next(e.list or ps) ~= nil))
         log("#", #ps, rawlen(ps), select("#", table.unpack(ps)))
         for i, v in ipairs(ps) do log(i, show(v.sku or v.i), show(v.price or v.v)) end
         log(keys(ps))
