@@ -190,7 +190,12 @@ static int put_member(je *e, const char *k, size_t n, int slot, int depth) {
     return r;
 }
 
-static int table(je *e, int idx, int depth) {
+static int kept_as_input(je *e, const lsb_lazy *z, const lsb_lazy_member *m, int v, int depth);
+static int put_raw(je *e, const lsb_lazy *z, const char *s, size_t n);
+
+/* A table as JSON. `az`: the record of the lazy array it is (forced, changed), or NULL: its
+ * elements still equal to their input are written as their input bytes. */
+static int table(je *e, int idx, int depth, const lsb_lazy *az) {
     lua_State *L = e->L;
     if (depth > LSB_JSON_MAX_OUT_DEPTH) {
         char d[16];
@@ -234,6 +239,11 @@ static int table(je *e, int idx, int depth) {
         for (lua_Integer i = 1; (lua_Unsigned)i <= n; i++) {
             if (i > 1 && put(e, ",", 1)) return -1;
             lua_rawgeti(L, idx, i);
+            if (az && i <= az->count && kept_as_input(e, az, &az->m[i - 1], lua_gettop(L), depth)) {
+                lua_pop(L, 1);
+                if (put_raw(e, az, az->base + az->m[i - 1].voff, az->m[i - 1].vlen)) return -1;
+                continue;
+            }
             size_t old = path_push_index(e, i);
             int r = value(e, lua_gettop(L), depth + 1);
             path_pop(e, old);
@@ -366,6 +376,52 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int
 
 /* Is the value at v (of type `type`, the top of the stack) still the one member or element m of z
  * decoded to? `room` as for lazy_clean. */
+/* Is the plain table at v (no lazy record) still member or element m of z, an object or array of
+ * scalars only: exactly its keys, each with an equal value? Its pairs are matched to the token's
+ * members by their bytes (no key is made a Lua string). A json.array mark decides an empty one, as
+ * it decides how the table is written. */
+static int same_plain(je *e, const lsb_lazy *z, const lsb_lazy_member *m, int v) {
+    lua_State *L = e->L;
+    lsb_lazy_member ms[LSB_LAZY_MAX_MEMBERS];
+    int count;
+    uint32_t height;
+    if (lsb_lazy_scan_token(z, m, ms, &count, &height) != 0 || height != 1 || !lua_checkstack(L, 4)) return 0;
+    int top = lua_gettop(L), n = 0, object = z->base[m->voff] == '{';
+    if (count == 0) {
+        lua_pushnil(L);
+        if (lua_next(L, v)) {
+            lua_settop(L, top);
+            return 0;
+        }
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
+        lua_pushvalue(L, v);
+        int marked = lua_rawget(L, -2) != LUA_TNIL;
+        lua_settop(L, top);
+        return marked != object;
+    }
+    int ok = 1;   /* distinct keys match distinct members: with `count` pairs, every member is matched */
+    lua_pushnil(L);
+    while (ok && lua_next(L, v)) {   /* key at -2, value at -1 */
+        int i = -1, vt = lua_type(L, -1);
+        if (++n > count || vt == LUA_TNIL || vt == LUA_TTABLE) ok = 0;
+        else if (object) {
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                size_t kl;
+                const char *k = lua_tolstring(L, -2, &kl);
+                for (int j = 0; j < count && i < 0; j++)
+                    if (ms[j].klen == kl && memcmp(z->base + ms[j].koff, k, kl) == 0) i = j;
+            }
+        } else if (lua_isinteger(L, -2)) {
+            lua_Integer k = lua_tointeger(L, -2);
+            if (k >= 1 && k <= count) i = (int)k - 1;
+        }
+        if (ok && (i < 0 || !same_scalar(L, -1, vt, z->base + ms[i].voff, ms[i].vlen, z->escapes))) ok = 0;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    return ok && n == count;
+}
+
 static inline __attribute__((always_inline)) int same_member(je *e, const lsb_lazy *z, const lsb_lazy_member *m, int v, int type, int depth, int room) {
     lua_State *L = e->L;
     const char *tok = z->base + m->voff;
@@ -376,6 +432,7 @@ static inline __attribute__((always_inline)) int same_member(je *e, const lsb_la
     }
     if (type == LUA_TTABLE) {
         const lsb_lazy *c = lsb_lazy_of_table(L, e->lazy, v);
+        if (!c) return same_plain(e, z, m, v);
         /* json.array() marks can change how an empty child object is written */
         return c && c->base == z->base && c->off == m->voff && (c->array || !c->marked) &&
                lazy_clean(e, v, c, depth + 1, v, room - 1);
@@ -415,6 +472,16 @@ static int lazy_clean(je *e, int idx, const lsb_lazy *z, int depth, int top, int
     return 1;
 }
 
+/* In a changed table: is member or element m of z, whose value is at v, written as its input
+ * bytes? A scalar or plain table still equal to it is; a lazy child is not here: value() writes
+ * it, as its own input bytes when it is clean. */
+static int kept_as_input(je *e, const lsb_lazy *z, const lsb_lazy_member *m, int v, int depth) {
+    lua_State *L = e->L;
+    int type = lua_type(L, v);
+    if (type != LUA_TTABLE) return type != LUA_TNIL && same_scalar(L, v, type, z->base + m->voff, m->vlen, z->escapes);
+    return !lsb_lazy_of_table(L, e->lazy, v) && same_plain(e, z, m, v) && !member_too_deep(z, m, depth + 1);
+}
+
 /* A lazy array: its input bytes while clean, else the plain table it is once forced. */
 static int lazy_array(je *e, int idx, lsb_lazy *z, int depth) {
     /* value() made room for 8 more slots */
@@ -422,12 +489,12 @@ static int lazy_array(je *e, int idx, lsb_lazy *z, int depth) {
         !raw_too_deep(depth, z->height))
         return put_raw(e, z, z->base + z->off, z->len);
     lsb_lazy_force(e->L, idx);
-    return table(e, idx, depth);
+    return table(e, idx, depth, depth <= LSB_JSON_MAX_OUT_DEPTH ? z : NULL);
 }
 
 static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
     lua_State *L = e->L;
-    if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth);   /* reports the depth error */
+    if (depth > LSB_JSON_MAX_OUT_DEPTH) return table(e, idx, depth, NULL);   /* reports the depth error */
     if (z->marked) {   /* json.array(t): an empty table (no member left, nothing added) is [] */
         int empty = 1;
         for (int i = 0; i < z->count && empty; i++) empty = (z->touched >> i & 1) != 0;
@@ -477,7 +544,7 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         /* the eager table's verdict: a bad key type first, then the mix */
         if (members && badtype) return efail(e, "table has a %s key; only string keys (objects) or 1..n (arrays) can be JSON", badtype);
         if (members) return efail(e, "%s", "table mixes string keys with integer keys");
-        return table(e, idx, depth);
+        return table(e, idx, depth, NULL);
     }
     if (extra > 1000000 || !lua_checkstack(L, (int)(2 * extra) + 8)) return efail(e, "%s", "object has too many keys");
     int base = lua_gettop(L);
@@ -535,8 +602,7 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         if (!first && (r = put(e, ",", 1))) break;
         first = 0;
         if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
-        int type = lua_type(L, -1);
-        if (type != LUA_TTABLE && same_scalar(L, -1, type, z->base + m->voff, m->vlen, z->escapes)) {
+        if (kept_as_input(e, z, m, lua_gettop(L), depth)) {
             r = put_raw(e, z, z->base + m->voff, m->vlen);
         } else {
             size_t old = path_push_key(e, k, m->klen);
@@ -575,7 +641,7 @@ static int value(je *e, int idx, int depth) {
             lsb_lazy *z = lsb_lazy_of_table(L, e->lazy, idx);
             if (z) return z->array ? lazy_array(e, idx, z, depth) : lazy_object(e, idx, z, depth);
         }
-        return table(e, idx, depth);
+        return table(e, idx, depth, NULL);
     default:
         return efail(e, "cannot encode a %s as JSON", lua_typename(L, lua_type(L, idx)));
     }

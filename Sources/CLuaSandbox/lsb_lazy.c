@@ -516,6 +516,7 @@ static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t l
     z->len = (uint32_t)len;
     z->touched = 0;
     z->peeked = 0;
+    z->peeked2 = 0;
     z->compact = (unsigned char)d->compact;
     z->escapes = (unsigned char)d->escapes;
     z->assigned = 0;
@@ -570,6 +571,20 @@ static void push_array(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
     push_proxy(L, c, cidx, z, 0);
+}
+
+int lsb_lazy_scan_token(const lsb_lazy *z, const lsb_lazy_member *m, lsb_lazy_member *out, int *count,
+                        uint32_t *height) {
+    *count = 0;
+    *height = 0;
+    switch (z->base[m->voff]) {
+    case '{': return scan_object(z->doc, m->voff, m->vlen, out, count, height);
+    case '[': {
+        int r = scan_array(z->doc, m->voff, m->vlen, out, LSB_LAZY_MAX_MEMBERS, count, height);
+        return r ? r : *count > LSB_LAZY_MAX_MEMBERS;
+    }
+    default: return 1;
+    }
 }
 
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
@@ -634,9 +649,9 @@ static inline __attribute__((always_inline)) void push_value(lua_State *L, lazy_
     case 'f': lua_pushboolean(L, 0); return;
     case 'n': lua_pushlightuserdata(L, NULL); return;
     default: {
-        size_t j = *v == '-';
+        size_t j = *v == '-', lim = j + 18;   /* 18 digits cannot overflow */
         lua_Integer x = 0;
-        for (; j < n && j < 19 && v[j] >= '0' && v[j] <= '9'; j++) x = x * 10 + (v[j] - '0');
+        for (; j < n && j < lim && v[j] >= '0' && v[j] <= '9'; j++) x = x * 10 + (v[j] - '0');
         if (j == n && n < 19 && n > (size_t)(*v == '-')) {   /* a short integer literal: no overflow possible */
             lua_pushinteger(L, *v == '-' ? -x : x);
             return;
@@ -685,9 +700,13 @@ static int lazy_index(lua_State *L) {
     int i = lsb_lazy_find(z, k, n);
     if (i < 0 || (z->touched >> i & 1)) return 0;   /* absent, or deleted after it was read */
     char first = z->base[z->m[i].voff];
-    if (first != '{' && first != '[' && !(z->peeked >> i & 1)) {
-        /* a scalar's first read: handed out, not stored (a value has no identity to keep) */
-        z->peeked |= (uint64_t)1 << i;
+    uint64_t bit = (uint64_t)1 << i;
+    if (first != '{' && first != '[' && !(z->peeked2 & bit)) {
+        /* a scalar's first and second reads: handed out, not stored (a value has no identity to
+         * keep; a loop's `p.price * p.qty` and a type check read a field twice, and storing costs
+         * a table insert and a comparison when the event is written) */
+        if (z->peeked & bit) z->peeked2 |= bit;
+        else z->peeked |= bit;
         push_member(L, c, lua_upvalueindex(1), 1, z, i);
         return 1;
     }

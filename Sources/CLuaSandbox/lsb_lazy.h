@@ -9,8 +9,9 @@
  * - The script sees an ordinary table: reads decode the member into the table itself (so
  *   identity is stable and later reads are plain table reads); writes are plain writes. A
  *   scalar member (string, number, boolean, null) is handed out without being stored on its
- *   first read, and stored on its second: a value has no identity, and a field read once (the
- *   common filter) then costs no table insert and nothing to compare when the event is written.
+ *   first two reads, and stored on its third: a value has no identity, and a field read once or
+ *   twice (a filter, a type check and a use) then costs no table insert and nothing to compare
+ *   when the event is written.
  *   pairs/next and setmetatable first materialise every member; the sandbox's rawget and
  *   rawset see unread members too (lsb_lazy_rawget, lsb_lazy_touch), and the output nesting
  *   limit applies to untouched bytes as to tables.
@@ -63,8 +64,11 @@
  * - `assigned` is set by every write that can add a key (__newindex, rawset);
  * - an unforced array is clean: its input bytes are written;
  * - a forced one is clean while nothing was assigned and element i is still the value element i
- *   decoded to (the same lazy child, itself clean, or an equal scalar); otherwise it is written
- *   as the plain table it now is. json.array marks change nothing for a non-empty array.
+ *   decoded to (the same lazy child, itself clean; a plain table holding exactly the element's
+ *   scalars; or an equal scalar); otherwise it is written as the plain table it now is, each
+ *   element still equal to its input as its input bytes. json.array marks change nothing for a
+ *   non-empty array. A plain table of scalars is compared so wherever a member or element is one
+ *   (a short array, an object decoded eagerly).
  */
 #include "lsb_internal.h"
 #include "lsb_json.h"
@@ -86,6 +90,7 @@ typedef struct {
     uint32_t off, len;     /* this object's token */
     uint64_t touched;      /* bit i: member i was materialised or assigned */
     uint64_t peeked;       /* bit i: scalar member i was read once, without being stored */
+    uint64_t peeked2;      /* bit i: ... and twice (the third read stores it) */
     unsigned char compact; /* no whitespace outside strings in base */
     unsigned char escapes; /* some backslash occurs in base */
     unsigned char assigned;/* some key was written by __newindex or rawset (see above) */
@@ -136,6 +141,11 @@ void lsb_lazy_touch(lua_State *L, int idx, int keyidx);
 /* rawget for a lazy table: materialises member key first. Pushes the value. */
 void lsb_lazy_rawget(lua_State *L, int idx, int keyidx);
 
+/* The members (or elements, keys empty) of z's member m, a container token: 0 with at most
+ * LSB_LAZY_MAX_MEMBERS of them in out, their count and the token's nesting; 1 when there are more,
+ * a duplicate or escaped key, or m is a scalar; -1 when malformed. */
+int lsb_lazy_scan_token(const lsb_lazy *z, const lsb_lazy_member *m, lsb_lazy_member *out, int *count,
+                        uint32_t *height);
 /* Member i's index in z for key k, or -1. */
 int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n);
 /* Nesting of the JSON value json[0..len) (0 for a scalar). */
