@@ -248,57 +248,67 @@ static inline __attribute__((always_inline)) size_t skip_token(const lsb_lazy_do
     return p == v ? SIZE_MAX : p;
 }
 
-/* Scans the object token bytes[off, off+len). Returns 0 with the members, 1 when the object must
- * be decoded eagerly (too many members, a duplicate or escaped key), -1 when malformed. */
-static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int *count,
-                       uint32_t *height) {
+/* Scans the object (`object`) or array token bytes[off, off+len). Returns 0 with its members
+ * (an array's elements, keys empty; the first `cap` of them written to m), their count and the
+ * token's nesting; 1 when an object must be decoded eagerly (more than LSB_LAZY_MAX_MEMBERS
+ * members, for which cap is, or a duplicate or escaped key); -1 when malformed. */
+static inline __attribute__((always_inline)) int scan_container(const lsb_lazy_doc *d, size_t off, size_t len,
+                                                                lsb_lazy_member *m, int cap, int *count,
+                                                                uint32_t *height, int object) {
     const char *base = d->bytes;
     size_t p = off, end = off + len;
     int n = 0, compact = d->compact;
+    char open = object ? '{' : '[', close = object ? '}' : ']';
     uint64_t seen = 0;   /* a filter of key (length, first byte): most keys need no duplicate check */
     *height = 1;
     /* whitespace can only occur here when the document has some outside strings */
 #define SKIP_WS() \
     if (!compact) \
         while (p < end && is_ws(base[p])) p++
-    if (end > d->len || p >= end || base[p] != '{') return -1;
+    if (end > d->len || p >= end || base[p] != open) return -1;
     p++;
     SKIP_WS();
-    if (p < end && base[p] == '}') {
+    if (p < end && base[p] == close) {
         *count = 0;
         return 0;
     }
     for (;;) {
         SKIP_WS();
-        if (p >= end || base[p] != '"') return -1;
-        size_t k = p + 1, q = next_bit(d->quotes, d->nwords, k);
-        if (q >= end) return -1;
-        uint32_t klen = (uint32_t)(q - k);
-        if (n == LSB_LAZY_MAX_MEMBERS || (d->escapes && memchr(base + k, '\\', klen))) return 1;
-        uint64_t h = (uint64_t)1 << ((klen + (unsigned char)base[k]) & 63);   /* base[k] is the quote when klen is 0 */
-        if (seen & h) {
-            for (int i = 0; i < n; i++)
-                if (m[i].klen == klen && memcmp(base + m[i].koff, base + k, klen) == 0) return 1;
+        size_t k = 0;
+        uint32_t klen = 0;
+        if (object) {
+            if (p >= end || base[p] != '"') return -1;
+            k = p + 1;
+            size_t q = next_bit(d->quotes, d->nwords, k);
+            if (q >= end) return -1;
+            klen = (uint32_t)(q - k);
+            if (n == LSB_LAZY_MAX_MEMBERS || (d->escapes && memchr(base + k, '\\', klen))) return 1;
+            uint64_t h = (uint64_t)1 << ((klen + (unsigned char)base[k]) & 63);   /* base[k] is the quote when klen is 0 */
+            if (seen & h) {
+                for (int i = 0; i < n; i++)
+                    if (m[i].klen == klen && memcmp(base + m[i].koff, base + k, klen) == 0) return 1;
+            }
+            seen |= h;
+            p = q + 1;
+            SKIP_WS();
+            if (p >= end || base[p] != ':') return -1;
+            p++;
+            SKIP_WS();
         }
-        seen |= h;
-        p = q + 1;
-        SKIP_WS();
-        if (p >= end || base[p] != ':') return -1;
-        p++;
-        SKIP_WS();
-        if (p >= end) return -1;
+        if (p >= end || n == INT_MAX) return -1;
         size_t v = p;
         uint32_t vh = 0;
         p = skip_token(d, p, end, &vh);
         if (p > end) return -1;
         if (vh + 1 > *height) *height = vh + 1;
-        m[n++] = (lsb_lazy_member){(uint32_t)k, klen, (uint32_t)v, (uint32_t)(p - v)};
+        if (n < cap) m[n] = (lsb_lazy_member){(uint32_t)k, klen, (uint32_t)v, (uint32_t)(p - v)};
+        n++;
         SKIP_WS();
         if (p < end && base[p] == ',') {
             p++;
             continue;
         }
-        if (p < end && base[p] == '}') {
+        if (p < end && base[p] == close) {
             *count = n;
             return 0;
         }
@@ -307,46 +317,17 @@ static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_m
 #undef SKIP_WS
 }
 
-/* Scans the array token bytes[off, off+len): 0 with its element count (the first `cap` elements
- * written to m, keys empty) and nesting, or -1 when malformed. */
+/* scan_container for an object: m has room for LSB_LAZY_MAX_MEMBERS members. */
+static int scan_object(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int *count,
+                       uint32_t *height) {
+    return scan_container(d, off, len, m, LSB_LAZY_MAX_MEMBERS, count, height, 1);
+}
+
+/* scan_container for an array: 0 with its element count (the first `cap` written to m) and
+ * nesting, or -1 when malformed. */
 static int scan_array(const lsb_lazy_doc *d, size_t off, size_t len, lsb_lazy_member *m, int cap, int *count,
                       uint32_t *height) {
-    const char *base = d->bytes;
-    size_t p = off, end = off + len;
-    int n = 0, compact = d->compact;
-    *height = 1;
-#define SKIP_WS() \
-    if (!compact) \
-        while (p < end && is_ws(base[p])) p++
-    if (end > d->len || p >= end || base[p] != '[') return -1;
-    p++;
-    SKIP_WS();
-    if (p < end && base[p] == ']') {
-        *count = 0;
-        return 0;
-    }
-    for (;;) {
-        SKIP_WS();
-        if (p >= end || n == INT_MAX) return -1;
-        size_t v = p;
-        uint32_t vh = 0;
-        p = skip_token(d, p, end, &vh);
-        if (p > end) return -1;
-        if (vh + 1 > *height) *height = vh + 1;
-        if (n < cap) m[n] = (lsb_lazy_member){0, 0, (uint32_t)v, (uint32_t)(p - v)};
-        n++;
-        SKIP_WS();
-        if (p < end && base[p] == ',') {
-            p++;
-            continue;
-        }
-        if (p < end && base[p] == ']') {
-            *count = n;
-            return 0;
-        }
-        return -1;
-    }
-#undef SKIP_WS
+    return scan_container(d, off, len, m, cap, count, height, 0);
 }
 
 static void eager(lua_State *L, const char *s, size_t n) {
