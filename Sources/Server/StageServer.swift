@@ -62,6 +62,7 @@ public struct StageServer: Sendable {
         }
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "luaform"),
             services: [ReloadService(watcher: watcher, interval: options.reloadInterval)],
             logger: logger
