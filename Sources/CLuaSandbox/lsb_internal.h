@@ -153,7 +153,7 @@ struct lsb_state {
     lsb_tarena *tarena;        /* this state's table arena, or NULL */
     int tarena_failed;         /* none could be made: do not try again */
     int fresh_running;         /* the top level runs afresh (lsb_run_chunk_fresh) */
-    size_t fresh_vector_bytes; /* non-object blocks the last fresh run allocated */
+    size_t fresh_vector_bytes; /* non-object block bytes the last fresh run allocated (new blocks, and resizes' growth) */
     size_t top_level_runs;     /* lsb_run_chunk_fresh calls */
     unsigned array_marks;      /* json.array calls (they can mark a table of the kept environment) */
     unsigned reuse_marks_at;   /* array_marks when the current call entered the kept environment */

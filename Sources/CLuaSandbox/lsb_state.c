@@ -102,10 +102,12 @@ static void *lsb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         }
     }
     void *p = NULL;
-    if (vector && S->fresh_running) {   /* the top level's table storage: counted, and from the arena while it fills */
-        S->fresh_vector_bytes += nsize;
+    if (S->fresh_running) {   /* the top level's table storage: counted, and from the arena while it fills */
+        /* Lua resizes only non-object blocks, so a resize's growth counts as well: an array part
+         * grows that way, one doubling at a time, where a hash part is made anew each time */
+        if (nsize > osize && (vector || ptr)) S->fresh_vector_bytes += nsize - osize;
         /* not a CallInfo: a thread keeps those and writes them on every call */
-        if (S->tarena && nsize != LSB_CALLINFO_BYTES) p = lsb_tarena_alloc(S->tarena, nsize);
+        if (vector && S->tarena && nsize != LSB_CALLINFO_BYTES) p = lsb_tarena_alloc(S->tarena, nsize);
     }
     if (!p && !ptr) p = lsb_heap_pop(&S->heap, nsize);
     if (!p) p = lsb_heap_realloc(&S->heap, ptr, osize, nsize);

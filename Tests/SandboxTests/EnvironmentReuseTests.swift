@@ -207,6 +207,32 @@ final class EnvironmentReuseTests: XCTestCase {
         }
     }
 
+    func testALargeTopLevelArrayIsWriteProtected() throws {
+        // An array part grows by resizing its block, not by making a new one as a hash part does:
+        // its growth counts toward the arena's threshold too, so a big list is built in the arena
+        // and kept write-protected. (Before, it was compared as an image on every call, and past
+        // 1 MiB of image its top level ran again for every call.)
+        for size in [20_000, 100_000] {
+            let state = try makeState("""
+            local LIST = {}
+            for i = 1, \(size) do LIST[i] = "user" .. i .. "@example.com" end
+            function transformEvent(e)
+              e.n = #LIST
+              if e.change then LIST[5] = "changed" end
+              e.fifth = LIST[5]
+              return e
+            end
+            """)
+            let fresh = #"{"fifth":"user5@example.com","n":\#(size)}"#
+            for _ in 0..<3 { XCTAssertEqual(state.callEvent("{}").objectJSON, fresh) }
+            XCTAssertEqual(state.topLevelRuns, 2, "\(size) elements: kept")
+            XCTAssertTrue(state.protectsKeptTables, "\(size) elements")
+            XCTAssertEqual(state.callEvent(#"{"change":true}"#).objectJSON, #"{"change":true,"fifth":"changed","n":\#(size)}"#)
+            XCTAssertEqual(state.callEvent("{}").objectJSON, fresh, "\(size) elements: the change was found")
+            XCTAssertEqual(state.topLevelRuns, 3)
+        }
+    }
+
     func testTablesAreComparedAsImagesOfLuasOwnStorage() throws {
         // this machine's liblua5.4 has the Table layout lsb_table_image.c reads (probed once per process)
         XCTAssertTrue(try makeState("function transformEvent(e) return e end").comparesTableImages)
