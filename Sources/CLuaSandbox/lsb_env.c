@@ -42,24 +42,49 @@ static int lsb_frozen_len(lua_State *L) {
     return 1;
 }
 
+/* pairs(proxy): the sandbox's next, which iterates the table the proxy shows (lsb_next), with the
+ * proxy as its state, so the script never holds the writable table. */
+static int lsb_frozen_pairs(lua_State *L) {
+    lua_pushcfunction(L, lsb_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
 void lsb_push_frozen(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
     lua_newtable(L);                       /* proxy */
-    lua_createtable(L, 0, 4);              /* its metatable */
+    lua_createtable(L, 0, 5);              /* its metatable */
     lua_pushvalue(L, idx);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lsb_frozen_newindex);
     lua_setfield(L, -2, "__newindex");
     lua_pushcfunction(L, lsb_frozen_len);
     lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, lsb_frozen_pairs);
+    lua_setfield(L, -2, "__pairs");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
     lua_pushvalue(L, -2);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
+    lua_pushvalue(L, idx);
+    lua_rawset(L, -3);   /* FROZEN[proxy] = the table it shows */
     lua_pop(L, 1);
+}
+
+int lsb_frozen_target(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;   /* a proxy has one */
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        return 1;
+    }
+    lua_pop(L, 3);
+    return 0;
 }
 
 /* Copies the listed fields of the table at src into the table at dst. */

@@ -167,7 +167,7 @@ struct lsb_state {
 extern const char LSB_KEY_STATE;     /* -> lsb_state* */
 extern const char LSB_KEY_BASE;      /* -> table of allowlisted globals */
 extern const char LSB_KEY_ENVMETA;   /* -> {__index = BASE, __metatable = false} */
-extern const char LSB_KEY_FROZEN;    /* -> weak-keyed set of read-only proxies */
+extern const char LSB_KEY_FROZEN;    /* -> weak-keyed map: read-only proxy -> the table it shows */
 extern const char LSB_KEY_SNAPSHOTS; /* -> weak-keyed: metatable copy -> protected? */
 extern const char LSB_KEY_ARRAYS;    /* -> weak-keyed set of tables decoded from JSON arrays */
 extern const char LSB_KEY_CONTEXT;   /* -> weak-keyed: value table -> context proxy */
@@ -228,6 +228,10 @@ int lsb_push_context(lua_State *L, const char *json, size_t len, char *err, size
 
 /* Read-only proxy of the table at idx; pushes the proxy. */
 void lsb_push_frozen(lua_State *L, int idx);
+/* When the value at idx is a read-only proxy (lsb_push_frozen), pushes the table it shows and
+ * returns 1; else pushes nothing and returns 0. Reading through a proxy (pairs, next, rawget,
+ * rawlen, json.encode, an output) sees that table; only writes are refused. */
+int lsb_frozen_target(lua_State *L, int idx);
 
 /* JSON bridge. decode pushes one value or raises; encode appends to b or returns an error. */
 int lsb_json_decode_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);

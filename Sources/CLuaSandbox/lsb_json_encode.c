@@ -641,6 +641,11 @@ static int value(je *e, int idx, int depth) {
             lsb_lazy *z = lsb_lazy_of_table(L, e->lazy, idx);
             if (z) return z->array ? lazy_array(e, idx, z, depth) : lazy_object(e, idx, z, depth);
         }
+        if (lsb_frozen_target(L, idx)) {   /* a read-only proxy (metadata): what it shows */
+            int r = value(e, lua_gettop(L), depth);
+            lua_pop(L, 1);
+            return r;
+        }
         return table(e, idx, depth, NULL);
     default:
         return efail(e, "cannot encode a %s as JSON", lua_typename(L, lua_type(L, idx)));

@@ -1045,8 +1045,15 @@ void lsb_lazy_init(lua_State *L) {
 
 /* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */
 
+/* A read-only proxy (metadata, library tables) is read as the table it shows (lsb_frozen_target):
+ * argument 1 becomes that table, which the script never gets back. */
+static void read_through_proxy(lua_State *L) {
+    if (lsb_frozen_target(L, 1)) lua_replace(L, 1);
+}
+
 int lsb_next(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    read_through_proxy(L);
     lsb_lazy_force(L, 1);
     return lazy_next(L);
 }
@@ -1054,6 +1061,7 @@ int lsb_next(lua_State *L) {
 int lsb_rawlen(lua_State *L) {
     int t = lua_type(L, 1);
     luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1, "table or string");
+    read_through_proxy(L);
     lsb_lazy_force_array(L, 1);
     lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
     return 1;
@@ -1063,6 +1071,7 @@ int lsb_rawget(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
+    read_through_proxy(L);
     lsb_lazy_rawget(L, 1, 2);
     return 1;
 }

@@ -123,6 +123,40 @@ final class IsolationTests: XCTestCase {
                        "without metadata, metadata(e) is an empty read-only table")
     }
 
+    /// metadata(e) is read-only, but reads as a plain table: pairs, next, rawget, rawlen and
+    /// ipairs see its members, json.encode and an output write them (rudder's metadata(event) is
+    /// a plain object: Object.keys, JSON.stringify and spreading work on it). Writes of every
+    /// kind still fail, and iterating never hands out a writable table.
+    func testMetadataReadsAsAPlainTable() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          local m = metadata(e)
+          local keys, raw = {}, {}
+          for k, v in pairs(m) do keys[#keys + 1] = k .. "=" .. (type(v) == "table" and "table" or tostring(v)) end
+          table.sort(keys)
+          local k, v = next(m)
+          local f, s = pairs(m)
+          local items = {}
+          for i, x in ipairs(m.list) do items[#items + 1] = x end
+          return {
+            keys = table.concat(keys, " "), first = k ~= nil and m[k] == v,
+            rawget = rawget(m, "sourceId"), rawlen = rawlen(m.list), len = #m.list, items = items,
+            encoded = json.encode(m), nested = json.encode(m.dest), meta = m,
+            writes = { pcall(function() m.sourceId = "x" end), pcall(rawset, m, "sourceId", "x"),
+                       pcall(function() m.dest.id = "x" end), pcall(table.insert, m.list, 4),
+                       pcall(function() s.sourceId = "x" end), (pcall(setmetatable, m, nil)) },
+            after = m.sourceId .. "/" .. m.dest.id .. "/" .. #m.list,
+          }
+        end
+        """)
+        let context = #"{"sourceId":"s1","jobId":7,"dest":{"id":"d1"},"list":[1,2,3]}"#
+        XCTAssertEqual(state.callEvent("{}", context: context).objectJSON,
+                       #"{"after":"s1/d1/3","encoded":"{\"dest\":{\"id\":\"d1\"},\"jobId\":7,\"list\":[1,2,3],\"sourceId\":\"s1\"}","# +
+                       #""first":true,"items":[1,2,3],"keys":"dest=table jobId=7 list=table sourceId=s1","len":3,"# +
+                       #""meta":{"dest":{"id":"d1"},"jobId":7,"list":[1,2,3],"sourceId":"s1"},"nested":"{\"id\":\"d1\"}","# +
+                       #""rawget":"s1","rawlen":3,"writes":[false,false,false,false,false,false]}"#)
+    }
+
     func testLogsAreCapturedAndBounded() throws {
         let state = try makeState("""
         function transformEvent(e)
