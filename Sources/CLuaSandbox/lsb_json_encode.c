@@ -572,9 +572,22 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         qsort(keys, extra, sizeof *keys, keycmp);
     }
     int r = put(e, "{", 1), first = 1;
+    /* no member's input bytes can pass the nesting limit here: then a run of untouched members
+     * is written at once, `"k1":v1,"k2":v2` as it stands in the input */
+    int shallow = !raw_too_deep(depth + 1, z->height - 1);
     for (int i = 0; r == 0 && i < z->count; i++) {
         const lsb_lazy_member *m = &z->m[i];
         const char *k = z->base + m->koff;
+        if (shallow && !(z->touched >> i & 1)) {
+            int j = i;
+            while (j + 1 < z->count && !(z->touched >> (j + 1) & 1)) j++;
+            if (!first && (r = put(e, ",", 1))) break;
+            first = 0;
+            const char *end = z->base + z->m[j].voff + z->m[j].vlen;
+            r = put_raw(e, z, k - 1, (size_t)(end - (k - 1)));
+            i = j;
+            continue;
+        }
         if (!(z->touched >> i & 1)) {
             if (!first && (r = put(e, ",", 1))) break;
             first = 0;
@@ -601,9 +614,10 @@ static int lazy_object(je *e, int idx, const lsb_lazy *z, int depth) {
         }
         if (!first && (r = put(e, ",", 1))) break;
         first = 0;
-        if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) break;
-        if (kept_as_input(e, z, m, lua_gettop(L), depth)) {
-            r = put_raw(e, z, z->base + m->voff, m->vlen);
+        if (kept_as_input(e, z, m, lua_gettop(L), depth)) {   /* `"k":v` as in the input */
+            r = put_raw(e, z, k - 1, (size_t)(z->base + m->voff + m->vlen - (k - 1)));
+        } else if ((r = put(e, k - 1, m->klen + 2)) || (r = put(e, ":", 1))) {
+            break;
         } else {
             size_t old = path_push_key(e, k, m->klen);
             r = value(e, lua_gettop(L), depth + 1);
