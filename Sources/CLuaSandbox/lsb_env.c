@@ -148,6 +148,7 @@ int lsb_build_env(lua_State *L) {
     lsb_lazy_init(L);
     new_weak_table(L, &LSB_KEY_LAZYMAP, "k");
     new_weak_table(L, &LSB_KEY_FROZEN, "k");
+    lsb_view_init(L);
     new_weak_table(L, &LSB_KEY_SNAPSHOTS, "k");
     new_weak_table(L, &LSB_KEY_ARRAYS, "k");
     new_weak_table(L, &LSB_KEY_CONTEXT, "k");

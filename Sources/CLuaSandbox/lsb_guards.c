@@ -45,8 +45,14 @@ int lsb_str_gsub(lua_State *L);
 
 static void refuse_lying_length(lua_State *L, const char *fname) {
     if (lsb_lazy_force_array(L, 1)) return;   /* a lazy event array: forced, its __len is its raw length */
-    if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__len") != LUA_TNIL)
+    if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__len") != LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lsb_frozen_target(L, 1)) {   /* a read-only proxy: its __len is the shown table's length */
+            lua_pop(L, 1);
+            return;
+        }
         luaL_error(L, "%s: tables with a __len metamethod are not accepted in the sandbox", fname);
+    }
 }
 
 static int g_insert(lua_State *L) { refuse_lying_length(L, "table.insert"); return call_original(L); }

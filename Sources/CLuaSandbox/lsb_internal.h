@@ -232,6 +232,13 @@ void lsb_push_frozen(lua_State *L, int idx);
  * returns 1; else pushes nothing and returns 0. Reading through a proxy (pairs, next, rawget,
  * rawlen, json.encode, an output) sees that table; only writes are refused. */
 int lsb_frozen_target(lua_State *L, int idx);
+/* Read-only views (lsb_view.c). lsb_push_view pushes a view of the object json[0, len), which
+ * must be valid JSON (validated with its input), or nil when it is not an object; returns -1
+ * (pushing nothing) when the text is not an object lsb_lazy can show, for the eager path.
+ * lsb_view_wrap replaces a table at the top of the stack with its view (a read-only one stays). */
+void lsb_view_init(lua_State *L);
+int lsb_push_view(lua_State *L, const char *json, size_t len);
+void lsb_view_wrap(lua_State *L);
 
 /* JSON bridge. decode pushes one value or raises; encode appends to b or returns an error. */
 int lsb_json_decode_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);

@@ -965,6 +965,27 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
     return 0;
 }
 
+int lsb_lazy_push_detached(lua_State *L, const char *json, size_t len) {
+    size_t a = 0, b = len;
+    while (a < b && is_ws(json[a])) a++;
+    while (b > a && is_ws(json[b - 1])) b--;
+    if (a == b || json[a] != '{' || len > UINT32_MAX) return -1;
+    luaL_checkstack(L, 8, "cannot push the value");
+    lazy_cache *c = push_cache(L);
+    int cidx = lua_gettop(L);
+    size_t n = b - a, nwords = (n + 63) / 64;
+    void *mem = lua_newuserdatauv(L, doc_size(n), 0);   /* the document: bytes and index */
+    lsb_lazy_doc *d = mem;
+    uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
+    char *bytes = (char *)(bits + 2 * nwords);
+    memcpy(bytes, json + a, n);
+    index_bytes(d, bytes, n, bits, bits + nwords);
+    push_object(L, c, cidx, d, cidx + 1, 0, n);   /* its record holds the document */
+    lua_replace(L, cidx);
+    lua_settop(L, cidx);
+    return 0;
+}
+
 _Static_assert(LSB_JSON_INDEX_MEMBERS == LSB_LAZY_MAX_MEMBERS, "lsb_json_index holds a lazy object's members");
 _Static_assert(sizeof(lsb_lazy_member) == 4 * sizeof(uint32_t), "lsb_json_index's members are lsb_lazy_members");
 
@@ -1046,16 +1067,20 @@ void lsb_lazy_init(lua_State *L) {
 /* ---- the sandbox's raw functions: they see a lazy table as its eager decoding ---- */
 
 /* A read-only proxy (metadata, library tables) is read as the table it shows (lsb_frozen_target):
- * argument 1 becomes that table, which the script never gets back. */
-static void read_through_proxy(lua_State *L) {
-    if (lsb_frozen_target(L, 1)) lua_replace(L, 1);
+ * argument 1 becomes that table, which the script never gets back (lsb_view_wrap). */
+static int read_through_proxy(lua_State *L) {
+    if (!lsb_frozen_target(L, 1)) return 0;
+    lua_replace(L, 1);
+    return 1;
 }
 
 int lsb_next(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    read_through_proxy(L);
+    int proxy = read_through_proxy(L);
     lsb_lazy_force(L, 1);
-    return lazy_next(L);
+    int n = lazy_next(L);
+    if (proxy && n == 2) lsb_view_wrap(L);
+    return n;
 }
 
 int lsb_rawlen(lua_State *L) {
@@ -1071,8 +1096,9 @@ int lsb_rawget(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    read_through_proxy(L);
+    int proxy = read_through_proxy(L);
     lsb_lazy_rawget(L, 1, 2);
+    if (proxy) lsb_view_wrap(L);
     return 1;
 }
 

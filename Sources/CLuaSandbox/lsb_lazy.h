@@ -112,6 +112,11 @@ void lsb_lazy_init(lua_State *L);
  * object, the eager decoding otherwise. Returns 0, or -1 with a message in err. */
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen);
 
+/* Pushes the object json[0..len) (already validated) as a lazy table of its own document, found
+ * through LAZYMAP like a nested table, leaving the call's event as it is (lsb_view.c: metadata).
+ * Returns -1, pushing nothing, when the text is not an object (the caller decodes it eagerly). */
+int lsb_lazy_push_detached(lua_State *L, const char *json, size_t len);
+
 /* Offers ix (lsb_json_envelope_indexed) to state S's lsb_lazy_push: a push of exactly the bytes
  * ix->json[0, ix->len) then uses ix's index instead of computing it. The caller keeps *ix as it
  * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */

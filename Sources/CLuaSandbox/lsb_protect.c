@@ -316,7 +316,8 @@ static void decode_context(lua_State *L, lsb_state *S) {
     size_t n;
     const char *s = lua_tolstring(L, text, &n);
     char err[200];
-    if (lsb_push_context(L, s, n, err, sizeof err)) luaL_error(L, "metadata: %s", err);
+    /* validated with its input: a lazy view, unless it is no object lsb_lazy shows */
+    if (lsb_push_view(L, s, n) && lsb_push_context(L, s, n, err, sizeof err)) luaL_error(L, "metadata: %s", err);
     if (S->ctx_ref != LUA_NOREF && S->ctx_ref != LUA_REFNIL) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->ctx_ref);
         int same = lua_rawequal(L, -1, text);
@@ -332,9 +333,10 @@ static void decode_context(lua_State *L, lsb_state *S) {
 int lsb_metadata(lua_State *L) {
     lsb_state *S = lsb_get(L);
     S->impure++;
-    if (S->ctx_pending) {   /* the call's context, held as text: now a Lua string, decoded below */
-        lua_pushlstring(L, S->ctx_text.data, S->ctx_text.len);
+    if (S->ctx_pending) {   /* the call's context, held as text (validated): its view, made from the text */
         S->ctx_pending = 0;
+        if (lsb_push_view(L, S->ctx_text.data, S->ctx_text.len))
+            lua_pushlstring(L, S->ctx_text.data, S->ctx_text.len);   /* decoded eagerly below */
         lsb_ref_replace(L, &S->ctx_ref);
     }
     if (lua_type(L, 1) == LUA_TTABLE) {

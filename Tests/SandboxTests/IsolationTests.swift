@@ -157,6 +157,72 @@ final class IsolationTests: XCTestCase {
                        #""rawget":"s1","rawlen":3,"writes":[false,false,false,false,false,false]}"#)
     }
 
+    /// A validated input's metadata is a lazy read-only view (lsb_view.c): the same reads as the
+    /// eager one above, tables handed out as views of their own (one per table, so identity holds),
+    /// and, written whole, the context's input bytes. A context the lazy side does not show
+    /// (escaped or duplicate keys) is decoded eagerly and reads the same.
+    func testMetadataOfAValidatedInputIsALazyView() throws {
+        let state = try makeState("""
+        function transformEvent(e)
+          local m = metadata(e)
+          local keys = {}
+          for k, v in pairs(m) do keys[#keys + 1] = k .. "=" .. (type(v) == "table" and "table" or tostring(v)) end
+          table.sort(keys)
+          local viaNext, viaRaw = select(2, next(m)), rawget(m, "dest")
+          local items = {}
+          for i, x in ipairs(m.list) do items[#items + 1] = x end
+          local inner = {}
+          for k, v in pairs(m.dest) do inner[#inner + 1] = k .. "=" .. tostring(v) end
+          local iterated = 0   -- tables handed out by pairs and next are read-only too
+          for k, v in pairs(m) do
+            if type(v) == "table" and not pcall(function() v.z = 1 end) then iterated = iterated + 1 end
+          end
+          local k, v = nil, nil
+          repeat
+            k, v = next(m, k)
+            if type(v) == "table" and not pcall(function() v.z = 1 end) then iterated = iterated + 1 end
+          until k == nil
+          return {
+            iterated = iterated,
+            keys = table.concat(keys, " "), same = m.dest == m.dest and rawget(m, "dest") == m.dest,
+            len = #m.list, rawlen = rawlen(m.list), items = items, concat = table.concat(m.list, ","),
+            inner = table.concat(inner, " "), encoded = json.encode(m), meta = m,
+            writes = { pcall(function() m.sourceId = "x" end), pcall(rawset, m, "sourceId", "x"),
+                       pcall(function() m.dest.id = "x" end), pcall(function() viaRaw.id = "x" end),
+                       pcall(rawset, m.dest, "id", "x"), pcall(table.insert, m.list, 4),
+                       pcall(table.sort, m.list, function(a, b) return a > b end),
+                       (pcall(setmetatable, m.dest, nil)) },
+            after = m.sourceId .. "/" .. m.dest.id .. "/" .. table.concat(m.list, ","),
+          }
+        end
+        """)
+        for (context, encoded) in [
+            (#"{"sourceId":"s1", "jobId":7,"dest":{"id":"d1"},"list":[1,2,3]}"#, #"{"sourceId":"s1","jobId":7,"dest":{"id":"d1"},"list":[1,2,3]}"#),
+            (#"{"sourceId":"s1","jobId":7,"dest":{"id":"d1"},"list":[1,2,3],"x\u0041":1}"#, nil),   // an escaped key: eager
+        ] {
+            let input = SandboxInput(json: Array("{}".utf8), context: Array(context.utf8), validated: true)
+            let out = state.call(entry: "transformEvent", inputs: [input], batched: false)
+            guard let json = out.objectJSON, let got = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+                XCTFail("\(out.result)"); continue
+            }
+            let eager = encoded == nil
+            XCTAssertEqual(got["keys"] as? String, "dest=table jobId=7 list=table sourceId=s1" + (eager ? " xA=1" : ""))
+            XCTAssertEqual(got["same"] as? Bool, true)
+            XCTAssertEqual(got["len"] as? Int, 3)
+            XCTAssertEqual(got["rawlen"] as? Int, 3)
+            XCTAssertEqual(got["items"] as? [Int], [1, 2, 3])
+            XCTAssertEqual(got["concat"] as? String, "1,2,3")
+            XCTAssertEqual(got["inner"] as? String, "id=d1")
+            XCTAssertEqual(got["writes"] as? [Bool], Array(repeating: false, count: 8))
+            XCTAssertEqual(got["after"] as? String, "s1/d1/1,2,3")
+            XCTAssertEqual(got["iterated"] as? Int, 4)
+            if let encoded {   // the view is written as its input, compacted
+                XCTAssertEqual(got["encoded"] as? String, encoded)
+                XCTAssertTrue(json.contains(#""meta":\#(encoded)"#), json)
+            }
+        }
+    }
+
     func testLogsAreCapturedAndBounded() throws {
         let state = try makeState("""
         function transformEvent(e)
