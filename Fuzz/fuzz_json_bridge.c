@@ -108,8 +108,25 @@ static const char diff_src[] =
     "  local m = md(e)\n"
     "  if type(m) == 'table' and type(m.sourceId) ~= 'table' then e.fuzzSource = m.sourceId end\n"
     "  return e\n"
+    "end\n"
+    /* metadata read every way: a lazy view (validated) against the eager proxy; both read-only */
+    "function metadataOps(e, md)\n"
+    "  local m = md(e)\n"
+    "  local keys, n = sorted(m), 0\n"
+    "  for _, k in ipairs(keys) do\n"
+    "    local v = m[k]\n"
+    "    if type(v) == 'table' then\n"
+    "      n = n + #v + rawlen(v) + (pcall(function() v.fz = 1 end) and 1000 or 1)\n"
+    "      for _, k2 in ipairs(sorted(v)) do if type(v[k2]) == 'table' then n = n + 10 + #v[k2] end end\n"
+    "      local first = next(v)\n"
+    "      if first ~= nil and rawget(v, first) ~= v[first] and type(v[first]) ~= 'table' then n = n + 100000 end\n"
+    "    end\n"
+    "  end\n"
+    "  e.fuzzKeys, e.fuzzN, e.fuzzMeta = #keys, n, m\n"
+    "  e.fuzzWrites = (pcall(function() m.fz = 1 end) and 1 or 0) + (pcall(rawset, m, 'fz', 1) and 10 or 0)\n"
+    "  return e\n"
     "end\n";
-static const char *const diff_entries[] = {"identity", "touch", "withMetadata", "modify", "arrayOps"};
+static const char *const diff_entries[] = {"identity", "touch", "withMetadata", "modify", "arrayOps", "metadataOps"};
 
 /* The limits every state of this target runs under. */
 static lsb_config fuzz_config(void) {
@@ -128,8 +145,10 @@ static lsb_state *diff_state(void) {
     lsb_state *st = lsb_new(&cfg, err, sizeof err);
     check(st != NULL, "lsb_new (differential state)");
     lsb_report r;
-    lsb_load(st, diff_src, sizeof diff_src - 1, "@fuzz_diff.lua", diff_entries, 5, &r);
-    check(r.status == LSB_OK && r.entry_mask == 31, "load (differential state)");
+    lsb_load(st, diff_src, sizeof diff_src - 1, "@fuzz_diff.lua", diff_entries,
+             (int)(sizeof diff_entries / sizeof diff_entries[0]), &r);
+    check(r.status == LSB_OK && r.entry_mask == (1u << (sizeof diff_entries / sizeof diff_entries[0])) - 1,
+          "load (differential state)");
     lsb_report_clear(&r);
     return st;
 }
@@ -315,6 +334,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         differential("arrayOps", json, size, NULL, 0);
         if (shape == 2) {   /* as the runtime calls an envelope: the message, its metadata as context */
             differential("withMetadata", json + ms, ml, dl ? json + ds : NULL, dl);
+            differential("metadataOps", json + ms, ml, dl ? json + ds : NULL, dl);
             differential("touch", json + ms, ml, NULL, 0);
             differential("modify", json + ms, ml, NULL, 0);
             differential("arrayOps", json + ms, ml, NULL, 0);
