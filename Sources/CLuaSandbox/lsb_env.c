@@ -30,7 +30,7 @@ int lsb_secret(lua_State *L);
 int lsb_http_get(lua_State *L);
 int lsb_http_post(lua_State *L);
 
-static int lsb_frozen_newindex(lua_State *L) {
+int lsb_frozen_newindex(lua_State *L) {
     return luaL_error(L, "attempt to modify a read-only table (field '%s')",
                       lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
 }
@@ -44,7 +44,7 @@ static int lsb_frozen_len(lua_State *L) {
 
 /* pairs(proxy): the sandbox's next, which iterates the table the proxy shows (lsb_next), with the
  * proxy as its state, so the script never holds the writable table. */
-static int lsb_frozen_pairs(lua_State *L) {
+int lsb_frozen_pairs(lua_State *L) {
     lua_pushcfunction(L, lsb_next);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
@@ -66,6 +66,11 @@ void lsb_push_frozen(lua_State *L, int idx) {
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
+    lsb_frozen_enter(L, idx);
+}
+
+void lsb_frozen_enter(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
     lua_pushvalue(L, -2);
     lua_pushvalue(L, idx);

@@ -232,6 +232,11 @@ void lsb_push_frozen(lua_State *L, int idx);
  * returns 1; else pushes nothing and returns 0. Reading through a proxy (pairs, next, rawget,
  * rawlen, json.encode, an output) sees that table; only writes are refused. */
 int lsb_frozen_target(lua_State *L, int idx);
+/* Enters the proxy at the top of the stack in FROZEN as showing the table at idx. */
+void lsb_frozen_enter(lua_State *L, int idx);
+/* A read-only proxy's __newindex (raises) and __pairs (the sandbox's next over the proxy). */
+int lsb_frozen_newindex(lua_State *L);
+int lsb_frozen_pairs(lua_State *L);
 /* Read-only views (lsb_view.c). lsb_push_view pushes a view of the object json[0, len), which
  * must be valid JSON (validated with its input), or nil when it is not an object; returns -1
  * (pushing nothing) when the text is not an object lsb_lazy can show, for the eager path.

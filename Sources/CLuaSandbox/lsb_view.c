@@ -18,19 +18,13 @@
 static const char LSB_KEY_VIEWMETA = 0;   /* registry: the views' shared metatable */
 static const char LSB_KEY_VIEWS = 0;      /* registry: weak-keyed, a shown table -> its view */
 
-int lsb_next(lua_State *L);
-
 /* Pushes a new view of the table at idx. */
 static void push_view(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
     lua_createtable(L, 0, 0);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_VIEWMETA);
     lua_setmetatable(L, -2);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, idx);
-    lua_rawset(L, -3);   /* FROZEN[view] = the table it shows */
-    lua_pop(L, 1);
+    lsb_frozen_enter(L, idx);
 }
 
 void lsb_view_wrap(lua_State *L) {
@@ -70,22 +64,12 @@ static int view_len(lua_State *L) {
     return 1;
 }
 
-static int view_newindex(lua_State *L) {
-    return luaL_error(L, "attempt to modify a read-only table (field '%s')",
-                      lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
-}
-
-static int view_pairs(lua_State *L) {
-    lua_pushcfunction(L, lsb_next);   /* it reads through the view, and wraps what it hands out */
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    return 3;
-}
 
 void lsb_view_init(lua_State *L) {
     lua_createtable(L, 0, 5);
     static const luaL_Reg meta[] = {
-        {"__index", view_index}, {"__newindex", view_newindex}, {"__len", view_len}, {"__pairs", view_pairs},
+        {"__index", view_index}, {"__newindex", lsb_frozen_newindex}, {"__len", view_len},
+        {"__pairs", lsb_frozen_pairs},   /* the sandbox's next reads through the view, wrapping what it hands out */
         {NULL, NULL}};
     luaL_setfuncs(L, meta, 0);
     lua_pushboolean(L, 0);
