@@ -107,7 +107,7 @@ struct CustomTransformRoute {
             if range.isEmpty { return }
             if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            pieces[piece].withUnsafeReadableBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[range])) }
+            _ = pieces[piece].withUnsafeReadableBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[range])) }
         }
         if filterCode {
             for i in at.indices where dropped[i] { emit(i) }

@@ -17,6 +17,11 @@ final class StageMetrics: Sendable {
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
     ]
     static let eventBuckets: [Double] = buckets.map(seconds)
+    /// `luaform_event_duration_seconds`: one transformation chain's time per event.
+    static var eventDuration: MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "luaform", metricName: "event_duration", unitName: "seconds",
+                             helpText: "Time a transformation chain took per event.")
+    }
 
     /// One chain's per-event metrics, made once (making one looks it up in the registry by
     /// name and labels, under the registry's lock).
@@ -46,7 +51,7 @@ final class StageMetrics: Sendable {
         let m = ChainMetrics(eventsIn: Counter(label: "luaform_events_in_total", dimensions: dims),
                              eventsOut: Counter(label: "luaform_events_out_total", dimensions: dims),
                              dropped: Counter(label: "luaform_events_dropped_total", dimensions: dims),
-                             durations: registry.makeValueHistogram(name: "luaform_event_duration_seconds", labels: dims,
+                             durations: registry.makeValueHistogram(descriptor: Self.eventDuration, labels: dims,
                                                                     buckets: Self.eventBuckets))
         chains.withLock { $0[chain] = m }
         return m

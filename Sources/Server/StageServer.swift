@@ -88,7 +88,7 @@ struct ReloadService: Service {
     let interval: Duration
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await watcher.run(interval: interval)
         }
     }
