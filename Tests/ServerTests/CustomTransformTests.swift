@@ -120,6 +120,30 @@ final class CustomTransformTests: XCTestCase {
         }
     }
 
+    /// A body of ~1.5 MB arrives in several socket reads (the server reads up to 512 KiB at a
+    /// time, `LargeReads`): every event is answered, in order, with its own bytes.
+    func testABodyLargerThanOneReadIsAnsweredWhole() throws {
+        let pad = String(repeating: "x", count: 900)
+        let events = (0..<1_500).map { i in
+            rudderEvent(["type": "track", "messageId": "m-\(i)", "properties": ["pad": pad, "i": i]], jobId: i, versions: ["24"])
+        }
+        let body = try data(events)
+        XCTAssertGreaterThan(body.count, 3 * (512 << 10) / 2)
+        let big = try ServerProcess(project: try makeProject([
+            "transformations/standard-only.lua": Self.filter,
+            "luaform.yaml": "versions:\n  \"24\": standard-only\n",
+        ]), extraArgs: ["--max-body", "8MiB"])
+        defer { big.stop() }
+        let r = try big.request("/customTransform", body: body, headers: ["Content-Type": "application/json"])
+        XCTAssertEqual(r.status, 200, String(r.text.prefix(300)))
+        let answers = try XCTUnwrap(try r.json() as? [[String: Any]])
+        XCTAssertEqual(answers.count, 1_500)
+        XCTAssertEqual(answers.map { ($0["metadata"] as? [String: Any])?["jobId"] as? Int }, (0..<1_500).map { $0 })
+        XCTAssertEqual(answers.map { (($0["output"] as? [String: Any])?["properties"] as? [String: Any])?["i"] as? Int },
+                       (0..<1_500).map { $0 })
+        XCTAssertTrue(answers.allSatisfy { (($0["output"] as? [String: Any])?["properties"] as? [String: Any])?["pad"] as? String == pad })
+    }
+
     func testChainsThatAlternateAreAnsweredInInputOrder() throws {
         // events of two chains interleaved: each chain runs as one group, answers keep input order
         let ids = ["a", "b", "c", "d", "e"]
