@@ -35,10 +35,9 @@ int lsb_frozen_newindex(lua_State *L) {
                       lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
 }
 
-static int lsb_frozen_len(lua_State *L) {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+int lsb_frozen_len(lua_State *L) {
+    if (!lsb_frozen_target(L, 1)) return 0;
+    lua_len(L, -1);   /* a lazy array's __len forces it */
     return 1;
 }
 

@@ -234,8 +234,10 @@ void lsb_push_frozen(lua_State *L, int idx);
 int lsb_frozen_target(lua_State *L, int idx);
 /* Enters the proxy at the top of the stack in FROZEN as showing the table at idx. */
 void lsb_frozen_enter(lua_State *L, int idx);
-/* A read-only proxy's __newindex (raises) and __pairs (the sandbox's next over the proxy). */
+/* A read-only proxy's __newindex (raises), __len (the shown table's) and __pairs (the sandbox's
+ * next over the proxy). */
 int lsb_frozen_newindex(lua_State *L);
+int lsb_frozen_len(lua_State *L);
 int lsb_frozen_pairs(lua_State *L);
 /* Read-only views (lsb_view.c). lsb_push_view pushes a view of the object json[0, len), which
  * must be valid JSON (validated with its input), or nil when it is not an object; returns -1

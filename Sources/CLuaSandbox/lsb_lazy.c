@@ -875,12 +875,30 @@ void lsb_lazy_strip(lua_State *L, int idx) {
 #define TOP_HEAD ALIGN8(sizeof(lsb_lazy) + LSB_LAZY_MAX_MEMBERS * sizeof(lsb_lazy_member))
 #define TOP_SIZE (TOP_HEAD + ALIGN8(sizeof(lsb_lazy_doc)) + 16 * STACK_WORDS)
 
+/* The object json[*a, *b) without the whitespace around it; 0 when the text is no object a lazy
+ * table can show (not an object, or too long for its 32-bit offsets). */
+static int object_span(const char *json, size_t len, size_t *a, size_t *b) {
+    *a = 0, *b = len;
+    while (*a < *b && is_ws(json[*a])) (*a)++;
+    while (*b > *a && is_ws(json[*b - 1])) (*b)--;
+    return *a < *b && json[*a] == '{' && len <= UINT32_MAX;
+}
+
+/* Pushes a document userdata holding a copy of bytes[0, n) and their index; returns it. */
+static lsb_lazy_doc *push_doc_copy(lua_State *L, const char *bytes, size_t n) {
+    size_t nwords = (n + 63) / 64;
+    void *mem = lua_newuserdatauv(L, doc_size(n), 0);
+    lsb_lazy_doc *d = mem;
+    uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
+    char *copy = (char *)(bits + 2 * nwords);
+    memcpy(copy, bytes, n);
+    index_bytes(d, copy, n, bits, bits + nwords);
+    return d;
+}
+
 int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t errlen) {
-    size_t a = 0, b = len;
-    while (a < b && is_ws(json[a])) a++;
-    while (b > a && is_ws(json[b - 1])) b--;
-    if (a == b || json[a] != '{' || len > UINT32_MAX)
-        return lsb_json_decode_push(L, json, len, err, errlen);
+    size_t a, b;
+    if (!object_span(json, len, &a, &b)) return lsb_json_decode_push(L, json, len, err, errlen);
     luaL_checkstack(L, 8, "cannot push the event");
     lazy_cache *c = push_cache(L);
     int cidx = lua_gettop(L);
@@ -948,12 +966,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         push_proxy(L, c, cidx, z, in_arena);
     } else {
         /* a large event: its document first (indexed in place), then the record */
-        void *mem = lua_newuserdatauv(L, doc_size(n), 0);
-        d = mem;
-        uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
-        char *bytes = (char *)(bits + 2 * nwords);
-        memcpy(bytes, json + a, n);
-        index_bytes(d, bytes, n, bits, bits + nwords);
+        d = push_doc_copy(L, json + a, n);
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, cidx, 3);
         c->top_fixed = 0;
@@ -966,21 +979,13 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
 }
 
 int lsb_lazy_push_detached(lua_State *L, const char *json, size_t len) {
-    size_t a = 0, b = len;
-    while (a < b && is_ws(json[a])) a++;
-    while (b > a && is_ws(json[b - 1])) b--;
-    if (a == b || json[a] != '{' || len > UINT32_MAX) return -1;
+    size_t a, b;
+    if (!object_span(json, len, &a, &b)) return -1;
     luaL_checkstack(L, 8, "cannot push the value");
     lazy_cache *c = push_cache(L);
     int cidx = lua_gettop(L);
-    size_t n = b - a, nwords = (n + 63) / 64;
-    void *mem = lua_newuserdatauv(L, doc_size(n), 0);   /* the document: bytes and index */
-    lsb_lazy_doc *d = mem;
-    uint64_t *bits = (uint64_t *)((char *)mem + ALIGN8(sizeof *d));
-    char *bytes = (char *)(bits + 2 * nwords);
-    memcpy(bytes, json + a, n);
-    index_bytes(d, bytes, n, bits, bits + nwords);
-    push_object(L, c, cidx, d, cidx + 1, 0, n);   /* its record holds the document */
+    lsb_lazy_doc *d = push_doc_copy(L, json + a, b - a);
+    push_object(L, c, cidx, d, cidx + 1, 0, b - a);   /* its record holds the document */
     lua_replace(L, cidx);
     lua_settop(L, cidx);
     return 0;

@@ -30,11 +30,10 @@ static void push_view(lua_State *L, int idx) {
 void lsb_view_wrap(lua_State *L) {
     if (lua_type(L, -1) != LUA_TTABLE) return;
     int v = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_FROZEN);
-    lua_pushvalue(L, v);
-    int frozen = lua_rawget(L, -2) != LUA_TNIL;   /* a view or proxy itself: read-only already */
-    lua_settop(L, v);
-    if (frozen) return;
+    if (lsb_frozen_target(L, v)) {   /* a view or proxy itself: read-only already */
+        lua_settop(L, v);
+        return;
+    }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_VIEWS);
     lua_pushvalue(L, v);
     if (lua_rawget(L, -2) == LUA_TNIL) {
@@ -58,17 +57,10 @@ static int view_index(lua_State *L) {
     return 1;
 }
 
-static int view_len(lua_State *L) {
-    if (!lsb_frozen_target(L, 1)) return 0;
-    lua_len(L, -1);
-    return 1;
-}
-
-
 void lsb_view_init(lua_State *L) {
     lua_createtable(L, 0, 5);
     static const luaL_Reg meta[] = {
-        {"__index", view_index}, {"__newindex", lsb_frozen_newindex}, {"__len", view_len},
+        {"__index", view_index}, {"__newindex", lsb_frozen_newindex}, {"__len", lsb_frozen_len},
         {"__pairs", lsb_frozen_pairs},   /* the sandbox's next reads through the view, wrapping what it hands out */
         {NULL, NULL}};
     luaL_setfuncs(L, meta, 0);
