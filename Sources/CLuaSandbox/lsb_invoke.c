@@ -61,8 +61,12 @@ static void swap_context(lsb_state *S, lsb_invocation *inv) {
 
 static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap) {
     const lsb_input *in = &j->inputs[i];
-    if (in->validated ? lsb_lazy_push(L, in->json, in->json_len, j->detail, sizeof j->detail)
-                      : lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail)) {
+    const lsb_json_index *ix = j->indexes && in->validated ? j->indexes[i] : NULL;
+    if (ix) lsb_lazy_offer(j->S, ix);
+    int bad = in->validated ? lsb_lazy_push(L, in->json, in->json_len, j->detail, sizeof j->detail)
+                            : lsb_json_decode_push(L, in->json, in->json_len, j->detail, sizeof j->detail);
+    if (ix) lsb_lazy_offer(j->S, NULL);
+    if (bad) {
         j->kind = LSB_ERR_INPUT;
         luaL_error(L, "invalid input");
     }
@@ -128,13 +132,17 @@ static long origin_of(lua_State *L, job *j, int idx, int originmap) {
 
 static void add_output(job *j, lsb_output o) {
     lsb_report *out = j->out;
-    lsb_output *a = realloc(out->outputs, (out->output_count + 1) * sizeof *a);
-    if (!a) {
-        free(o.json);
-        free(o.error);
-        return;
+    if (out->output_count == j->out_cap) {   /* grows by doubling: a batch returns hundreds */
+        size_t cap = j->out_cap ? 2 * j->out_cap : 4;
+        lsb_output *a = realloc(out->outputs, cap * sizeof *a);
+        if (!a) {
+            free(o.json);
+            free(o.error);
+            return;
+        }
+        out->outputs = a;
+        j->out_cap = cap;
     }
-    out->outputs = a;
     out->outputs[out->output_count++] = o;
 }
 
@@ -482,10 +490,16 @@ static lsb_invocation *step(job *j) {
 
 lsb_invocation *lsb_begin(lsb_state *S, const char *entry, const lsb_input *inputs, size_t count, int batched,
                           lsb_report *out) {
+    return lsb_begin_indexed(S, entry, inputs, NULL, count, batched, out);
+}
+
+lsb_invocation *lsb_begin_indexed(lsb_state *S, const char *entry, const lsb_input *inputs,
+                                  const lsb_json_index *const *indexes, size_t count, int batched, lsb_report *out) {
     job j = {0};
     j.S = S;
     j.entry = entry;
     j.inputs = inputs;
+    j.indexes = indexes;
     j.count = count;
     j.batched = batched;
     j.out = out;

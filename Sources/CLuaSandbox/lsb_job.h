@@ -3,6 +3,7 @@
 /* Shared by lsb_call.c (protected bodies, errors, reports, load) and lsb_invoke.c (entry-point
  * calls that can suspend). Not part of the public API. */
 #include "lsb_internal.h"
+#include "lsb_json.h"
 
 #define MAX_TRACE_FRAMES 12
 
@@ -36,7 +37,10 @@ typedef struct {
     /* call */
     const char *entry;
     const lsb_input *inputs;
+    const lsb_json_index *const *indexes;   /* per input, or NULL: each one's index found while
+                                             * it was validated (lsb_lazy_offer), or NULL */
     size_t count;
+    size_t out_cap;        /* room in out->outputs */
     int batched;
     lsb_invocation *inv;
     const char *reply;     /* continue: reply JSON, or NULL with reply_error */
@@ -63,5 +67,9 @@ int lsb_protect(lsb_state *S, lua_CFunction body, job *j);
 /* Fills the report and returns 1 when the state was discarded. */
 int lsb_refuse_poisoned(lsb_state *S, job *j);
 int lsb_msgh(lua_State *L);
+/* lsb_begin with, per input, the index found while it was validated (`indexes` may be NULL, and
+ * so may each entry): its lazy table starts from that index instead of indexing the bytes again. */
+lsb_invocation *lsb_begin_indexed(lsb_state *S, const char *entry, const lsb_input *inputs,
+                                  const lsb_json_index *const *indexes, size_t count, int batched, lsb_report *out);
 
 #endif

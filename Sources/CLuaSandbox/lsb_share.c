@@ -8,48 +8,13 @@
  */
 #include "lsb_internal.h"
 #include "lsb_lazy.h"
+#include "lsb_share.h"
 #include <stdlib.h>
 #include <string.h>
 
-/* A piece of the answer format, measured once per share. */
-typedef struct {
-    const char *s;
-    size_t n;
-} piece;
-
-typedef struct {
-    piece kept_open, kept_mid, kept_close, dropped_open, dropped_member, dropped_close, no_metadata, separator;
-} pieces;
-
-static piece measured(const char *s) { return (piece){s, strlen(s)}; }
-
-static pieces measure(const lsb_answer_format *f) {
-    return (pieces){measured(f->kept_open), measured(f->kept_mid), measured(f->kept_close), measured(f->dropped_open),
-                    measured(f->dropped_member), measured(f->dropped_close), measured(f->no_metadata), measured(f->separator)};
-}
-
-static int puts_(lsb_bytes *b, piece p) { return lsb_buf_put(b, p.s, p.n); }
-
-static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-/* The metadata object with fmt->dropped_member added as its last member. */
-static int put_dropped_metadata(lsb_bytes *b, const char *md, size_t n, piece member) {
-    size_t close = n;
-    while (close > 0 && md[close - 1] != '}') close--;
-    if (close == 0) return lsb_buf_put(b, md, n);   /* not an object: echoed as is */
-    close--;
-    size_t open = 0;
-    while (open < close && md[open] != '{') open++;
-    int empty = 1;
-    for (size_t i = open + 1; i < close; i++)
-        if (!is_ws(md[i])) { empty = 0; break; }
-    if (lsb_buf_put(b, md, close) || (!empty && lsb_buf_put(b, ",", 1)) || puts_(b, member)) return -1;
-    return lsb_buf_put(b, "}", 1);
-}
-
 /* Writes the answers of a finished call that are common (kept, dropped) to b (a dropped one to
  * d when d is not NULL); returns 0, or 1 when the caller must answer from the report. */
-static int answer_from(const lsb_report *r, const char *direct, const pieces *f, const char *md, size_t mdn,
+static int answer_from(const lsb_report *r, const char *direct, const lsb_pieces *f, const char *md, size_t mdn,
                        lsb_bytes *b, lsb_bytes *d, lsb_answer *a) {
     if (r->status != LSB_OK) return 1;
     size_t count = 0;
@@ -73,56 +38,17 @@ static int answer_from(const lsb_report *r, const char *direct, const pieces *f,
     a->start = b->len;
     if (count == 0) {
         a->kind = LSB_ANSWER_DROPPED;
-        if (puts_(b, f->dropped_open) || put_dropped_metadata(b, md, mdn, f->dropped_member) || puts_(b, f->dropped_close))
-            return -1;
+        if (lsb_put_dropped(b, f, md, mdn)) return -1;
     } else {
         a->kind = LSB_ANSWER_KEPT;
         for (size_t i = 0; i < count; i++) {
-            if (i > 0 && puts_(b, f->separator)) return -1;
-            if (puts_(b, f->kept_open) || lsb_buf_put(b, one ? one : r->outputs[i].json, r->outputs[i].json_len) || puts_(b, f->kept_mid) ||
-                lsb_buf_put(b, md, mdn) || puts_(b, f->kept_close))
-                return -1;
+            if (i > 0 && lsb_put_piece(b, f->separator)) return -1;
+            if (lsb_put_kept(b, f, one ? one : r->outputs[i].json, r->outputs[i].json_len, md, mdn)) return -1;
         }
     }
     a->outputs = count;
     a->len = b->len - a->start;
-    return puts_(b, f->separator);
-}
-
-/* Finds the event and its metadata in an item; returns 0, or 1 when it is not usable input.
- * An envelope's message is indexed into ix on the way (lsb_json_envelope_indexed); an event's
- * index found while its request was split is read into rix (pointing into the record). */
-static int split_item(const lsb_item *it, int lines, lsb_input *in, lsb_json_index *ix, lsb_json_index *rix) {
-    memset(in, 0, sizeof *in);
-    in->validated = 1;
-    if (!lines) {
-        char *err = it->validated ? NULL : lsb_json_validate(it->json, it->json_len);
-        if (err) { free(err); return 1; }
-        if (it->validated && it->index) lsb_json_index_from_record(it->index, it->json, it->json_len, rix);
-        in->json = it->json;
-        in->json_len = it->json_len;
-        in->context = it->context;
-        in->context_len = it->context_len;
-        return 0;
-    }
-    int shape;
-    size_t ms = 0, ml = 0, ds = 0, dl = 0;
-    char *err = lsb_json_envelope_indexed(it->json, it->json_len, &shape, &ms, &ml, &ds, &dl, ix);
-    if (err) { free(err); return 1; }
-    if (shape == 0) return 1;
-    if (shape == 1) {
-        in->json = it->json;
-        in->json_len = it->json_len;
-        return 0;
-    }
-    in->json = it->json + ms;
-    in->json_len = ml;
-    if (dl && it->json[ds] != 'n') {   /* "metadata": null is no metadata */
-        if (it->json[ds] != '{') return 1;
-        in->context = it->json + ds;
-        in->context_len = dl;
-    }
-    return 0;
+    return lsb_put_piece(b, f->separator);
 }
 
 uint64_t lsb_clock_ns(void) { return lsb_now_ns(); }
@@ -136,7 +62,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
     uint32_t members[4 * LSB_JSON_INDEX_MEMBERS];
     lsb_json_index ix = {.quotes = bits, .brackets = bits + SHARE_INDEX_WORDS, .words = SHARE_INDEX_WORDS,
                          .members = members};
-    const pieces pf = measure(fmt);
+    const lsb_pieces pf = lsb_measure_format(fmt);
     for (; i < count; i++) {
         if (lsb_is_poisoned(S)) break;
         lsb_answer *a = &answers[i];
@@ -144,7 +70,7 @@ size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, siz
         lsb_input in;
         lsb_json_index rix = {0};
         ix.json = NULL;
-        if (split_item(&items[i], lines, &in, &ix, &rix)) {
+        if (lsb_split_item(&items[i], lines, &in, &ix, &rix)) {
             a->kind = LSB_ANSWER_INVALID;
             continue;
         }

@@ -102,8 +102,100 @@ extension SandboxState {
     public func runShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, format: AnswerFormat,
                                          index: JSONBridge.SplitIndex? = nil, into out: inout O, dropped: inout O?) -> [ShareAnswer] {
         if items.isEmpty { return [] }
+        var answers = [lsb_answer](repeating: lsb_answer(), count: items.count)
+        let (done, offset, droppedOffset) = writeShare(bytes: bytes, items: items, lines: lines, index: index, into: &out, dropped: &dropped) {
+            raw, buffer, droppedBuffer in
+            withUnsafePointer(to: format.raw) { fmt in
+                Int(lsb_run_share(handle, entry, raw.baseAddress, raw.count, lines ? 1 : 0, fmt, &answers, buffer, droppedBuffer))
+            }
+        }
+        let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
+        var result: [ShareAnswer] = []
+        result.reserveCapacity(done)
+        for i in 0..<done {
+            let a = answers[i]
+            let duration = Duration.nanoseconds(Int64(a.duration_ns))
+            switch a.kind {
+            case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
+                result.append(Self.written(a, offset: offset, droppedOffset: droppedOffset))
+            case LSB_ANSWER_INVALID:
+                result.append(.invalid)
+            case LSB_ANSWER_PENDING:
+                if case .pending(let request, let inv) = step(a.invocation, &answers[i].report) {
+                    result.append(.pending(request, inv, started: swiftNow - .nanoseconds(Int64(cNow &- a.started_ns))))
+                } else {
+                    result.append(.called(CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "a suspended call lost its request"))),
+                                          duration: duration))
+                }
+            default:
+                result.append(.called(outcome(of: a.report), duration: duration))
+                lsb_report_clear(&answers[i].report)
+            }
+        }
+        return result
+    }
+
+    /// How `runBatchShare` answered a share.
+    public enum BatchShareAnswer {
+        /// One answer per item, `.written` or `.invalid`: the call returned events (or none),
+        /// each attributed to an input, and every valid input's answers were written in C.
+        case written([ShareAnswer])
+        /// Any other outcome of the call, for the caller to answer: `valid` are the positions (in
+        /// `items`) of the inputs the call had, in order (the outputs' origins count among
+        /// them); the other items are not valid input.
+        case called(CallOutcome, duration: Duration, valid: [Int])
+        /// The call is suspended on a host request (its time limit started `started`).
+        case pending(HostRequest, Invocation, started: ContinuousClock.Instant, valid: [Int])
+    }
+
+    /// Runs the valid `items` (ranges of `bytes`, as `runShare` takes them) as one batched call of
+    /// global `entry` (`transformBatch`), entirely in C (`lsb_run_batch`): when the call returns
+    /// nil, a table or a sequence of tables, each input's answers (its events, or dropped) are
+    /// appended to `out` (a dropped one to `dropped`, when given) in item order, each followed
+    /// by its separator. Items that are not valid input never reach the call.
+    public func runBatchShare<O: ShareOutput>(entry: String, bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool,
+                                              format: AnswerFormat, index: JSONBridge.SplitIndex? = nil, into out: inout O,
+                                              dropped: inout O?) -> BatchShareAnswer {
+        if items.isEmpty { return .written([]) }
+        var answers = [lsb_answer](repeating: lsb_answer(), count: items.count)
+        var report = lsb_report()
+        var inv: OpaquePointer? = nil
+        let (_, offset, droppedOffset) = writeShare(bytes: bytes, items: items, lines: lines, index: index, into: &out, dropped: &dropped) {
+            raw, buffer, droppedBuffer in
+            withUnsafePointer(to: format.raw) { fmt in
+                inv = lsb_run_batch(handle, entry, raw.baseAddress, raw.count, lines ? 1 : 0, fmt, &answers, buffer, droppedBuffer, &report)
+            }
+            return raw.count
+        }
+        let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
+        let valid = answers.indices.filter { answers[$0].kind != LSB_ANSWER_INVALID }
+        guard let first = valid.first, answers[first].kind == LSB_ANSWER_REPORT || answers[first].kind == LSB_ANSWER_PENDING else {
+            lsb_report_clear(&report)
+            return .written(answers.map { $0.kind == LSB_ANSWER_INVALID ? .invalid : Self.written($0, offset: offset, droppedOffset: droppedOffset) })
+        }
+        let a = answers[first]
+        switch step(inv, &report) {
+        case .pending(let request, let invocation):
+            return .pending(request, invocation, started: swiftNow - .nanoseconds(Int64(cNow &- a.started_ns)), valid: valid)
+        case .finished(let outcome):
+            return .called(outcome, duration: .nanoseconds(Int64(a.duration_ns)), valid: valid)
+        }
+    }
+
+    private static func written(_ a: lsb_answer, offset: Int, droppedOffset: Int) -> ShareAnswer {
+        let base = a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
+        return .written(base + a.start..<base + a.start + a.len, outputs: a.outputs, duration: .nanoseconds(Int64(a.duration_ns)))
+    }
+
+    /// The buffers around a C share loop: `run` gets the items as `lsb_item`s of `bytes`, the
+    /// answers' buffer (`out`'s own memory while it suffices) and the dropped answers' buffer
+    /// (nil without `dropped`), and returns how many items it answered; what it wrote is then
+    /// in `out` and `dropped`. Returns that count and where `out` and `dropped` began.
+    private func writeShare<O: ShareOutput>(bytes: [UInt8], items: ArraySlice<ShareItem>, lines: Bool, index: JSONBridge.SplitIndex?,
+                                            into out: inout O, dropped: inout O?,
+                                            _ run: (UnsafeBufferPointer<lsb_item>, UnsafeMutablePointer<lsb_bytes>, UnsafeMutablePointer<lsb_bytes>?) -> Int)
+        -> (done: Int, offset: Int, droppedOffset: Int) {
         let count = items.count
-        var answers = [lsb_answer](repeating: lsb_answer(), count: count)
         // sized for the common answer (the event echoed with its metadata), so it rarely grows
         let hint = items.reduce(64 * count) { $0 + $1.json.count + ($1.context?.count ?? 2) + 48 }
         var buffer = lsb_bytes()   // out's own memory while it suffices (borrowed), else malloc'd
@@ -127,44 +219,17 @@ extension SandboxState {
                                     validated: checked ? 1 : 0,
                                     index: checked ? it.index.flatMap { index?.record(at: $0) } : nil)
                 }
-                return withUnsafePointer(to: format.raw) { fmt in
-                    splitDropped ? Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, &droppedBuffer))
-                        : Int(lsb_run_share(handle, entry, raw, count, lines ? 1 : 0, fmt, &answers, &buffer, nil))
-                }
+                return raw.withUnsafeBufferPointer { r in splitDropped ? run(r, &buffer, &droppedBuffer) : run(r, &buffer, nil) }
             }
             return buffer.borrowed != 0 ? buffer.len : 0
         }
         if lsb_is_poisoned(handle) != 0 { isPoisoned = true }
-        let (swiftNow, cNow) = (ContinuousClock.now, lsb_clock_ns())
         if buffer.borrowed == 0 && buffer.len > 0 {   // outgrew the space: written to its own block
             out.append(UnsafeRawBufferPointer(start: buffer.data, count: buffer.len))
         }
         if droppedBuffer.len > 0 {
             dropped?.append(UnsafeRawBufferPointer(start: droppedBuffer.data, count: droppedBuffer.len))
         }
-        var result: [ShareAnswer] = []
-        result.reserveCapacity(done)
-        for i in 0..<done {
-            let a = answers[i]
-            let duration = Duration.nanoseconds(Int64(a.duration_ns))
-            switch a.kind {
-            case LSB_ANSWER_KEPT, LSB_ANSWER_DROPPED:
-                let base = a.kind == LSB_ANSWER_DROPPED ? droppedOffset : offset
-                result.append(.written(base + a.start..<base + a.start + a.len, outputs: a.outputs, duration: duration))
-            case LSB_ANSWER_INVALID:
-                result.append(.invalid)
-            case LSB_ANSWER_PENDING:
-                if case .pending(let request, let inv) = step(a.invocation, &answers[i].report) {
-                    result.append(.pending(request, inv, started: swiftNow - .nanoseconds(Int64(cNow &- a.started_ns))))
-                } else {
-                    result.append(.called(CallOutcome(result: .failure(SandboxFailure(kind: .internal, message: "a suspended call lost its request"))),
-                                          duration: duration))
-                }
-            default:
-                result.append(.called(outcome(of: a.report), duration: duration))
-                lsb_report_clear(&answers[i].report)
-            }
-        }
-        return result
+        return (done, offset, droppedOffset)
     }
 }

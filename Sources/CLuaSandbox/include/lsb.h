@@ -249,6 +249,19 @@ uint64_t lsb_clock_ns(void);
 size_t lsb_run_share(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
                      const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes, lsb_bytes *dropped);
 
+/* Runs items[0..count) (as lsb_run_share takes them) as one batched call of global `entry`
+ * (transformBatch), and answers each item in fmt: answers[i] is INVALID for an item that is not
+ * valid input (not passed to the call), and for the others KEPT or DROPPED when the call
+ * returned nil, a table or a sequence of tables (each returned event attributed to the input it
+ * came from, else to the input at its own position), written in item order as lsb_run_share
+ * writes them. Otherwise every valid item's answer is REPORT and *report is the call's full
+ * report (outputs' origins are positions among the valid items, in item order), or PENDING when
+ * the call suspended on a host request: the invocation is returned (lsb_continue or
+ * lsb_abandon) and *report holds the request. The caller clears *report either way. */
+lsb_invocation *lsb_run_batch(lsb_state *S, const char *entry, const lsb_item *items, size_t count, int lines,
+                              const lsb_answer_format *fmt, lsb_answer *answers, lsb_bytes *bytes, lsb_bytes *dropped,
+                              lsb_report *report);
+
 /* Process-wide: tunes the C allocator for a long-running stage (large buffers from the heap
  * rather than fresh mappings). Call once at start-up, before threads start. */
 void lsb_tune_process_allocator(void);

@@ -34,8 +34,9 @@ extension Stage {
 
     /// One worker's share answered into `O` buffers, each input's entries followed by
     /// `separator`: in input order in `kept`, except that with `splitDropped` the dropped inputs'
-    /// go to `dropped`. A single `transformEvent` step runs the share in one C call per state
-    /// (`Transformation.runShare`); anything else takes the general path.
+    /// go to `dropped`. A single step runs the share in C: a `transformEvent` one in one C call per
+    /// state (`Transformation.runShare`), a `transformBatch` one as one call
+    /// (`Transformation.runBatchShare`); chains take the general path.
     static func answerShare<O: ShareOutput & Sendable>(_ share: Share, job: ShareJob, states: WorkerStates, separator: RudderAnswers.Separator,
                                             splitDropped: Bool, into: O.Type) -> SplitPart<O> {
         let n = share.items.count
@@ -60,11 +61,14 @@ extension Stage {
             a.range = splitDropped && a.status == .dropped ? put(&part.dropped) : put(&part.kept)
             part.answers.append(a)
         }
+        var kept = O(), dropped: O? = splitDropped ? O() : nil
         if job.entries.count == 1,
-           let t = try? states.transformation(for: job.entries[0], libraries: job.libraries, enrichment: job.enrichment), t.runsShares {
-            var kept = O(), dropped: O? = splitDropped ? O() : nil
-            let outcomes = t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: RudderAnswers.format(separator),
-                                      index: share.index, into: &kept, dropped: &dropped)
+           let t = try? states.transformation(for: job.entries[0], libraries: job.libraries, enrichment: job.enrichment),
+           let outcomes = t.runsShares
+            ? t.runShare(bytes: share.bytes, items: share.items, lines: share.lines, format: RudderAnswers.format(separator),
+                         index: share.index, into: &kept, dropped: &dropped)
+            : t.runBatchShare(bytes: share.bytes, items: share.items, lines: share.lines, format: RudderAnswers.format(separator),
+                              index: share.index, into: &kept, dropped: &dropped) {
             var slow = false
             for o in outcomes {
                 guard case .written(let range, let outputs, let duration) = o else {
@@ -100,7 +104,7 @@ extension Stage {
             }
             return part
         }
-        // the general path: chains, transformBatch, a transformation that cannot be built
+        // the general path: chains, a transformation that cannot be built
         let inputs = (0..<n).map { share.input($0) }
         let results = Stage.runChain(name: job.name, entries: job.entries, libraries: job.libraries, enrichment: job.enrichment,
                                      inputs: inputs, states: states)

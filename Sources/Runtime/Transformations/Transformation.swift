@@ -254,6 +254,37 @@ public final class Transformation: @unchecked Sendable {
         return outcomes
     }
 
+    /// `runShare` for a `transformBatch` transformation: the share's valid items in one call,
+    /// in C (`SandboxState.runBatchShare`), one outcome per item, in order. Returns nil when no
+    /// state can be built for it (the general path says why).
+    public func runBatchShare<O: ShareOutput>(bytes: [UInt8], items: [ShareItem], lines: Bool, format: AnswerFormat,
+                                              index: JSONBridge.SplitIndex? = nil, into out: inout O, dropped: inout O?) -> [ShareOutcome]? {
+        precondition(entryPoint == .batch, "runBatchShare needs transformBatch")
+        guard case .success(let state) = readyState() else { return nil }
+        func attributed(_ raw: CallOutcome, _ duration: Duration, _ valid: [Int]) -> [ShareOutcome] {
+            var outcomes = [ShareOutcome](repeating: .invalid, count: items.count)
+            for (k, r) in batchResults(raw, duration: duration, count: valid.count).enumerated() { outcomes[valid[k]] = .step(r) }
+            return outcomes
+        }
+        switch state.runBatchShare(entry: entryPoint.rawValue, bytes: bytes, items: items[...], lines: lines, format: format,
+                                   index: index, into: &out, dropped: &dropped) {
+        case .written(let answers):
+            return answers.map { a in
+                if case .written(let range, let outputs, let duration) = a { return .written(range, outputs: outputs, duration: duration) }
+                return .invalid
+            }
+        case .called(let raw, let duration, let valid):
+            return attributed(raw, duration, valid)
+        case .pending(let request, let inv, let started, let valid):
+            // its lookups are answered here; a limit error that discards the state starts it again
+            var begun: [Int: (InvocationStep, ContinuousClock.Instant)] = [0: (.pending(request, inv), started)]
+            let (raw, duration) = complete(count: 1, batched: true, begun: &begun) { _ in
+                valid.map { Self.sandboxInput(bytes: bytes, item: items[$0], lines: lines) }
+            }[0]
+            return attributed(raw, duration, valid)
+        }
+    }
+
     /// A share item as the suspending path's input.
     private static func sandboxInput(bytes: [UInt8], item: ShareItem, lines: Bool) -> SandboxInput {
         if lines {
@@ -301,6 +332,16 @@ public final class Transformation: @unchecked Sendable {
     private func runBatch(_ items: [StepInput]) -> [StepResult] {
         if items.isEmpty { return [] }
         let (raw, duration) = complete([items.map { SandboxInput(json: $0.event, context: $0.metadata, validated: $0.validated) }], batched: true)[0]
+        return batchResults(raw, duration: duration, count: items.count)
+    }
+
+    /// One result per input of a `transformBatch` call with `count` inputs that ended with `raw`:
+    /// each returned event goes to the input it came from (its `origin`), else to the input at
+    /// its own position (the last one past the end); an input with none is dropped; a failure
+    /// or a result that is no sequence of events fails every input, a bad element its owner.
+    /// The call's logs go with the first input.
+    private func batchResults(_ raw: CallOutcome, duration: Duration, count: Int) -> [StepResult] {
+        let items = 0..<count
         let outcome = redacted(raw)
         var results = items.indices.map { i in
             StepResult(outcome: .dropped, logs: i == 0 ? outcome.logs : [], logsDropped: i == 0 ? outcome.logsDropped : 0,
