@@ -20,6 +20,17 @@ final class CustomTransformTests: XCTestCase {
             "transformations/split.lua": "function transformEvent(e) local c = json.decode(json.encode(e)) c.copy = true return {e, c} end",
             "transformations/tag.lua": "function transformEvent(e, md) e.tagged = md(e).sourceId return e end",
             "transformations/spin.lua": "function transformEvent(e) if e.spin then while true do end end return e end",
+            // the last event of each user, returned backwards: answers follow the inputs
+            "transformations/dedupe.lua": """
+            function transformBatch(events, md)
+              local seen, out = {}, {}
+              for i = #events, 1, -1 do
+                local e = events[i]
+                if not seen[e.userId] then seen[e.userId] = true e.batchSize = #events e.job = md(e).jobId out[#out + 1] = e end
+              end
+              return out
+            end
+            """,
             "luaform.yaml": "versions:\n  \"24\": standard-only\ntransformations:\n  spin: {time: 100ms}\n",
         ])
         server = try ServerProcess(project: dir, extraArgs: ["--max-body", "256KiB"])
@@ -142,6 +153,34 @@ final class CustomTransformTests: XCTestCase {
         XCTAssertEqual(answers.map { (($0["output"] as? [String: Any])?["properties"] as? [String: Any])?["i"] as? Int },
                        (0..<1_500).map { $0 })
         XCTAssertTrue(answers.allSatisfy { (($0["output"] as? [String: Any])?["properties"] as? [String: Any])?["pad"] as? String == pad })
+    }
+
+    /// A transformBatch transformation gets the request's events in one call (run in C on the
+    /// server, `lsb_run_batch`): its returned events answer the inputs they came from, in input
+    /// order, drops listed first under the filter code, an invalid element answered on its own.
+    func testABatchTransformationAnswersEachInputInOrder() throws {
+        let users = ["a", "b", "a", "c", "b", "a"]
+        var events = users.enumerated().map { i, u in rudderEvent(["type": "track", "messageId": "m-\(i)", "userId": u], jobId: i, versions: ["dedupe"]) }
+        events.insert(["message": "not an object", "metadata": ["jobId": 99], "destination": ["Transformations": [["VersionID": "dedupe"]]]], at: 2)
+        for filterCode in [true, false] {
+            let r = try server.request("/customTransform", body: try data(events),
+                                       headers: ["Content-Type": "application/json"].merging(filterCode ? ["X-Feature-Filter-Code": "?1"] : [:]) { a, _ in a })
+            XCTAssertEqual(r.status, 200, r.text)
+            let answers = try XCTUnwrap(try r.json() as? [[String: Any]], r.text)
+            let jobs = answers.map { ($0["metadata"] as? [String: Any])?["jobId"] as? Int }
+            let codes = answers.map { $0["statusCode"] as? Int }
+            if filterCode {
+                XCTAssertEqual(jobs, [0, 1, 2, 99, 3, 4, 5], r.text)
+                XCTAssertEqual(codes, [298, 298, 298, 400, 200, 200, 200], r.text)
+            } else {
+                XCTAssertEqual(jobs, [99, 3, 4, 5], r.text)
+                XCTAssertEqual(codes, [400, 200, 200, 200], r.text)
+            }
+            let kept = answers.filter { $0["statusCode"] as? Int == 200 }.map { $0["output"] as? [String: Any] }
+            XCTAssertEqual(kept.map { $0?["userId"] as? String }, ["c", "b", "a"])
+            XCTAssertEqual(kept.map { $0?["job"] as? Int }, [3, 4, 5], "metadata(event) is each event's own")
+            XCTAssertEqual(kept.map { $0?["batchSize"] as? Int }, [6, 6, 6], "the invalid element is not in the call")
+        }
     }
 
     func testChainsThatAlternateAreAnsweredInInputOrder() throws {
