@@ -4,6 +4,7 @@
  * main chunk, and JSON canonicalisation. Entry-point calls are in lsb_invoke.c.
  */
 #include "lsb_job.h"
+#include "lsb_lazy.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,7 @@ void lsb_finish(job *j, int status) {
     lsb_state *S = j->S;
     lsb_report *out = j->out;
     lua_State *L = S->L;
+    lsb_lazy_call_ended(S, S->escaped);   /* the call's event is unreachable from here on */
     if (S->escaped) {
         finish_escaped(j);
         return;

@@ -115,6 +115,8 @@ struct lsb_state {
     int arena_ok;              /* the next lazy event may use the arena (one event per call) */
     int arena_used;            /* the current call's event lives in the arena */
     void *lazy;                /* the lazy record cache (lsb_lazy.c; the registry keeps it) */
+    void *lazy_scoped;         /* a one-event call's nested records in host memory (lsb_lazy.c), or
+                                * NULL until first used; freed by lsb_free */
     int direct_output;         /* set by lsb_run_share around lsb_begin: a single returned object
                                 * may be left in enc (its report output then has json NULL) */
     const char *direct_json;   /* the last call did so: its JSON (enc's data, or the event's own

@@ -3,6 +3,7 @@
  * builds the proxy tables and their metamethods, and materialises members on demand.
  */
 #include "lsb_lazy.h"
+#include "lsb_lazy_cache.h"
 #include "lsb_json.h"
 #include <limits.h>
 #include <stdlib.h>
@@ -175,7 +176,6 @@ static void index_bytes(lsb_lazy_doc *d, const char *json, size_t len, uint64_t 
     d->bytes = json;
 }
 
-#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
 /* Copies document s (its index and bytes) into mem; returns the copy. */
 static lsb_lazy_doc *copy_doc(void *mem, const lsb_lazy_doc *s, int with_bytes) {
@@ -345,24 +345,6 @@ static void eager(lua_State *L, const char *s, size_t n) {
  * this table (its making overwrote whatever an earlier table at the same address left), so
  * stale entries of collected tables are never read. Scripts cannot reach LAZYMETA. */
 
-#define CACHE_SLOTS 256   /* an array's elements are live lazy tables at once */
-
-typedef struct {
-    const void *meta;          /* LAZYMETA, the lazy objects' metatable */
-    const void *ameta;         /* the lazy arrays' metatable */
-    const lsb_lazy_doc *cur;   /* the document in uservalue 3: the latest event's */
-    const lsb_json_index *offer;   /* lsb_lazy_offer's index, or NULL */
-    const void *top_t;         /* the table in uservalue 4, or NULL (see below) */
-    lsb_lazy *top_z;           /* its record: the userdata in uservalue 3 */
-    int top_fixed;             /* uservalue 3 is a one-event call's record of TOP_SIZE bytes */
-    unsigned top_marks;        /* lsb_state.array_marks when the table in uservalue 4 was last made lazy */
-    struct {
-        const void *t;
-        lsb_lazy *z;
-    } e[CACHE_SLOTS];
-} lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document,
-                   4 the latest one-event call's table, 5 the lazy arrays' metatable */
-
 /* The top table of a call's one event (in the arena, lsb_lazy_push) is not entered in LAZYMAP:
  * uservalues 3 and 4 hold it and its record, and top_t answers for it until the next event's
  * replaces them. That is enough because only a running call can reach its event (see
@@ -373,10 +355,6 @@ typedef struct {
  * of making new ones (top_fixed). */
 
 
-static inline unsigned cache_slot(const void *t) {
-    uintptr_t p = (uintptr_t)t;
-    return (unsigned)((p >> 4) ^ (p >> 11)) & (CACHE_SLOTS - 1);
-}
 
 /* Pushes LAZYMAP. */
 static void push_map(lua_State *L, int cidx) {
@@ -390,6 +368,12 @@ static void push_map(lua_State *L, int cidx) {
 /* The record of the table at idx (absolute), whose metatable is LAZYMETA; the cache is at cidx
  * (absolute or an upvalue), or 0: pushed here when needed. Pushes nothing. */
 static lsb_lazy *record_miss(lua_State *L, lazy_cache *c, int cidx, int idx, const void *t, unsigned s) {
+    lsb_lazy *sz = lsb_scoped_find(lsb_get(L), t);
+    if (sz) {
+        c->e[s].t = t;
+        c->e[s].z = sz;
+        return sz;
+    }
     if (!cidx) lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
     push_map(L, cidx ? cidx : lua_gettop(L));
     lua_pushvalue(L, idx);
@@ -478,7 +462,15 @@ static void push_proxy(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z, int t
 
 void lsb_lazy_keep_top(lua_State *L) {
     lazy_cache *c = lsb_get(L)->lazy;
-    if (!c || !c->top_t) return;
+    if (!c) return;
+    if (c->scoped) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
+        int cidx = lua_gettop(L);
+        push_map(L, cidx);
+        lsb_scoped_keep(L, c, cidx, cidx + 1);
+        lua_settop(L, cidx - 1);
+    }
+    if (!c->top_t) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsb_get(L)->lazy_ref);
     int cidx = lua_gettop(L);
     push_map(L, cidx);
@@ -489,8 +481,8 @@ void lsb_lazy_keep_top(lua_State *L) {
     c->top_t = NULL;
 }
 
-static void fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
-                        int count, uint32_t height) {
+void lsb_lazy_fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
+                          int count, uint32_t height) {
     z->base = d->bytes;
     z->doc = d;
     z->off = (uint32_t)off;
@@ -523,8 +515,9 @@ static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_do
         return;
     }
     luaL_checkstack(L, 6, "event nested too deeply");
+    if (lsb_scoped_push(L, c, cidx, d, off, len, m, count, height, 0)) return;
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
-    fill_record(z, d, off, len, m, count, height);
+    lsb_lazy_fill_record(z, d, off, len, m, count, height);
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
     push_proxy(L, c, cidx, z, 0);
@@ -545,9 +538,10 @@ static void push_array(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc
         return;
     }
     luaL_checkstack(L, 6, "event nested too deeply");
+    if (count <= ARRAY_STACK_ELEMENTS && lsb_scoped_push(L, c, cidx, d, off, len, m, count, height, 1)) return;
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
     if (count > ARRAY_STACK_ELEMENTS) scan_array(d, off, len, z->m, count, &count, &height);
-    fill_record(z, d, off, len, count > ARRAY_STACK_ELEMENTS ? z->m : m, count, height);
+    lsb_lazy_fill_record(z, d, off, len, count > ARRAY_STACK_ELEMENTS ? z->m : m, count, height);
     z->array = 1;
     lua_pushvalue(L, docidx);
     lua_setiuservalue(L, -2, 1);
@@ -602,7 +596,7 @@ static inline void push_doc(lua_State *L, lazy_cache *c, int cidx, int t, const 
     }
     push_map(L, cidx);
     lua_pushvalue(L, t);
-    lua_rawget(L, -2);
+    if (lua_rawget(L, -2) != LUA_TUSERDATA) luaL_error(L, "internal error: a lazy table lost its document");
     lua_getiuservalue(L, -1, 1);
     lua_replace(L, -3);
     lua_pop(L, 1);
@@ -961,8 +955,9 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         }
         lsb_lazy *z = (lsb_lazy *)mem;
         d = copy_doc(mem + head, &tmp, !in_arena);
-        fill_record(z, d, 0, n, m, count, height);
+        lsb_lazy_fill_record(z, d, 0, n, m, count, height);
         c->cur = d;
+        c->scoped = in_arena;   /* the call's nested tables get call-scoped records */
         push_proxy(L, c, cidx, z, in_arena);
     } else {
         /* a large event: its document first (indexed in place), then the record */
@@ -971,6 +966,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lua_setiuservalue(L, cidx, 3);
         c->top_fixed = 0;
         c->cur = d;
+        c->scoped = lsb_get(L)->arena_ok;   /* a one-event call's: its tables get call-scoped records */
         push_object(L, c, cidx, d, cidx + 1, 0, n);
         lua_remove(L, -2);
     }
@@ -1043,8 +1039,10 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 5);
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 6);
     memset(c, 0, sizeof *c);
+    lua_createtable(L, 16, 0);
+    lua_setiuservalue(L, -2, 6);   /* the anchor list of the call-scoped tables */
     lua_createtable(L, 0, 3);
     c->meta = lua_topointer(L, -1);
     lua_pushvalue(L, -2);

@@ -42,6 +42,13 @@
  *   are an envelope's message that lsb_run_share validated with lsb_json_envelope_indexed, the
  *   index and the top object's members come from that validation (lsb_lazy_offer), equal to
  *   what the scan here would find (Fuzz/fuzz_validator_diff.c checks that).
+ * - A one-event call's nested tables (those of its arena event) are not in LAZYMAP while the call
+ *   runs: their records live in host memory (a bump pool per state), found through the cache or a
+ *   hash of the call's tables, and an anchor list (the cache's uservalue 6) keeps the tables
+ *   alive until the call ends. The reachability argument above makes that safe: once the call
+ *   ends without suspending nothing can reach those tables, and lsb_lazy_call_ended forgets
+ *   every pointer to the records (hash, cache entries) before the pool is reused. A call that
+ *   suspends moves them into userdata entered in LAZYMAP first (lsb_lazy_keep_top).
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
@@ -122,8 +129,14 @@ int lsb_lazy_push_detached(lua_State *L, const char *json, size_t len);
  * is until it withdraws the offer (ix NULL), at the latest before those bytes change. */
 void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
 /* The running call suspends: its one event's table, if it has one, is entered in LAZYMAP (a
- * one-event call's table is found without it only while it is the latest; see lsb_lazy.c). */
+ * one-event call's table is found without it only while it is the latest; see lsb_lazy.c), and
+ * so are its nested tables, whose records move from host memory into userdata. */
 void lsb_lazy_keep_top(lua_State *L);
+/* The running call has ended (lsb_finish): its nested tables' records in host memory are
+ * released and nothing refers to them any more. Touches no Lua value when `escaped`. */
+void lsb_lazy_call_ended(lsb_state *S, int escaped);
+/* Frees the host memory of the call-scoped records (lsb_free). */
+void lsb_lazy_free_scoped(lsb_state *S);
 /* For tests: the member scan lsb_lazy_push makes of the object json[0, len) (index and members
  * found from the bytes alone): 0 with the members (4 words each, as in lsb_json_index), their
  * count and the object's height; 1 when it would be decoded eagerly; -1 when malformed. */

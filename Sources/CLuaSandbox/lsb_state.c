@@ -1,5 +1,6 @@
 /* State lifecycle, the budget allocator and the time-limit hook. */
 #include "lsb_internal.h"
+#include "lsb_lazy.h"
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -251,6 +252,7 @@ void lsb_free(lsb_state *S) {
      * (counted by lsb_watchdog_abandoned_bytes) rather than walked by lua_close. */
     lsb_logs_reset(S);
     lsb_env_free(S);
+    lsb_lazy_free_scoped(S);
     free(S->logs);
     free(S->tb.data);
     free(S->scratch.data);

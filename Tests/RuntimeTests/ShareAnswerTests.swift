@@ -21,6 +21,11 @@ final class ShareAnswerTests: XCTestCase {
       if k == "enrich" then local v, err = enrich("nobody", "k") e.err = err return e end
       if k == "meta" then local m = metadata(e) e.md = m and m.messageId e.hasmd = m ~= nil return e end
       if k == "enrichdeep" then local _, err = enrich("nobody", "k") e.email = e.context.traits.email e.err = err return e end
+      if k == "enrichhold" then   -- nested tables read before the call waits, used after
+        local traits, tags = e.context.traits, e.tags
+        local _, err = enrich("nobody", "k")
+        e.email = traits.email e.firstTag = tags[1] e.err = err traits.seen = true return e
+      end
       if k == "big" then e.pad = ("x"):rep(20000) return e end   -- answers outgrow the share's first buffer
       if k == "enrichmeta" then local _, err = enrich("nobody", "k") e.md = metadata(e).messageId e.err = err return e end
       if k == "log" then log("hello", e.id) end
@@ -126,6 +131,31 @@ final class ShareAnswerTests: XCTestCase {
         XCTAssertEqual(got, reference(inputs, outcome, separator: "\n"))
         XCTAssertTrue(got[0].contains(#""email":"a0@x.com""#), got[0])
         XCTAssertTrue(got[401].contains(#""email":"a401@x.com""#), got[401])
+    }
+
+    /// Nested tables a call read before it waited on a lookup (their records were the call's own,
+    /// in host memory) still read, change and encode as their event's after hundreds of other
+    /// events reused that memory: a suspension moves them to records of their own. Events past
+    /// 8 KiB (not in the arena) as well.
+    func testNestedTablesReadBeforeACallWaitsOutliveOtherEvents() async throws {
+        let stage = stage(workers: 1)
+        stage.minimumChunk = 1_000   // one share: the other events run before the calls continue
+        let pad = String(repeating: "p", count: 9_000)
+        var lines: [String] = []
+        for (i, k) in (["enrichhold"] + Array(repeating: "change", count: 300) + ["enrichhold", "enrichhold"]).enumerated() {
+            let big = i == 302 ? #","pad":"\#(pad)""# : ""
+            lines.append(#"{"message":{"kind":"\#(k)","id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com","plan":"p\#(i)"}},"tags":["t\#(i)","u","v","w","x","y","z"]\#(big)},"metadata":{"jobId":\#(i)}}"#)
+        }
+        let (bytes, ranges) = Self.joined(lines)
+        let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t"], separator: .newline), separator: "\n")
+        let (inputs, outcome) = await stage.process(lines: lines.map { Array($0.utf8) }, firstIndex: 0, versions: ["t"])
+        XCTAssertEqual(got, reference(inputs, outcome, separator: "\n"))
+        for i in [0, 301, 302] {
+            XCTAssertTrue(got[i].contains(#""traits":{"email":"a\#(i)@x.com","plan":"p\#(i)","seen":true}"#), String(got[i].prefix(400)))
+            XCTAssertTrue(got[i].contains(#""email":"a\#(i)@x.com","err":"#) && got[i].contains(#""firstTag":"t\#(i)""#),
+                          String(got[i].prefix(400)))
+        }
+        XCTAssertTrue(got[150].contains(#""email":"changed@x.com""#), got[150])
     }
 
     func testRequestElementsAreAnsweredAsTheGeneralPathAnswersThem() async throws {
