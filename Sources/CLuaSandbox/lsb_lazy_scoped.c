@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POOL_FIRST 4096   /* the first chunk is kept between calls */
+#define POOL_FIRST 1024   /* the first chunk is kept between calls (a typical event needs a few hundred bytes) */
 #define POOL_KEPT 32768   /* a call that needed more chunks leaves one of their size, up to this */
 #define POOL_MAX ((size_t)1 << 20)
 #define SCOPED_MAX 4096   /* tables per call (the anchor list's length) */
