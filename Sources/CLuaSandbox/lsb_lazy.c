@@ -965,6 +965,7 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, cidx, 3);
         c->top_fixed = 0;
+        c->top_t = NULL;   /* the last one-event call's table is not this event's (lsb_lazy_keep_top) */
         c->cur = d;
         c->scoped = lsb_get(L)->arena_ok;   /* a one-event call's: its tables get call-scoped records */
         push_object(L, c, cidx, d, cidx + 1, 0, n);

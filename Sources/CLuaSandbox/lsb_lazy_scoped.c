@@ -224,7 +224,7 @@ void lsb_lazy_call_ended(lsb_state *S, int escaped) {
     lazy_cache *c = S->lazy;
     scoped_pool *p = S->lazy_scoped;
     if (c) c->scoped = 0;
-    if (!p || (!p->n && p->cur == p->first)) return;
+    if (!p || (!p->n && (!p->first || (!p->first->used && !p->first->next)))) return;   /* nothing to forget */
     if (!escaped && c && p->n) {   /* the anchors go, so the tables can be collected */
         lua_State *L = S->L;
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->lazy_ref);
