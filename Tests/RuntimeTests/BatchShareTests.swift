@@ -40,12 +40,7 @@ final class BatchShareTests: XCTestCase {
         for (i, k) in kinds.enumerated() {
             let m = i == 0 ? #","mode":"\#(mode)""# : ""
             let event = #"{"kind":"\#(k)","id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com"}},"messageId":"m\#(i)"\#(m)}"#
-            switch i % 4 {
-            case 0: l.append(#"{"message":\#(event),"metadata":{"messageId":"m\#(i)","jobId":\#(i)}}"#)
-            case 1: l.append(event)   // a bare event
-            case 2: l.append(#"{"message": \#(event), "metadata": null}"#)
-            default: l.append(#"  {"metadata":{"jobId":\#(i)} , "message":\#(event)}  "#)
-            }
+            l.append(inputLine(event, i))
             if i == 3 { l += ["not json", #"{"message":{"kind":"keep","bad":"\u{1}"}}"#] }   // invalid: never in the call
         }
         return l

@@ -19,3 +19,15 @@ extension EventResult {
 
 let sharedDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared").path
+
+/// Input line `i` of a test stream carrying `event` in one of the four forms `transform run`
+/// reads, by `i % 4`: an envelope with metadata, a bare event, `"metadata": null` with spaces,
+/// and metadata first with whitespace around.
+func inputLine(_ event: String, _ i: Int) -> String {
+    switch i % 4 {
+    case 0: return #"{"message":\#(event),"metadata":{"messageId":"m\#(i)","jobId":\#(i)}}"#
+    case 1: return event   // a bare event
+    case 2: return #"{"message": \#(event), "metadata": null}"#
+    default: return #"  {"metadata":{"jobId":\#(i)} , "message":\#(event)}  "#
+    }
+}

@@ -41,12 +41,7 @@ final class ShareAnswerTests: XCTestCase {
         var l: [String] = []
         for (i, k) in kinds.enumerated() {
             let event = #"{"kind":"\#(k)","id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com"}},"messageId":"m\#(i)"}"#
-            switch i % 4 {
-            case 0: l.append(#"{"message":\#(event),"metadata":{"messageId":"m\#(i)","jobId":\#(i)}}"#)
-            case 1: l.append(event)   // a bare event
-            case 2: l.append(#"{"message": \#(event), "metadata": null}"#)
-            default: l.append(#"  {"metadata":{"jobId":\#(i)} , "message":\#(event)}  "#)
-            }
+            l.append(inputLine(event, i))
         }
         l += ["not json", "[1,2]", #"{"message":{"kind":"keep"},"metadata":[1]}"#, #"{"message":{"kind":"keep","bad":"\u{1}"}}"#,
               #"{"kind":"keep","n":1.50,"big":12345678901234567890123,"s":"\u00e9\n"}"#, "{}", #"{"message":{}}"#]
