@@ -496,6 +496,7 @@ void lsb_lazy_fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t
     z->marked = 0;
     z->array = 0;
     z->forced = 0;
+    z->anchor = 0;
     z->count = count;
     z->height = height;
     if (m != z->m) memcpy(z->m, m, (size_t)count * sizeof m[0]);
@@ -515,7 +516,7 @@ static void push_object(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_do
         return;
     }
     luaL_checkstack(L, 6, "event nested too deeply");
-    if (lsb_scoped_push(L, c, cidx, d, off, len, m, count, height, 0)) return;
+    if (lsb_scoped_push(L, c, cidx, d, docidx, off, len, m, count, height, 0)) return;
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
     lsb_lazy_fill_record(z, d, off, len, m, count, height);
     lua_pushvalue(L, docidx);
@@ -538,7 +539,7 @@ static void push_array(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc
         return;
     }
     luaL_checkstack(L, 6, "event nested too deeply");
-    if (count <= ARRAY_STACK_ELEMENTS && lsb_scoped_push(L, c, cidx, d, off, len, m, count, height, 1)) return;
+    if (count <= ARRAY_STACK_ELEMENTS && lsb_scoped_push(L, c, cidx, d, docidx, off, len, m, count, height, 1)) return;
     lsb_lazy *z = lua_newuserdatauv(L, sizeof *z + (size_t)count * sizeof z->m[0], 1);
     if (count > ARRAY_STACK_ELEMENTS) scan_array(d, off, len, z->m, count, &count, &height);
     lsb_lazy_fill_record(z, d, off, len, count > ARRAY_STACK_ELEMENTS ? z->m : m, count, height);
@@ -592,6 +593,12 @@ lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
 static inline void push_doc(lua_State *L, lazy_cache *c, int cidx, int t, const lsb_lazy *z) {
     if (z->doc == c->cur) {
         lua_getiuservalue(L, cidx, 3);
+        return;
+    }
+    if (z->anchor) {   /* call-scoped, not the latest event's: the documents list holds its document */
+        lua_getiuservalue(L, cidx, 7);
+        lua_rawgeti(L, -1, (lua_Integer)z->anchor);
+        lua_remove(L, -2);
         return;
     }
     push_map(L, cidx);
@@ -957,8 +964,8 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         d = copy_doc(mem + head, &tmp, !in_arena);
         lsb_lazy_fill_record(z, d, 0, n, m, count, height);
         c->cur = d;
-        c->scoped = in_arena;   /* the call's nested tables get call-scoped records */
-        push_proxy(L, c, cidx, z, in_arena);
+        c->scoped = 1;   /* the running call's lazy tables get call-scoped records */
+        if (in_arena || !lsb_scoped_adopt(L, c, cidx, z)) push_proxy(L, c, cidx, z, in_arena);
     } else {
         /* a large event: its document first (indexed in place), then the record */
         d = push_doc_copy(L, json + a, n);
@@ -966,9 +973,10 @@ int lsb_lazy_push(lua_State *L, const char *json, size_t len, char *err, size_t 
         lua_setiuservalue(L, cidx, 3);
         c->top_fixed = 0;
         c->top_t = NULL;   /* the last one-event call's table is not this event's (lsb_lazy_keep_top) */
+        c->scoped = 1;   /* the running call's lazy tables get call-scoped records */
+        c->cur = NULL;   /* so a call-scoped record anchors the document: a batch's next event */
+        push_object(L, c, cidx, d, cidx + 1, 0, n);   /* takes uservalue 3 */
         c->cur = d;
-        c->scoped = lsb_get(L)->arena_ok;   /* a one-event call's: its tables get call-scoped records */
-        push_object(L, c, cidx, d, cidx + 1, 0, n);
         lua_remove(L, -2);
     }
     lua_remove(L, cidx);
@@ -1040,10 +1048,12 @@ size_t lsb_lazy_compact_copy(char *dst, const char *src, size_t n) {
 }
 
 void lsb_lazy_init(lua_State *L) {
-    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 6);
+    lazy_cache *c = lua_newuserdatauv(L, sizeof *c, 7);
     memset(c, 0, sizeof *c);
     lua_createtable(L, 16, 0);
     lua_setiuservalue(L, -2, 6);   /* the anchor list of the call-scoped tables */
+    lua_createtable(L, 0, 0);
+    lua_setiuservalue(L, -2, 7);   /* and of their documents */
     lua_createtable(L, 0, 3);
     c->meta = lua_topointer(L, -1);
     lua_pushvalue(L, -2);

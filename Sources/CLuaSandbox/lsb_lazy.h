@@ -42,13 +42,14 @@
  *   are an envelope's message that lsb_run_share validated with lsb_json_envelope_indexed, the
  *   index and the top object's members come from that validation (lsb_lazy_offer), equal to
  *   what the scan here would find (Fuzz/fuzz_validator_diff.c checks that).
- * - A one-event call's nested tables (those of its arena event) are not in LAZYMAP while the call
- *   runs: their records live in host memory (a bump pool per state), found through the cache or a
- *   hash of the call's tables, and an anchor list (the cache's uservalue 6) keeps the tables
- *   alive until the call ends. The reachability argument above makes that safe: once the call
- *   ends without suspending nothing can reach those tables, and lsb_lazy_call_ended forgets
- *   every pointer to the records (hash, cache entries) before the pool is reused. A call that
- *   suspends moves them into userdata entered in LAZYMAP first (lsb_lazy_keep_top).
+ * - A call's lazy tables (nested ones, and a batch's events) are not in LAZYMAP while the call
+ *   runs: nested tables' records live in host memory (a bump pool per state), a batch event's in
+ *   its document's userdata; they are found through the cache or a hash of the call's tables,
+ *   and anchor lists (the cache's uservalues 6 and 7) keep each table and its document alive
+ *   until the call ends. The reachability argument above makes that safe: once the call ends without
+ *   suspending nothing can reach those tables, and lsb_lazy_call_ended forgets every pointer to
+ *   the records (hash, anchors, cache entries) before the pool is reused. A call that suspends
+ *   moves them into userdata entered in LAZYMAP first (lsb_lazy_keep_top).
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
  *   whose metatable is the lazy one (scripts cannot reach it), i.e. a live lazy table, whose
@@ -104,6 +105,8 @@ typedef struct {
     unsigned char marked;  /* json.array(t) was applied */
     unsigned char array;   /* a lazy array (see below): m[] are its elements, keys unused */
     unsigned char forced;  /* an array: every element is in the table (raw 1..count) */
+    unsigned short anchor; /* call-scoped (lsb_lazy_scoped.c) with its document in the documents
+                            * list: its position there (1-based); else 0 */
     uint32_t height;       /* nesting of this token: 1 when no member is a container */
     int count;
     lsb_lazy_member m[];

@@ -1,7 +1,7 @@
 #ifndef LSB_LAZY_CACHE_H
 #define LSB_LAZY_CACHE_H
 /* Private to the lazy objects (lsb_lazy.c, lsb_lazy_scoped.c): the per-state record cache, and
- * the call-scoped records of a one-event call's nested tables. Not part of the public API. */
+ * the call-scoped records of a call's lazy tables. Not part of the public API. */
 #include "lsb_lazy.h"
 
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
@@ -24,7 +24,7 @@ typedef struct {
     } e[CACHE_SLOTS];
 } lazy_cache;   /* a userdata: uservalue 1 LAZYMETA, 2 LAZYMAP (filled on first use), 3 the latest document,
                    4 the latest one-event call's table, 5 the lazy arrays' metatable, 6 the anchor list of
-                   the call-scoped tables */
+                   the call-scoped tables, 7 their documents (lsb_lazy_scoped.c) */
 
 static inline unsigned cache_slot(const void *t) {
     uintptr_t p = (uintptr_t)t;
@@ -35,12 +35,16 @@ static inline unsigned cache_slot(const void *t) {
 void lsb_lazy_fill_record(lsb_lazy *z, const lsb_lazy_doc *d, size_t off, size_t len, const lsb_lazy_member *m,
                           int count, uint32_t height);
 
-/* Pushes the lazy table of a record made from members m[0..count) of the current event's
- * document d (an array's elements when `array`), with a call-scoped record; returns it, or NULL
- * (pushing nothing) when the caller must make a userdata record instead (no call-scoped records
- * now, not the current document, or past the call's bounds). c is the cache, at cidx. */
-lsb_lazy *lsb_scoped_push(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, size_t off, size_t len,
-                          const lsb_lazy_member *m, int count, uint32_t height, int array);
+/* Pushes the lazy table of a record made from members m[0..count) of document d (the userdata
+ * at docidx; an array's elements when `array`), with a call-scoped record; returns it, or NULL
+ * (pushing nothing) when the caller must make a userdata record instead (no call is running, or
+ * past the call's bounds). c is the cache, at cidx. */
+lsb_lazy *lsb_scoped_push(lua_State *L, lazy_cache *c, int cidx, const lsb_lazy_doc *d, int docidx, size_t off,
+                          size_t len, const lsb_lazy_member *m, int count, uint32_t height, int array);
+/* Makes the lazy table of record z, which lives in the userdata at the top of the stack (a batch
+ * event's record with its document), call-scoped: replaces the userdata with the table and
+ * returns 1; or returns 0, the stack as it was, when the caller must enter it in LAZYMAP. */
+int lsb_scoped_adopt(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z);
 /* The call-scoped record of live lazy table t, or NULL. */
 lsb_lazy *lsb_scoped_find(const lsb_state *S, const void *t);
 /* The call suspends: its call-scoped tables' records move into userdata entered in LAZYMAP (at

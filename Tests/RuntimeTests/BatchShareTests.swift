@@ -18,7 +18,12 @@ final class BatchShareTests: XCTestCase {
       if mode == "badelem" then return { events[1], 5 } end
       if mode == "single" then return events[#events] end
       if mode == "spin" then while true do end end
-      if mode == "enrich" then local _, err = enrich("nobody", "k") events[1].err = err end
+      if mode == "enrich" then   -- nested tables read before the call waits, changed after
+        local first, last = events[1].context.traits, events[#events].context.traits
+        local _, err = enrich("nobody", "k")
+        events[1].err = err
+        first.seen, last.seen = first.email, last.email
+      end
       local out = {}
       for i = #events, 1, -1 do   -- backwards: answers follow the inputs, not the returned order
         local e = events[i]
@@ -80,6 +85,20 @@ final class BatchShareTests: XCTestCase {
             XCTAssertEqual(got.count, lines.count, "mode \(mode)")
             for (i, (g, w)) in zip(got, want).enumerated() { XCTAssertEqual(g, w, "mode '\(mode)', line \(i): \(lines[i])") }
         }
+    }
+
+    /// A batch call that waits on a lookup keeps the nested tables it read before (their records
+    /// move out of the call's own memory when it suspends): they read and change as their events'.
+    func testNestedTablesReadBeforeABatchWaitsStayTheirEvents() async throws {
+        let lines = Self.lines(mode: "enrich")
+        let bytes = Array(lines.joined().utf8)
+        var ranges: [Range<Int>] = []
+        var at = 0
+        for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
+        let got = answers(await stage().answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+        XCTAssertTrue(got[0].contains(#""traits":{"email":"a0@x.com","seen":"a0@x.com"}"#), got[0])
+        XCTAssertTrue(got[0].contains("enrichment is not configured"), got[0])
+        XCTAssertTrue(got[12].contains(#""traits":{"email":"a10@x.com","seen":"a10@x.com"}"#), got[12])
     }
 
     /// What each answer says, checked against the script rather than the general path alone.

@@ -1,9 +1,9 @@
 import Sandbox
 import XCTest
 
-/// A one-event call's nested lazy tables keep their records in host memory for the call only
-/// (lsb_lazy.c, "call-scoped records"): what the call reads, changes and returns is as before,
-/// past the per-call bounds too, and nothing of an ended call stays alive in the state.
+/// A call's lazy tables keep their records for the call only, nested ones in host memory
+/// (lsb_lazy_scoped.c): what the call reads, changes and returns is as before, for one event and
+/// for a batch, past the per-call bounds too, and nothing of an ended call stays in the state.
 final class CallScopedRecordTests: XCTestCase {
     func call(_ state: SandboxState, _ json: String) -> CallOutcome {
         state.call(entry: "transformEvent", inputs: [SandboxInput(json: Array(json.utf8), validated: true)], batched: false)
@@ -32,6 +32,42 @@ final class CallScopedRecordTests: XCTestCase {
             if i == 100 { settled = state.memoryUsed }
         }
         XCTAssertLessThan(state.memoryUsed, settled + 256 << 10, "heap after 3,000 events: \(state.memoryUsed) bytes, after 100: \(settled)")
+    }
+
+    /// A batch's events keep their records call-scoped too, each anchored with its own document:
+    /// an event past 8 KiB among small ones (its document is not the latest one when the script
+    /// runs) reads as itself after full collections and fresh allocations.
+    func testABatchsEventsKeepTheirDocuments() throws {
+        let state = try makeState("""
+        function transformBatch(events)
+          collectgarbage()
+          local junk = {}
+          for i = 1, 3000 do junk[i] = string.rep("y", 100) .. i end
+          junk = nil
+          collectgarbage()
+          local out = {}
+          for i, e in ipairs(events) do
+            e.email = e.context.traits.email
+            e.n = #e.tags + #e.pad
+            out[i] = e
+          end
+          return out
+        end
+        """)
+        for bigAt in [0, 7, 19] {
+            let events = (0..<20).map { i -> SandboxInput in
+                let pad = String(repeating: "p", count: i == bigAt ? 9_000 : 3)
+                let json = #"{"id":\#(i),"pad":"\#(pad)","context":{"traits":{"email":"a\#(i)@x.com"}},"tags":[\#(i),2,3]}"#
+                return SandboxInput(json: Array(json.utf8), validated: true)
+            }
+            let out = state.call(entry: "transformBatch", inputs: events, batched: true)
+            guard case .success(.sequence(let values)) = out.result else { return XCTFail("\(out)") }
+            XCTAssertEqual(values.count, 20)
+            for (i, v) in values.enumerated() {
+                let json = String(decoding: v.json ?? [], as: UTF8.self)
+                XCTAssertTrue(json.hasSuffix(#","email":"a\#(i)@x.com","n":\#(i == bigAt ? 9_003 : 6)}"#), "big at \(bigAt), event \(i): \(json.suffix(80))")
+            }
+        }
     }
 
     /// One event with more nested tables than a call keeps in host memory (4,096): the rest get
