@@ -70,6 +70,35 @@ final class CallScopedRecordTests: XCTestCase {
         }
     }
 
+    /// A batch with more tables than a call keeps call-scoped (2,000 events of four tables each):
+    /// the later ones get userdata records, mixed with the earlier ones' in the same call.
+    func testABatchPastTheCallsBoundMixesBothKindsOfRecord() throws {
+        let state = try makeState("""
+        function transformBatch(events)
+          local out = {}
+          for i, e in ipairs(events) do
+            e.summary = e.context.traits.email .. e.tags[1]
+            out[i] = e
+          end
+          for i = 1, #events, 97 do events[i].context.traits.late = #events[i].tags end
+          return out
+        end
+        """, limits: SandboxLimits(memoryBytes: 64 << 20, time: .seconds(5)))
+        let events = (0..<2_000).map { i in
+            SandboxInput(json: Array(#"{"id":\#(i),"context":{"traits":{"email":"a\#(i)@x.com"}},"tags":["t\#(i)","u","v","w","x","y","z"]}"#.utf8),
+                         validated: true)
+        }
+        let out = state.call(entry: "transformBatch", inputs: events, batched: true)
+        guard case .success(.sequence(let values)) = out.result else { return XCTFail("\(out)") }
+        XCTAssertEqual(values.count, 2_000)
+        for (i, v) in values.enumerated() {
+            let json = String(decoding: v.json ?? [], as: UTF8.self)
+            let late = i % 97 == 0 ? #","late":7"# : ""
+            XCTAssertTrue(json.contains(#""traits":{"email":"a\#(i)@x.com"\#(late)}"#) && json.hasSuffix(#""summary":"a\#(i)@x.comt\#(i)"}"#),
+                          "event \(i): \(json)")
+        }
+    }
+
     /// One event with more nested tables than a call keeps in host memory (4,096): the rest get
     /// records of their own, and every element reads and changes as its input says.
     func testAnEventWithMoreNestedTablesThanTheCallKeeps() throws {
