@@ -576,6 +576,20 @@ int lsb_lazy_find(const lsb_lazy *z, const char *k, size_t n) {
 
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx) { return lookup(L, lsb_get(L)->lazy, 0, lua_absindex(L, idx)); }
 
+int lsb_lazy_string_member(lua_State *L, int idx, const char *key, size_t klen, const char **s, size_t *n) {
+    lsb_lazy *z = lsb_lazy_of(L, idx);
+    if (!z || z->array) return -1;
+    int i = lsb_lazy_find(z, key, klen);
+    if (i < 0) return 0;
+    if (z->touched >> i & 1) return -1;   /* read or assigned: the table has it */
+    const char *v = z->base + z->m[i].voff;
+    size_t vn = z->m[i].vlen;
+    if (vn < 2 || v[0] != '"' || memchr(v + 1, '\\', vn - 2)) return -1;   /* not a plain string */
+    *s = v + 1;
+    *n = vn - 2;
+    return 1;
+}
+
 lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx) {
     lazy_cache *c = cache;
     if (!lua_getmetatable(L, idx)) return NULL;

@@ -147,6 +147,11 @@ int lsb_lazy_scan_members(const char *json, size_t len, uint32_t *members, int *
 
 /* The lazy record of the table at idx, or NULL. Pushes nothing. */
 lsb_lazy *lsb_lazy_of(lua_State *L, int idx);
+/* Member `key` of the lazy object at idx as its input has it, without a Lua read: 1 with a
+ * string without escapes (*s, *n: its bytes in the event), 0 when the object has no such
+ * member, -1 when the caller must read it through Lua (not a lazy object, a member already read
+ * or assigned, or another value). Pushes nothing. */
+int lsb_lazy_string_member(lua_State *L, int idx, const char *key, size_t klen, const char **s, size_t *n);
 /* The same for a table at absolute index idx, given the state's cache (lsb_state.lazy). */
 lsb_lazy *lsb_lazy_of_table(lua_State *L, void *cache, int idx);
 

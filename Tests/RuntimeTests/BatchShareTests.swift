@@ -101,6 +101,22 @@ final class BatchShareTests: XCTestCase {
         XCTAssertTrue(got[12].contains(#""traits":{"email":"a10@x.com","seen":"a10@x.com"}"#), got[12])
     }
 
+    /// A new table is attributed by its `messageId` as the script sees it: an input's id written
+    /// with escapes is compared decoded (read through Lua, not as its bytes).
+    func testAMessageIdWithEscapesAttributesLikeAnyOther() async throws {
+        let lines = [#"{"message":{"kind":"keep","id":0,"messageId":"m0"}}"#,
+                     #"{"message":{"kind":"fanout","id":1,"messageId":"m\u0031x"}}"#,
+                     #"{"message":{"kind":"keep","id":2,"messageId":"m2"}}"#]
+        let bytes = Array(lines.joined().utf8)
+        var ranges: [Range<Int>] = []
+        var at = 0
+        for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
+        let got = answers(await stage().answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+        XCTAssertEqual(got.count, 3)
+        XCTAssertTrue(got[1].contains(#""copy":1,"messageId":"m1x""#), got[1])
+        XCTAssertFalse(got[0].contains("copy") || got[2].contains("copy"), got.joined(separator: "\n"))
+    }
+
     /// What each answer says, checked against the script rather than the general path alone.
     func testAnswersFollowTheInputsNotTheReturnedOrder() async throws {
         let lines = Self.lines(mode: "")
