@@ -46,9 +46,9 @@
  *   runs: nested tables' records live in host memory (a bump pool per state), a batch event's in
  *   its document's userdata; they are found through the cache or a hash of the call's tables,
  *   and anchor lists (the cache's uservalues 6 and 7) keep each table and its document alive
- *   until the call ends. The reachability argument above makes that safe: once the call ends without
- *   suspending nothing can reach those tables, and lsb_lazy_call_ended forgets every pointer to
- *   the records (hash, anchors, cache entries) before the pool is reused. A call that suspends
+ *   until the call ends. The reachability argument above makes that safe: once the call ends
+ *   without suspending nothing can reach those tables, and lsb_lazy_call_ended forgets every
+ *   pointer to the records (hash, anchors, cache entries) before the pool is reused. A call that suspends
  *   moves them into userdata entered in LAZYMAP first (lsb_lazy_keep_top).
  * - LAZYMAP (weak keys) maps each lazy table to its record and keeps the record alive. A
  *   per-state cache keyed by table address answers first; it is consulted only for a table
@@ -135,8 +135,9 @@ void lsb_lazy_offer(lsb_state *S, const lsb_json_index *ix);
  * one-event call's table is found without it only while it is the latest; see lsb_lazy.c), and
  * so are its nested tables, whose records move from host memory into userdata. */
 void lsb_lazy_keep_top(lua_State *L);
-/* The running call has ended (lsb_finish): its nested tables' records in host memory are
- * released and nothing refers to them any more. Touches no Lua value when `escaped`. */
+/* The running call has ended (lsb_finish): its call-scoped records are released (the pool is
+ * reused, the anchors let go) and nothing refers to them any more. Touches no Lua value when
+ * `escaped`. */
 void lsb_lazy_call_ended(lsb_state *S, int escaped);
 /* Frees the host memory of the call-scoped records (lsb_free). */
 void lsb_lazy_free_scoped(lsb_state *S);
