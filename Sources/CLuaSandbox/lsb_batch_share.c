@@ -96,30 +96,22 @@ static long returned_events(const lsb_report *r) {
  * separator. An event is attributed to the input it came from (r->outputs[o].origin, a position
  * among the call's inputs), else to the input at its own position (the last one past the end).
  * Returns 0, or -1 when host memory ran out. */
-static int write_answers(const lsb_report *r, size_t events, const lsb_pieces *f, const lsb_input *ins, const size_t *valid, size_t n, lsb_answer *answers, lsb_bytes *b,
-                         lsb_bytes *d) {
-    size_t *first = calloc(n + 1, sizeof *first), *order = malloc((events ? events : 1) * sizeof *order);
-    if (!first || !order) {
-        free(first);
-        free(order);
-        return -1;
-    }
+static int write_answers(const lsb_report *r, size_t events, const lsb_pieces *f, const lsb_input *ins, const size_t *valid,
+                         size_t n, lsb_answer *answers, lsb_bytes *b, lsb_bytes *d) {
+    /* one block: first[n + 1], next[n], owner[events], order[events] */
+    size_t *first = calloc(2 * n + 1 + 2 * events, sizeof *first);
+    if (!first) return -1;
+    size_t *next = first + n + 1, *owner = next + n, *order = owner + events;
     /* a counting sort of the events by owner, stable: order[first[k] ..< first[k+1]] are input k's */
     for (size_t o = 0; o < events; o++) {
         long g = r->outputs[o].origin;
-        size_t k = g >= 0 && (size_t)g < n ? (size_t)g : (o < n ? o : n - 1);
-        first[k + 1]++;
+        owner[o] = g >= 0 && (size_t)g < n ? (size_t)g : (o < n ? o : n - 1);
+        first[owner[o] + 1]++;
     }
     for (size_t k = 0; k < n; k++) first[k + 1] += first[k];
-    size_t *next = malloc((n ? n : 1) * sizeof *next);
-    int rc = -1;
-    if (!next) goto out;
     memcpy(next, first, n * sizeof *next);
-    for (size_t o = 0; o < events; o++) {
-        long g = r->outputs[o].origin;
-        size_t k = g >= 0 && (size_t)g < n ? (size_t)g : (o < n ? o : n - 1);
-        order[next[k]++] = o;
-    }
+    for (size_t o = 0; o < events; o++) order[next[owner[o]]++] = o;
+    int rc = -1;
     for (size_t k = 0; k < n; k++) {
         lsb_answer *a = &answers[valid[k]];
         const lsb_input *in = &ins[k];
@@ -146,8 +138,6 @@ static int write_answers(const lsb_report *r, size_t events, const lsb_pieces *f
     rc = 0;
 out:
     free(first);
-    free(order);
-    free(next);
     return rc;
 }
 

@@ -77,15 +77,14 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
         const char *s;
         size_t n;
         int found = lsb_lazy_string_member(L, v, "messageId", 9, &s, &n);   /* its bytes, no Lua read */
-        if (found < 0) {
-            lua_getfield(L, v, "messageId");
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                s = lua_tolstring(L, -1, &n);
-                found = 1;
-            }
-        }
         if (found > 0) j->inv->message_ids[i] = lsb_strndup(s, n);
-        if (lua_gettop(L) > v) lua_pop(L, 1);
+        if (found < 0) {
+            if (lua_getfield(L, v, "messageId") == LUA_TSTRING) {
+                s = lua_tolstring(L, -1, &n);
+                j->inv->message_ids[i] = lsb_strndup(s, n);
+            }
+            lua_pop(L, 1);
+        }
         lua_pushvalue(L, v);
         lua_pushinteger(L, (lua_Integer)i);
         lua_rawset(L, originmap);

@@ -90,10 +90,7 @@ static inline __attribute__((always_inline)) int scoped_room(scoped_pool *p) {
 static void *scoped_alloc(scoped_pool *p, size_t n) {
     n = ALIGN8(n);
     pool_chunk *k = p->cur;
-    if (!k || k->cap - k->used < n) {
-        if (k && k->next) {   /* cannot happen: chunks after cur are freed at the end of a call */
-            return NULL;
-        }
+    if (!k || k->cap - k->used < n) {   /* cur is the last chunk */
         size_t cap = k ? 2 * k->cap : POOL_FIRST;
         while (cap < n) cap *= 2;
         if (p->total + cap > POOL_MAX) return NULL;
@@ -233,8 +230,7 @@ int lsb_scoped_adopt(lua_State *L, lazy_cache *c, int cidx, lsb_lazy *z) {
 }
 
 /* Empties the anchor and documents lists (the cache at cidx). */
-static void scoped_unanchor(lua_State *L, lazy_cache *c, int cidx, scoped_pool *p) {
-    (void)c;
+static void scoped_unanchor(lua_State *L, int cidx, scoped_pool *p) {
     for (int uv = 6; uv <= 7; uv++) {
         unsigned last = uv == 6 ? p->n : p->docs;
         if (!last) continue;
@@ -279,7 +275,7 @@ void lsb_scoped_keep(lua_State *L, lazy_cache *c, int cidx, int map) {
         p->recs[i].z = z;   /* so scoped_reset leaves that cache entry */
     }
     lua_settop(L, anchors - 1);
-    scoped_unanchor(L, c, cidx, p);
+    scoped_unanchor(L, cidx, p);
     scoped_reset(c, p);
 }
 
@@ -291,7 +287,7 @@ void lsb_lazy_call_ended(lsb_state *S, int escaped) {
     if (!escaped && c && p->n) {   /* the anchors go, so the tables can be collected */
         lua_State *L = S->L;
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->lazy_ref);
-        scoped_unanchor(L, c, lua_gettop(L), p);
+        scoped_unanchor(L, lua_gettop(L), p);
         lua_pop(L, 1);
     }
     scoped_reset(c, p);

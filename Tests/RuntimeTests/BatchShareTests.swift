@@ -71,15 +71,17 @@ final class BatchShareTests: XCTestCase {
         return parts.flatMap { part in part.answers.map { String(decoding: part.bytes[$0.range], as: UTF8.self) } }
     }
 
+    /// `lines` answered by the share path of `stage`, as `transform run` answers them.
+    func answer(lines: [String], on stage: Stage) async -> [String] {
+        let (bytes, ranges) = ShareAnswerTests.joined(lines)
+        return answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+    }
+
     func testLinesAnswerAsTheGeneralPath() async throws {
         let stage = stage()
         for mode in Self.modes {
             let lines = Self.lines(mode: mode)
-            let bytes = Array(lines.joined().utf8)
-            var ranges: [Range<Int>] = []
-            var at = 0
-            for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
-            let got = answers(await stage.answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+            let got = await answer(lines: lines, on: stage)
             let (inputs, outcome) = await stage.process(lines: lines.map { Array($0.utf8) }, firstIndex: 0, versions: ["b"])
             let want = reference(inputs, outcome, separator: "\n")
             XCTAssertEqual(got.count, lines.count, "mode \(mode)")
@@ -91,11 +93,7 @@ final class BatchShareTests: XCTestCase {
     /// move out of the call's own memory when it suspends): they read and change as their events'.
     func testNestedTablesReadBeforeABatchWaitsStayTheirEvents() async throws {
         let lines = Self.lines(mode: "enrich")
-        let bytes = Array(lines.joined().utf8)
-        var ranges: [Range<Int>] = []
-        var at = 0
-        for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
-        let got = answers(await stage().answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+        let got = await answer(lines: lines, on: stage())
         XCTAssertTrue(got[0].contains(#""traits":{"email":"a0@x.com","seen":"a0@x.com"}"#), got[0])
         XCTAssertTrue(got[0].contains("enrichment is not configured"), got[0])
         XCTAssertTrue(got[12].contains(#""traits":{"email":"a10@x.com","seen":"a10@x.com"}"#), got[12])
@@ -107,11 +105,7 @@ final class BatchShareTests: XCTestCase {
         let lines = [#"{"message":{"kind":"keep","id":0,"messageId":"m0"}}"#,
                      #"{"message":{"kind":"fanout","id":1,"messageId":"m\u0031x"}}"#,
                      #"{"message":{"kind":"keep","id":2,"messageId":"m2"}}"#]
-        let bytes = Array(lines.joined().utf8)
-        var ranges: [Range<Int>] = []
-        var at = 0
-        for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
-        let got = answers(await stage().answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+        let got = await answer(lines: lines, on: stage())
         XCTAssertEqual(got.count, 3)
         XCTAssertTrue(got[1].contains(#""copy":1,"messageId":"m1x""#), got[1])
         XCTAssertFalse(got[0].contains("copy") || got[2].contains("copy"), got.joined(separator: "\n"))
@@ -120,11 +114,7 @@ final class BatchShareTests: XCTestCase {
     /// What each answer says, checked against the script rather than the general path alone.
     func testAnswersFollowTheInputsNotTheReturnedOrder() async throws {
         let lines = Self.lines(mode: "")
-        let bytes = Array(lines.joined().utf8)
-        var ranges: [Range<Int>] = []
-        var at = 0
-        for l in lines { ranges.append(at..<at + l.utf8.count); at += l.utf8.count }
-        let got = answers(await stage().answer(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["b"], separator: .newline))
+        let got = await answer(lines: lines, on: stage())
         XCTAssertEqual(got.count, 13)
         XCTAssertTrue(got[0].contains(#""id":0"#) && got[0].contains(#""statusCode":200"#), got[0])
         // input 1 dropped itself, but the new table returned second (no origin) goes by position

@@ -341,9 +341,8 @@ public final class Transformation: @unchecked Sendable {
     /// or a result that is no sequence of events fails every input, a bad element its owner.
     /// The call's logs go with the first input.
     private func batchResults(_ raw: CallOutcome, duration: Duration, count: Int) -> [StepResult] {
-        let items = 0..<count
         let outcome = redacted(raw)
-        var results = items.indices.map { i in
+        var results = (0..<count).map { i in
             StepResult(outcome: .dropped, logs: i == 0 ? outcome.logs : [], logsDropped: i == 0 ? outcome.logsDropped : 0,
                        duration: duration, peakMemory: outcome.peakMemory)
         }
@@ -361,7 +360,7 @@ public final class Transformation: @unchecked Sendable {
         let values: [ReturnedValue]
         switch outcome.result {
         case .failure(let f):
-            for i in items.indices { results[i].outcome = .failed(EventError(f, step: name)) }
+            for i in 0..<count { results[i].outcome = .failed(EventError(f, step: name)) }
             return results
         case .success(.none):
             values = []
@@ -370,13 +369,13 @@ public final class Transformation: @unchecked Sendable {
         case .success(.sequence(let vs)):
             values = vs
         case .success(.other(let type)):
-            for i in items.indices {
+            for i in 0..<count {
                 results[i].outcome = .failed(EventError(kind: .invalidOutput, message: "\(source.path): transformBatch returned a \(type); return a sequence of event tables", step: name))
             }
             return results
         }
         for (slot, v) in values.enumerated() {
-            let owner = v.origin ?? min(slot, items.count - 1)
+            let owner = v.origin ?? min(slot, count - 1)
             if let error = v.error {
                 fail(owner, EventError(kind: .invalidOutput, message: "\(source.path): transformBatch result element \(slot + 1): \(error)", step: name))
             } else if let json = v.json {
