@@ -16,7 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/adam-fowler/compress-nio", exact: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),   // already Hummingbird's; named for NIOCore's channel options
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),   // already Hummingbird's; named for NIOCore's channel options and NIOPosix's event loops
         .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
     ],
     targets: [
@@ -47,6 +47,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // The `transform` command-line front end.
         .executableTarget(

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Settings of the HTTP stage.
 public struct ServerOptions: Sendable {
     public var host: String = "127.0.0.1"
@@ -9,8 +11,14 @@ public struct ServerOptions: Sendable {
     public var inFlightBytes: Int? = nil
     /// Requests that may wait for the in-flight budget; more are refused with 503.
     public var maxWaitingRequests: Int = 64
+    /// Threads for sockets and HTTP framing (NIO event loops); default a quarter of the cores,
+    /// at least one. Requests are decoded and answered elsewhere (the concurrency pool and the
+    /// Lua workers), so these threads mostly wait: more of them only add wake-ups.
+    public var ioThreads: Int = ServerOptions.defaultIOThreads
     /// How often transformation, library and config files are checked for changes.
     public var reloadInterval: Duration = .milliseconds(250)
+
+    public static var defaultIOThreads: Int { max(1, System.coreCount / 4) }
 
     public init() {}
 }

@@ -16,20 +16,16 @@ final class StageMetrics: Sendable {
         .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
     ]
-    static let eventBuckets: [Double] = buckets.map(seconds)
-    /// `luaform_event_duration_seconds`: one transformation chain's time per event.
-    static var eventDuration: MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "luaform", metricName: "event_duration", unitName: "seconds",
-                             helpText: "Time a transformation chain took per event.")
-    }
+    /// `luaform_event_duration_seconds`: one transformation chain's time per event, recorded a
+    /// batch at a time (one lock per batch, not per event), in seconds as Doubles (a
+    /// swift-metrics Timer would compare 128-bit Durations against every bucket per event).
+    let eventDurations = BatchHistogram(name: "luaform_event_duration_seconds", help: "Time a transformation chain took per event.",
+                                        label: "transformation", bounds: buckets.map(seconds))
 
-    /// One chain's per-event metrics, made once (making one looks it up in the registry by
-    /// name and labels, under the registry's lock).
+    /// One chain's counters, made once (making one looks it up in the registry by name and
+    /// labels, under the registry's lock).
     private struct ChainMetrics: Sendable {
         let eventsIn, eventsOut, dropped: CoreMetrics.Counter
-        /// Straight on the registry with buckets in seconds as Doubles: a swift-metrics Timer
-        /// compares Durations (128-bit) against every bucket for each event.
-        let durations: ValueHistogram
     }
     private let chains = Mutex<[String: ChainMetrics]>([:])
     private let batchDurations: CoreMetrics.Timer
@@ -50,9 +46,7 @@ final class StageMetrics: Sendable {
         let dims = [("transformation", chain)]
         let m = ChainMetrics(eventsIn: Counter(label: "luaform_events_in_total", dimensions: dims),
                              eventsOut: Counter(label: "luaform_events_out_total", dimensions: dims),
-                             dropped: Counter(label: "luaform_events_dropped_total", dimensions: dims),
-                             durations: registry.makeValueHistogram(descriptor: Self.eventDuration, labels: dims,
-                                                                    buckets: Self.eventBuckets))
+                             dropped: Counter(label: "luaform_events_dropped_total", dimensions: dims))
         chains.withLock { $0[chain] = m }
         return m
     }
@@ -69,10 +63,10 @@ final class StageMetrics: Sendable {
                 Counter(label: "luaform_events_errored_total",
                         dimensions: [("transformation", chain), ("kind", a.errorKind?.rawValue ?? "runtime")]).increment()
             }
-            m.durations.record(Self.seconds(a.duration))
         }
         m.eventsOut.increment(by: out)
         m.dropped.increment(by: dropped)
+        eventDurations.record(answers.lazy.map { Self.seconds($0.duration) }, labelValue: chain)
     }
 
     func request(duration: Duration, events: Int) {
@@ -103,7 +97,11 @@ final class StageMetrics: Sendable {
         Gauge(label: "luaform_abandoned_state_bytes").record(Watchdog.abandonedBytes)
     }
 
-    func render() -> [UInt8] { registry.emitToBuffer() }
+    func render() -> [UInt8] {
+        var out = registry.emitToBuffer()
+        eventDurations.render(into: &out)
+        return out
+    }
 
     /// Per event, so `components` once (each call divides 128-bit attoseconds; converting
     /// `attoseconds` to Double directly takes a generic path ten times as long).

@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import NIOPosix
 import Runtime
 import ServiceLifecycle
 
@@ -65,6 +66,7 @@ public struct StageServer: Sendable {
             server: .http1(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "luaform"),
             services: [ReloadService(watcher: watcher, interval: options.reloadInterval)],
+            eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.ioThreads))),
             logger: logger
         )
         try await app.runService()

@@ -32,6 +32,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Worker threads running Lua (default: one per core).")
     var workers = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads for sockets and HTTP framing (default: a quarter of the cores, at least 1).", valueName: "n"))
+    var ioThreads = ServerOptions.defaultIOThreads
+
     @Option(name: .customLong("max-body"), help: ArgumentHelp("Largest request body accepted, e.g. 64MiB.", valueName: "size"))
     var maxBody = "64MiB"
 
@@ -70,6 +73,8 @@ struct ServeCommand: ParsableCommand {
             options.inFlightBytes = try maxInFlight.map { (s: String) throws(LimitSpec.Invalid) in try LimitSpec.size(s) }
         } catch { throw CLIError.usage(error.description) }
         options.maxWaitingRequests = maxWaiting
+        guard ioThreads >= 1 else { throw CLIError.usage("--io-threads must be at least 1") }
+        options.ioThreads = ioThreads
         do {
             Watchdog.exitWhenStuck(after: exitWhenStuck == "never" ? nil : try LimitSpec.duration(exitWhenStuck))
             Watchdog.exitWhenAbandoned(over: try LimitSpec.size(maxAbandonedMemory))

@@ -252,6 +252,47 @@ final class CustomTransformTests: XCTestCase {
         }
     }
 
+    /// `luaform_event_duration_seconds` counts every answered event of a chain once (kept,
+    /// dropped and failed alike), across requests, in cumulative buckets.
+    func testEventDurationsAreCountedPerChain() throws {
+        func post(_ events: [[String: Any]]) throws {
+            let r = try server.request("/customTransform", body: try data(events))
+            XCTAssertEqual(r.status, 200, r.text)
+        }
+        let types = ["track", "identify", "track", "alias", "track"]   // kept, dropped, kept, failed, kept
+        try post(types.enumerated().map { rudderEvent(["type": $1], jobId: $0, versions: ["24"]) }
+            + [rudderEvent(["type": "track"], jobId: 9, versions: ["tag"])])
+        try post([rudderEvent(["type": "page"], jobId: 10, versions: ["24"]), rudderEvent(["type": "track"], jobId: 11, versions: ["tag"])])
+        let text = try server.get("/metrics").text
+        func series(_ chain: String) -> (buckets: [(le: String, n: Int)], sum: Double?, count: Int?) {
+            var buckets: [(String, Int)] = []
+            var sum: Double?, count: Int?
+            let labels = "{transformation=\"\(chain)\""
+            for line in text.split(separator: "\n") where line.hasPrefix("luaform_event_duration_seconds") && line.contains(labels) {
+                let parts = line.split(separator: " ")
+                guard parts.count == 2 else { continue }
+                if line.hasPrefix("luaform_event_duration_seconds_bucket"), let le = line.split(separator: "le=\"").last?.split(separator: "\"").first {
+                    buckets.append((String(le), Int(parts[1]) ?? -1))
+                } else if line.hasPrefix("luaform_event_duration_seconds_sum") {
+                    sum = Double(parts[1])
+                } else if line.hasPrefix("luaform_event_duration_seconds_count") {
+                    count = Int(parts[1])
+                }
+            }
+            return (buckets, sum, count)
+        }
+        for (chain, events) in [("24", 6), ("tag", 2)] {
+            let s = series(chain)
+            XCTAssertEqual(s.count, events, "\(chain) in:\n\(text)")
+            XCTAssertEqual(s.buckets.count, 17, "16 bounds and +Inf")
+            XCTAssertEqual(s.buckets.last?.le, "+Inf")
+            XCTAssertEqual(s.buckets.last?.n, events)
+            XCTAssertEqual(s.buckets.map(\.n), s.buckets.map(\.n).sorted(), "cumulative")
+            XCTAssertGreaterThan(s.sum ?? 0, 0)
+        }
+        XCTAssertEqual(text.components(separatedBy: "# TYPE luaform_event_duration_seconds histogram").count, 2, "one family")
+    }
+
     private func gzip(_ d: Data) throws -> Data {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gz-\(UUID().uuidString)")
         try d.write(to: dir)

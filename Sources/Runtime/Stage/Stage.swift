@@ -12,6 +12,14 @@ public final class Stage: @unchecked Sendable {
     /// Batches smaller than this run on one worker; larger ones are split across workers.
     public var minimumChunk = 16
 
+    /// How many shares a splittable batch of `count` inputs runs as: one per worker that is
+    /// waiting for work (at least one, each of at least `minimumChunk` inputs). When the workers
+    /// are busy with other batches, as under load, a batch stays whole: a share costs a job,
+    /// a wake-up and its own answer buffers, and splitting then shortens no one's wait.
+    func shareCount(_ count: Int) -> Int {
+        min(pool.count, max(1, count / minimumChunk), max(1, pool.idleWorkers))
+    }
+
     public init(catalog: Catalog, pool: WorkerPool) {
         self.catalog = catalog
         self.pool = pool
@@ -63,7 +71,7 @@ public final class Stage: @unchecked Sendable {
         let entries = found
         if count == 0 { return ([], .results([])) }
         let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
+        let chunks = splittable ? shareCount(count) : 1
         let base = pool.leastLoaded()
         let libraries = catalog.libraryLoader
         let enrichment = catalog.enrichment

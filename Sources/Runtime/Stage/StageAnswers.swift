@@ -114,7 +114,7 @@ extension Stage {
         let entries = found
         if count == 0 { return ([], nil) }
         let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? min(pool.count, max(1, count / minimumChunk)) : 1
+        let chunks = splittable ? shareCount(count) : 1
         let job = ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
                            enrichment: catalog.enrichment)
         let size = (count + chunks - 1) / chunks

@@ -17,6 +17,8 @@ public final class WorkerPool: @unchecked Sendable {
     let condition = NSCondition()
     /// Jobs for whichever worker is free first.
     var shared: [(WorkerStates) -> Void] = []
+    /// Workers waiting for a job (guarded by `condition`).
+    var waiting = 0
 
     public static let defaultStatesPerWorker = 1024
 
@@ -48,6 +50,14 @@ public final class WorkerPool: @unchecked Sendable {
         shared.append(job)
         condition.signal()
         condition.unlock()
+    }
+
+    /// Workers that would start a job submitted now: those waiting for one, less the shared
+    /// jobs already queued for them. A hint, stale as soon as it is read.
+    public var idleWorkers: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return max(0, waiting - shared.count)
     }
 
     /// The worker with the fewest queued jobs.
@@ -141,7 +151,11 @@ final class Worker: @unchecked Sendable {
     private func loop(_ pool: WorkerPool) {
         while true {
             condition.lock()
-            while jobs.isEmpty && pool.shared.isEmpty { condition.wait() }
+            while jobs.isEmpty && pool.shared.isEmpty {
+                pool.waiting += 1
+                condition.wait()
+                pool.waiting -= 1
+            }
             let job = jobs.isEmpty ? pool.shared.removeFirst() : jobs.removeFirst()
             condition.unlock()
             job(states)
