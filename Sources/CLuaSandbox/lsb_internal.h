@@ -20,7 +20,8 @@ char *lsb_strndup(const char *s, size_t n);
 
 /* A state's small-block heap (lsb_heap.c): blocks up to LSB_HEAP_SMALL bytes come from per-size
  * free lists in one region of LSB_HEAP_REGION bytes (so a state never holds more than that
- * unused), larger ones and the overflow from malloc. */
+ * unused), larger ones and the overflow from malloc (up to 4 KiB through per-thread spare
+ * lists). */
 #define LSB_HEAP_GRAIN 16
 #define LSB_HEAP_SMALL 256
 #define LSB_HEAP_REGION (64 * 1024)
