@@ -225,6 +225,10 @@ void lsb_finish(job *j, int status) {
     S->call_ended_ns = lsb_now_ns();
     S->arena_used = 0;   /* the call is over: the arena is free for the next one */
     S->ctx_pending = 0;
+    if (S->ctx_text.cap > (64 << 10)) {   /* a batch's contexts: not kept between calls */
+        free(S->ctx_text.data);
+        memset(&S->ctx_text, 0, sizeof S->ctx_text);
+    }
     if (status == LUA_OK && S->deadline_ns && S->call_ended_ns > S->deadline_ns) S->timed_out = 1;   /* finished too late */
     S->deadline_ns = 0;
     if (S->timed_out) {

@@ -133,7 +133,8 @@ struct lsb_state {
     lsb_buf ctx_text;          /* the current call's default context as JSON text in host memory,
                                   when ctx_pending: metadata() makes it a Lua value on first use
                                   (most scripts never ask); a suspended call takes it along */
-    int ctx_pending;           /* ctx_text holds the call's context (ctx_ref is empty until asked) */
+    int ctx_pending;           /* ctx_text holds the call's context (1; ctx_ref is empty until asked)
+                                  or a batch's contexts, by input (2; lsb_invoke.c) */
     int host_calls;            /* host requests made by the current call */
     int enrich_failed;         /* a required enrich() failed and its error is propagating */
     int poisoned;              /* a limit fired: the host must discard this state */
@@ -175,6 +176,10 @@ extern const char LSB_KEY_SNAPSHOTS; /* -> weak-keyed: metatable copy -> protect
 extern const char LSB_KEY_ARRAYS;    /* -> weak-keyed set of tables decoded from JSON arrays */
 extern const char LSB_KEY_CONTEXT;   /* -> weak-keyed: value table -> context proxy */
 extern const char LSB_KEY_ORIGIN;    /* -> weak-keyed: value table -> input index */
+/* Pushes the context text held for input `origin` of the running batch (ctx_pending 2) and
+ * forgets it (the caller stores its value in the context map); returns 0, pushing nothing,
+ * when none is held. */
+int lsb_push_batch_context(lua_State *L, lsb_state *S, lua_Integer origin);
 extern const char LSB_KEY_LIBS;      /* -> name -> compiled library chunk */
 
 lsb_state *lsb_get(lua_State *L);

@@ -49,6 +49,52 @@ static int hold_context(lsb_state *S, const char *json, size_t len) {
     return 0;
 }
 
+/* A batch's contexts held as text too (ctx_pending 2): ctx_text starts with the input count
+ * (8 bytes) and one (offset, length) pair of uint32 per input, then the texts; a pair whose
+ * length is BATCH_CTX_NONE holds none (no context, not validated, or already made a value). A
+ * batch's event finds its context through its origin (lsb_metadata), so most batches, whose
+ * scripts never ask, make no Lua string and no map entry per event. */
+#define BATCH_CTX_NONE UINT32_MAX
+#define BATCH_CTX_HEAD(S) ((uint32_t *)(void *)((S)->ctx_text.data + 8))
+
+/* Starts holding the contexts of a batch of `count` inputs; -1 when host memory ran out (the
+ * contexts then take the map, as unvalidated ones do). */
+static int hold_batch_start(lsb_state *S, size_t count) {
+    S->ctx_text.len = 0;
+    S->ctx_pending = 0;
+    if (count > (SIZE_MAX - 8) / 8 || count > UINT32_MAX) return -1;
+    uint64_t n = count;
+    if (lsb_buf_put(&S->ctx_text, (const char *)&n, 8)) return -1;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t none[2] = {0, BATCH_CTX_NONE};
+        if (lsb_buf_put(&S->ctx_text, (const char *)none, sizeof none)) return -1;
+    }
+    S->ctx_pending = 2;
+    return 0;
+}
+
+/* Holds input i's context text; -1 when it cannot (host memory, or a text past 4 GiB). */
+static int hold_batch_context(lsb_state *S, size_t i, const char *json, size_t len) {
+    if (S->ctx_pending != 2 || len >= BATCH_CTX_NONE || S->ctx_text.len > UINT32_MAX - len) return -1;
+    uint32_t at = (uint32_t)S->ctx_text.len;
+    if (lsb_buf_put(&S->ctx_text, json, len)) return -1;
+    BATCH_CTX_HEAD(S)[2 * i] = at;
+    BATCH_CTX_HEAD(S)[2 * i + 1] = (uint32_t)len;
+    return 0;
+}
+
+int lsb_push_batch_context(lua_State *L, lsb_state *S, lua_Integer origin) {
+    if (S->ctx_pending != 2 || origin < 0) return 0;
+    uint64_t count;
+    memcpy(&count, S->ctx_text.data, 8);
+    if ((uint64_t)origin >= count) return 0;
+    uint32_t at = BATCH_CTX_HEAD(S)[2 * origin], len = BATCH_CTX_HEAD(S)[2 * origin + 1];
+    if (len == BATCH_CTX_NONE) return 0;
+    BATCH_CTX_HEAD(S)[2 * origin + 1] = BATCH_CTX_NONE;   /* from now on the map holds its value */
+    lua_pushlstring(L, S->ctx_text.data + at, len);
+    return 1;
+}
+
 /* Exchanges the held context text between the state and a suspended invocation. */
 static void swap_context(lsb_state *S, lsb_invocation *inv) {
     lsb_buf t = inv->ctx_text;
@@ -91,6 +137,9 @@ static void push_input(lua_State *L, job *j, size_t i, int ctxmap, int originmap
     }
     if (in->context && !j->batched && in->validated && hold_context(j->S, in->context, in->context_len) == 0) {
         /* one event's context stays text in host memory until metadata() asks (most never do) */
+    } else if (in->context && j->batched && in->validated && lua_type(L, v) == LUA_TTABLE &&
+               hold_batch_context(j->S, i, in->context, in->context_len) == 0) {
+        /* so does a batch event's, found through its origin */
     } else if (in->context) {
         if (in->validated) {
             /* decoded on the first metadata() call: most scripts never ask */
@@ -241,6 +290,7 @@ static int start_body(lua_State *L) {
     int co_idx = lua_gettop(L);
     lua_pushvalue(L, fn);
     if (j->batched) {
+        hold_batch_start(S, j->count);   /* on failure the contexts take the map */
         lua_createtable(L, (int)j->count, 0);
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ARRAYS);
         lua_pushvalue(L, -2);

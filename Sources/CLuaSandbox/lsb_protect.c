@@ -333,7 +333,7 @@ static void decode_context(lua_State *L, lsb_state *S) {
 int lsb_metadata(lua_State *L) {
     lsb_state *S = lsb_get(L);
     S->impure++;
-    if (S->ctx_pending) {   /* the call's context, held as text (validated): its view, made from the text */
+    if (S->ctx_pending == 1) {   /* the call's context, held as text (validated): its view, made from the text */
         S->ctx_pending = 0;
         if (lsb_push_view(L, S->ctx_text.data, S->ctx_text.len))
             lua_pushlstring(L, S->ctx_text.data, S->ctx_text.len);   /* decoded eagerly below */
@@ -343,7 +343,16 @@ int lsb_metadata(lua_State *L) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_CONTEXT);
         int map = lua_gettop(L);
         lua_pushvalue(L, 1);
-        if (lua_rawget(L, map) != LUA_TNIL) {
+        if (lua_rawget(L, map) == LUA_TNIL && S->ctx_pending == 2) {   /* a batch event's context, held as text */
+            lua_pop(L, 1);
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &LSB_KEY_ORIGIN);
+            lua_pushvalue(L, 1);
+            int found = lua_rawget(L, -2) == LUA_TNUMBER && lua_isinteger(L, -1) && lsb_push_batch_context(L, S, lua_tointeger(L, -1));
+            if (!found) lua_pushnil(L);
+            lua_replace(L, map + 1);
+            lua_settop(L, map + 1);
+        }
+        if (!lua_isnil(L, -1)) {
             if (lua_type(L, -1) == LUA_TSTRING) {
                 decode_context(L, S);
                 lua_pushvalue(L, 1);

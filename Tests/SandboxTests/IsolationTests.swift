@@ -1,3 +1,4 @@
+import Foundation
 import Sandbox
 import XCTest
 
@@ -285,6 +286,49 @@ final class IsolationTests: XCTestCase {
         guard case .success(.sequence(let bad)) = state.callEvent(#"{"k":"badslot"}"#).result else { return XCTFail("badslot") }
         XCTAssertEqual(bad[1].error, "element 2 of the returned sequence is a string, expected a table")
         XCTAssertEqual(state.callEvent(#"{"k":"num"}"#).result.map { "\($0)" }, .success("other(\"number\")"))
+    }
+
+    /// A batch of validated inputs keeps their contexts as text until `metadata(e)` asks, also
+    /// across a wait on a lookup: each event gets its own, the same table every time; an event
+    /// without one, and a table that is no input, get an empty one.
+    func testBatchContextsAreReadAsAskedAndStayTheirEvents() throws {
+        let state = try makeState("""
+        function transformBatch(events, md)
+          local before = md(events[2]).sourceId   -- asked before the call waits
+          local _, err = enrich("nobody", "k")    -- waits; answered with an error
+          local out = {}
+          for i = #events, 1, -1 do
+            local e = events[i]
+            local m = md(e)
+            e.src = m.sourceId
+            e.n = m.n
+            e.same = md(e) == m
+            e.waited = err ~= nil
+            out[#out + 1] = e
+          end
+          local fresh = {messageId = "fresh", before = before}
+          fresh.empty = next(md(fresh)) == nil
+          out[#out + 1] = fresh
+          return out
+        end
+        """)
+        let inputs = (0..<4).map { i in
+            SandboxInput(json: Array(#"{"messageId":"m\#(i)"}"#.utf8),
+                         context: i == 2 ? nil : Array(#"{"sourceId":"s\#(i)","n":\#(i)}"#.utf8), validated: true)
+        }
+        guard case .success(.sequence(let outs)) = state.call(entry: "transformBatch", inputs: inputs, batched: true).result else {
+            return XCTFail("expected a sequence")
+        }
+        let got = try outs.map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data(XCTUnwrap($0.json))) as? NSDictionary) }
+        let want: [NSDictionary] = [
+            ["messageId": "m3", "src": "s3", "n": 3, "same": true, "waited": true],
+            ["messageId": "m2", "same": false, "waited": true],   // no context: a new empty table each time
+            ["messageId": "m1", "src": "s1", "n": 1, "same": true, "waited": true],
+            ["messageId": "m0", "src": "s0", "n": 0, "same": true, "waited": true],
+            ["messageId": "fresh", "before": "s1", "empty": true],
+        ]
+        XCTAssertEqual(got, want)
+        XCTAssertEqual(outs.map(\.origin), [3, 2, 1, 0, nil])
     }
 
     func testBatchOriginsAndMetadata() throws {
