@@ -120,6 +120,14 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(out, #"{"output":{"x":1,"a":true,"b":true},"metadata":{},"statusCode":200}"# + "\n")
     }
 
+    /// `serve --io-threads` takes at least one thread; zero is refused before anything starts.
+    func testServeRefusesZeroIOThreads() throws {
+        let dir = try makeProject(["transformations/t.lua": "function transformEvent(e) return e end"])
+        let r = try runTransform(["serve", "--io-threads", "0", "--port", "0"], in: dir)
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("--io-threads must be at least 1"), r.stderr)
+    }
+
     func testUnknownTransformationIsAUsageError() throws {
         let dir = try makeProject(["transformations/broken.lua": "function transformEvent(e) return e +"])
         let r = try runTransform(["run", "nope"], in: dir)
