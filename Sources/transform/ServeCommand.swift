@@ -32,7 +32,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Worker threads running Lua (default: one per core).")
     var workers = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads for sockets and HTTP framing (default: a quarter of the cores, at least 1).", valueName: "n"))
+    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads for sockets and HTTP framing; by default a quarter of the cores, at least 1.", valueName: "n"))
     var ioThreads = ServerOptions.defaultIOThreads
 
     @Option(name: .customLong("max-body"), help: ArgumentHelp("Largest request body accepted, e.g. 64MiB.", valueName: "size"))
