@@ -70,7 +70,7 @@ static _Thread_local struct {
     size_t bytes;                                        /* kept on the lists */
 } spare;
 
-/* The spare class of a malloc block of n bytes (1 to 16 small, 18 to 33 medium), or 0 (larger). */
+/* The spare class of a malloc block of n bytes (1 to 16 small, 19 to 33 medium), or 0 (larger). */
 static inline int spare_class(size_t n) {
     if (n <= LSB_HEAP_SMALL) return lsb_heap_class(n);
     if (n <= LSB_SPARE_MAX) return LSB_HEAP_SMALL / LSB_HEAP_GRAIN + 1 + (int)((n + LSB_SPARE_GRAIN - 1) / LSB_SPARE_GRAIN);

@@ -43,13 +43,15 @@ final class BatchHistogram: Sendable {
         }
         if count == 0 { return }
         series.withLock { s in
-            if s.values[labelValue] == nil {
+            guard var one = s.values[labelValue] else {
                 s.order.append(labelValue)
-                s.values[labelValue] = Series(counts: [Int](repeating: 0, count: bounds.count + 1))
+                s.values[labelValue] = Series(counts: counts, sum: sum, count: count)
+                return
             }
-            s.values[labelValue]!.sum += sum
-            s.values[labelValue]!.count += count
-            for i in counts.indices where counts[i] != 0 { s.values[labelValue]!.counts[i] += counts[i] }
+            one.sum += sum
+            one.count += count
+            for i in counts.indices { one.counts[i] += counts[i] }
+            s.values[labelValue] = one
         }
     }
 
