@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio", exact: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),   // already Hummingbird's; named for NIOCore's channel options and NIOPosix's event loops
         .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", exact: "1.35.2"),   // already Hummingbird's; NIOHTTPTypes for the route's channel handler
     ],
     targets: [
         // Debian's liblua5.4, with static-inline wrappers for the C macros Swift cannot import.
@@ -48,6 +49,7 @@ let package = Package(
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
         ]),
         // The `transform` command-line front end.
         .executableTarget(

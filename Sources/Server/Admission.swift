@@ -17,7 +17,7 @@ final class Admission: @unchecked Sendable {
     private let lock = NSLock()
     private var reserved = 0
     private var inFlight = 0
-    private var waiting: [(bytes: Int, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var waiting: [(bytes: Int, granted: @Sendable (Bool) -> Void)] = []
 
     init(budgetBytes: Int, maxWaiting: Int) {
         self.budgetBytes = max(1, budgetBytes)
@@ -26,36 +26,38 @@ final class Admission: @unchecked Sendable {
 
     /// Reserves `bytes`; false when the queue is full (the caller answers 503).
     func acquire(_ bytes: Int) async -> Bool {
-        await withCheckedContinuation { c in enqueue(bytes, c) }
+        await withCheckedContinuation { c in
+            if let now = acquire(bytes, later: { c.resume(returning: $0) }) { c.resume(returning: now) }
+        }
     }
 
-    private func enqueue(_ bytes: Int, _ c: CheckedContinuation<Bool, Never>) {
+    /// Reserves `bytes`: true when they are reserved now, false when the queue is full (the
+    /// caller answers 503), nil when the request waits; `later(true)` is called once they are
+    /// reserved (by the `release` that makes room).
+    func acquire(_ bytes: Int, later: @escaping @Sendable (Bool) -> Void) -> Bool? {
         lock.lock()
+        defer { lock.unlock() }
         if waiting.isEmpty && fits(bytes) {
             grant(bytes)
-            lock.unlock()
-            c.resume(returning: true)
-        } else if waiting.count >= maxWaiting {
-            lock.unlock()
-            c.resume(returning: false)
-        } else {
-            waiting.append((bytes, c))
-            lock.unlock()
+            return true
         }
+        if waiting.count >= maxWaiting { return false }
+        waiting.append((bytes, later))
+        return nil
     }
 
     func release(_ bytes: Int) {
         lock.lock()
         reserved -= bytes
         inFlight -= 1
-        var ready: [CheckedContinuation<Bool, Never>] = []
+        var ready: [@Sendable (Bool) -> Void] = []
         while let next = waiting.first, fits(next.bytes) {
             waiting.removeFirst()
             grant(next.bytes)
-            ready.append(next.continuation)
+            ready.append(next.granted)
         }
         lock.unlock()
-        ready.forEach { $0.resume(returning: true) }
+        ready.forEach { $0(true) }
     }
 
     private func fits(_ bytes: Int) -> Bool { inFlight == 0 || reserved + bytes <= budgetBytes }

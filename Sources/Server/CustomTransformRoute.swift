@@ -17,17 +17,45 @@ struct CustomTransformRoute {
     let metrics: StageMetrics
     let logger: Logger
 
-    func handle(_ request: Request) async -> Response {
-        let started = ContinuousClock.now
+    /// Answers a request whose body has been read (`raw`, as sent): decodes it here (the caller
+    /// runs this on a worker) and hands `reply` the response, from the worker that answers the
+    /// batch's last share (the common case: every event on one chain) or from a task.
+    func answer(body raw: [UInt8], headers: HTTPFields, started: ContinuousClock.Instant,
+                reply: @escaping @Sendable (RouteReply) -> Void) {
         let batch: RudderBatch
         do {
-            batch = try RudderRequest.decode(try await RequestBody.json(request, limit: options.maxBodyBytes))
+            batch = try RudderRequest.decode(try RequestBody.decoded(raw, encoding: headers[.contentEncoding], limit: options.maxBodyBytes))
         } catch {
             metrics.rejectedRequest(status: Int(error.status.code))
-            return error.response
+            return reply(error.reply)
         }
+        let filterCode = ["?1", "true"].contains(headers[HTTPField.Name("X-Feature-Filter-Code")!]?.lowercased() ?? "")
+        if batch.problems.isEmpty, batch.chains.count == 1, batch.events.allSatisfy({ $0.chain == 0 }) {
+            let versions = batch.chains[0]
+            stage.answerSplit(batch: batch, positions: Array(batch.events.indices), versions: versions, into: ByteBuffer.self) { outcome in
+                if case .answered(let parts) = outcome {
+                    // the buffers the workers wrote are the response, sent as they are (dropped
+                    // ones first, under the filter code)
+                    metrics.batch(versions.joined(separator: ","), answers: parts.flatMap(\.answers))
+                    var buffers = [ByteBuffer(staticString: "[")]
+                    if filterCode { buffers += parts.map(\.dropped).filter { $0.readableBytes > 0 } }
+                    buffers += parts.map(\.kept).filter { $0.readableBytes > 0 }
+                    if buffers.count > 1 { buffers[buffers.count - 1].moveWriterIndex(to: buffers[buffers.count - 1].writerIndex - 1) }   // its last comma
+                    buffers.append(ByteBuffer(staticString: "]"))
+                    reply(respond(started: started, events: batch.events.count, body: buffers))
+                } else {
+                    Task { reply(await general(batch, filterCode: filterCode, started: started)) }
+                }
+            }
+        } else {
+            Task { reply(await general(batch, filterCode: filterCode, started: started)) }
+        }
+    }
+
+    /// Any other batch: some events unusable or on no chain, several chains, or a VersionID not
+    /// served. Each event's answer is placed, then all are copied once into the response.
+    private func general(_ batch: RudderBatch, filterCode: Bool, started: ContinuousClock.Instant) async -> RouteReply {
         let events = batch.events
-        let filterCode = ["?1", "true"].contains(request.headers[HTTPField.Name("X-Feature-Filter-Code")!]?.lowercased() ?? "")
 
         // Each event's answer entries (already joined by commas) are `pieces[at.piece][at.range]`:
         // a worker's part, or the bytes of an answer made here. Index pairs, not slices, so
@@ -74,20 +102,8 @@ struct CustomTransformRoute {
             }
         }
         let running = groups.indices.filter { !groups[$0].isEmpty }
-        if pieces.isEmpty, running.count == 1, let c = running.first {
-            let outcome = await stage.answerSplit(batch: batch, positions: groups[c], versions: batch.chains[c], into: ByteBuffer.self)
-            if case .answered(let parts) = outcome {
-                // the common case, every event on one chain: the buffers the workers wrote are
-                // the response, sent as they are (dropped ones first, under the filter code)
-                metrics.batch(batch.chains[c].joined(separator: ","), answers: parts.flatMap(\.answers))
-                var buffers = [ByteBuffer(staticString: "[")]
-                if filterCode { buffers += parts.map(\.dropped).filter { $0.readableBytes > 0 } }
-                buffers += parts.map(\.kept).filter { $0.readableBytes > 0 }
-                if buffers.count > 1 { buffers[buffers.count - 1].moveWriterIndex(to: buffers[buffers.count - 1].writerIndex - 1) }   // its last comma
-                buffers.append(ByteBuffer(staticString: "]"))
-                return respond(started: started, events: events.count, body: ResponseBody(contentsOf: buffers))
-            }
-            take(groups[c], batch.chains[c], outcome)
+        if running.count == 1, let c = running.first {
+            take(groups[c], batch.chains[c], await stage.answerSplit(batch: batch, positions: groups[c], versions: batch.chains[c], into: ByteBuffer.self))
         } else {
             await withTaskGroup(of: ([Int], [String], Stage.SplitOutcome<ByteBuffer>).self) { group in
                 for c in running {
@@ -114,11 +130,11 @@ struct CustomTransformRoute {
         }
         for i in at.indices where !dropped[i] { emit(i) }
         out.writeInteger(UInt8(ascii: "]"))
-        return respond(started: started, events: events.count, body: ResponseBody(byteBuffer: out))
+        return respond(started: started, events: events.count, body: [out])
     }
 
     /// The 200 response with `body`, its timing headers and the request's metrics.
-    private func respond(started: ContinuousClock.Instant, events: Int, body: ResponseBody) -> Response {
+    private func respond(started: ContinuousClock.Instant, events: Int, body: [ByteBuffer]) -> RouteReply {
         let elapsed = ContinuousClock.now - started
         metrics.request(duration: elapsed, events: events)
         var headers = HTTPFields()
@@ -126,6 +142,6 @@ struct CustomTransformRoute {
         let millis = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         headers[HTTPField.Name("X-Response-Time")!] = "\(Int(millis.rounded()))ms"
         headers[.contentType] = "application/json"
-        return Response(status: .ok, headers: headers, body: body)
+        return RouteReply(status: .ok, headers: headers, body: body)
     }
 }

@@ -7,11 +7,25 @@ struct HTTPFailure: Error {
     var status: HTTPResponse.Status
     var message: String
 
-    var response: Response {
+    var reply: RouteReply {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        let body = #"{"error":\#(JSONValue.quote(message))}"#
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+        return RouteReply(status: status, headers: headers, body: [ByteBuffer(string: #"{"error":\#(JSONValue.quote(message))}"#)])
+    }
+
+    var response: Response { reply.response }
+}
+
+/// A response made without Hummingbird's request machinery (`CustomTransformHandler` writes
+/// it to the channel): status, headers (Content-Length is added when written) and the body's
+/// buffers, sent in order.
+struct RouteReply: Sendable {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var body: [ByteBuffer]
+
+    var response: Response {
+        Response(status: status, headers: headers, body: body.count == 1 ? .init(byteBuffer: body[0]) : .init(contentsOf: body))
     }
 }
 

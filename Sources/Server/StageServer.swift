@@ -30,7 +30,7 @@ public struct StageServer: Sendable {
         let admission = Admission(budgetBytes: options.inFlightBytes ?? 4 * options.maxBodyBytes, maxWaiting: options.maxWaitingRequests)
         let maxBody = options.maxBodyBytes
         let admitted: @Sendable (Request, @Sendable () async -> Response) async -> Response = { request, handle in
-            let bytes = Self.reservation(for: request, limit: maxBody)
+            let bytes = Self.reservation(for: request.headers, limit: maxBody)
             guard await admission.acquire(bytes) else {
                 metrics.rejectedRequest(status: 503)
                 var response = HTTPFailure(status: .serviceUnavailable,
@@ -41,7 +41,7 @@ public struct StageServer: Sendable {
             defer { admission.release(bytes) }
             return await handle()
         }
-        router.post("/customTransform") { request, _ in await admitted(request) { await custom.handle(request) } }
+        // POST /customTransform is answered before the router (CustomTransformHandler)
         router.post("/transformation/test") { request, _ in await admitted(request) { await tests.transformation(request) } }
         router.post("/transformationLibrary/test") { request, _ in await admitted(request) { await tests.library(request) } }
         router.get("/health") { _, _ in jsonResponse(Array(#"{"service":"UP"}"#.utf8)) }
@@ -63,7 +63,9 @@ public struct StageServer: Sendable {
         }
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])),
+            server: RouteChannel.server(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])) {
+                CustomTransformHandler(route: custom, admission: admission)
+            },
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "luaform"),
             services: [ReloadService(watcher: watcher, interval: options.reloadInterval)],
             eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.ioThreads))),
@@ -76,9 +78,9 @@ public struct StageServer: Sendable {
 extension StageServer {
     /// What a request reserves from the in-flight budget: its declared length, or the body
     /// limit when the length is unknown or the body is compressed (it may grow to the limit).
-    static func reservation(for request: Request, limit: Int) -> Int {
-        let encoding = request.headers[.contentEncoding]?.lowercased()
-        guard encoding == nil || encoding == "identity", let text = request.headers[.contentLength],
+    static func reservation(for headers: HTTPFields, limit: Int) -> Int {
+        let encoding = headers[.contentEncoding]?.lowercased()
+        guard encoding == nil || encoding == "identity", let text = headers[.contentLength],
               let length = Int(text), length >= 0 else { return limit }
         return min(length, limit) + 4096
     }

@@ -32,6 +32,17 @@ extension Stage {
         return .answered(parts)
     }
 
+    /// `answerSplit` without a task: `done` runs on the worker that finishes the batch.
+    public func answerSplit<O: ShareOutput & Sendable>(batch: RudderBatch, positions: [Int], versions: [String],
+                                                       into: O.Type, done: @escaping @Sendable (SplitOutcome<O>) -> Void) {
+        precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
+        run(count: positions.count, versions: versions, share: Stage.shares(of: batch, at: positions), answer: { share, job, states in
+            Stage.answerShare(share, job: job, states: states, separator: .comma, splitDropped: true, into: O.self)
+        }) { parts, unknown in
+            done(unknown.map { .unknownVersion($0) } ?? .answered(parts))
+        }
+    }
+
     /// One worker's share answered into `O` buffers, each input's entries followed by
     /// `separator`: in input order in `kept`, except that with `splitDropped` the dropped inputs'
     /// go to `dropped`. A single step runs the share in C: a `transformEvent` one in one C call per

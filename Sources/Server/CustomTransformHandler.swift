@@ -1,0 +1,241 @@
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// `POST /customTransform` answered in the connection's channel pipeline, without
+/// Hummingbird's per-request task: the event loop collects the body, a worker decodes and
+/// answers it (`CustomTransformRoute.answer`), and the event loop writes the reply. Every other
+/// request passes through to Hummingbird's router.
+///
+/// Sits after Hummingbird's `HTTPConnectionStateHandler` (`RouteChannel`), which so sees these
+/// requests and their responses too (idle timeout, closing after the response on graceful
+/// shutdown). Invariants, per connection:
+/// - Responses go out in request order: while a request is being answered (here or by
+///   Hummingbird), later request parts are held, and reads stop until it is answered.
+/// - A request reserves its bytes from `Admission` before its body is read; the reservation is
+///   released exactly once, when its reply is written (503 when the queue is full).
+/// - A body past the limit (declared or as read) is answered 413 and the rest of it discarded.
+final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum State {
+        case idle          // between requests
+        case passing       // a request for Hummingbird: its parts go on
+        case admitting     // waiting for Admission; the body's parts are held
+        case reading       // collecting the body
+        case answering     // the reply is being made; later parts are held
+        case discarding    // answered already (503, 413): the rest of the body is dropped
+    }
+
+    private let route: CustomTransformRoute
+    private let admission: Admission
+    private let limit: Int
+    private var state = State.idle
+    private var context: ChannelHandlerContext?
+    private var head = HTTPRequest(method: .post, scheme: nil, authority: nil, path: "/")
+    private var body: [UInt8] = []
+    private var reserved = 0
+    private var started = ContinuousClock.now
+    private var held: [HTTPRequestPart] = []
+    private var readHeld = false
+    /// Requests passed to Hummingbird whose response has not ended (counted from their head:
+    /// a response may end before its request's body does).
+    private var passedOn = 0
+
+    init(route: CustomTransformRoute, admission: Admission) {
+        self.route = route
+        self.admission = admission
+        self.limit = route.options.maxBodyBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Whether parts must wait: a request of ours is not yet admitted or answered, or one of
+    /// Hummingbird's is unanswered and the next request may be ours.
+    private var blocked: Bool {
+        switch state {
+        case .admitting, .answering: return true
+        case .idle: return passedOn > 0
+        default: return false
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if blocked || !held.isEmpty {
+            held.append(part)
+            return
+        }
+        take(part, context: context)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if blocked { readHeld = true } else { context.read() }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)   // Hummingbird's responses
+        if case .end = unwrapOutboundIn(data), passedOn > 0 {
+            passedOn -= 1
+            if passedOn == 0 { resume(context: context) }
+        }
+    }
+
+    private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (state, part) {
+        case (.idle, .head(let h)):
+            if h.method == .post, (h.path ?? "").split(separator: "?", maxSplits: 1).first == "/customTransform" {
+                begin(h, context: context)
+            } else {
+                state = .passing
+                passedOn += 1
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case (.passing, .end):
+            state = .idle
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.passing, _):
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.reading, .body(let chunk)):
+            if chunk.readableBytes > limit - body.count {
+                reject(RequestBody.tooLarge(limit), context: context)
+                state = .discarding
+            } else {
+                chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
+            }
+        case (.reading, .end):
+            state = .answering
+            answer(context: context)
+        case (.discarding, .end):
+            state = .idle
+        case (.discarding, _):
+            break
+        default:   // a head inside a body: the HTTP decoder never makes one
+            context.fireChannelRead(wrapInboundOut(part))
+        }
+    }
+
+    private func begin(_ h: HTTPRequest, context: ChannelHandlerContext) {
+        head = h
+        started = .now
+        body = []
+        do {
+            if let declared = try RequestBody.check(h.headerFields, limit: limit) {
+                body.reserveCapacity(min(declared, 8 << 20))   // a claimed size is not yet bytes received
+            }
+        } catch {
+            route.metrics.rejectedRequest(status: Int(error.status.code))
+            write(error.reply, context: context)
+            state = .discarding
+            return
+        }
+        state = .admitting
+        reserved = StageServer.reservation(for: h.headerFields, limit: limit)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let now = admission.acquire(reserved) { granted in
+            loop.execute { bound.value.admitted(granted) }
+        }
+        if let now { admitted(now) }
+    }
+
+    private func admitted(_ granted: Bool) {
+        guard let context else {   // the connection is gone
+            if granted { admission.release(reserved) }
+            return
+        }
+        if granted {
+            state = .reading
+        } else {
+            route.metrics.rejectedRequest(status: 503)
+            var reply = HTTPFailure(status: .serviceUnavailable, message: "too many requests in flight; retry shortly").reply
+            reply.headers[.retryAfter] = "1"
+            write(reply, context: context)
+            state = .discarding
+        }
+        resume(context: context)
+    }
+
+    private func answer(context: ChannelHandlerContext) {
+        let bytes = body
+        body = []
+        let (route, headers, started) = (self.route, head.headerFields, self.started)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        route.stage.pool.submitToAny { _ in
+            route.answer(body: bytes, headers: headers, started: started) { reply in
+                loop.execute { bound.value.answered(reply) }
+            }
+        }
+    }
+
+    private func answered(_ reply: RouteReply) {
+        admission.release(reserved)
+        guard let context else { return }
+        state = .idle
+        write(reply, context: context)
+        if head.headerFields[.connection]?.lowercased() == "close" {
+            context.close(promise: nil)
+            return
+        }
+        resume(context: context)
+    }
+
+    /// A reply made before the body was read through (refused): its reservation goes back.
+    private func reject(_ failure: HTTPFailure, context: ChannelHandlerContext) {
+        admission.release(reserved)
+        route.metrics.rejectedRequest(status: Int(failure.status.code))
+        write(failure.reply, context: context)
+    }
+
+    private func write(_ reply: RouteReply, context: ChannelHandlerContext) {
+        var headers = reply.headers
+        headers[.contentLength] = String(reply.body.reduce(0) { $0 + $1.readableBytes })
+        headers[.server] = "luaform"
+        headers[.date] = HTTPDate.now()
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: reply.status, headerFields: headers))), promise: nil)
+        for buffer in reply.body where buffer.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(buffer)), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// Takes the held parts until something blocks again, then lets reads go on.
+    private func resume(context: ChannelHandlerContext) {
+        let passing = held.count
+        while !blocked, !held.isEmpty {
+            take(held.removeFirst(), context: context)
+        }
+        // Hummingbird's async channel hands on what it was given at a read's completion
+        if held.count < passing { context.fireChannelReadComplete() }
+        if !blocked, readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+}
+
+/// The Date header's value (IMF-fixdate), formatted at most once a second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((0, ""))
+
+    static func now() -> String {
+        var t = time(nil)
+        return cache.withLock { c in
+            if Int(t) != c.second {
+                var parts = tm()
+                gmtime_r(&t, &parts)
+                var out = [CChar](repeating: 0, count: 40)
+                let n = strftime(&out, out.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+                c = (Int(t), String(decoding: out[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+            return c.text
+        }
+    }
+}

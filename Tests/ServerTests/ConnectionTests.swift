@@ -1,0 +1,179 @@
+import Foundation
+import XCTest
+
+/// `POST /customTransform` is answered in the channel pipeline, beside Hummingbird's router
+/// (`CustomTransformHandler`): these tests speak HTTP/1.1 over one raw socket, to check what a
+/// client sees on a connection: pipelined requests answered in order (ours and the router's
+/// mixed), `Connection: close`, a chunked body past the limit, keep-alive after errors.
+final class ConnectionTests: XCTestCase {
+    var server: ServerProcess!
+
+    override func setUpWithError() throws {
+        let dir = try makeProject([
+            "transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
+            "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 20000000 do x = x + i end e.slow = x > 0 return e end",
+            "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n",
+        ])
+        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB"])
+    }
+
+    override func tearDown() {
+        server?.stop()
+    }
+
+    static func batch(_ ns: [Int], version: String = "1") throws -> Data {
+        try data(ns.map { rudderEvent(["type": "track", "n": $0, "messageId": "m\($0)"], jobId: $0, versions: [version]) })
+    }
+
+    static func post(_ body: Data, extra: String = "") -> Data {
+        Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\(extra)\r\n".utf8) + body
+    }
+
+    static func tags(_ r: RawHTTP.Response) throws -> [Int] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [[String: Any]]).map {
+            (($0["output"] as? [String: Any])?["tag"] as? Int) ?? -1
+        }
+    }
+
+    func testPipelinedRequestsAreAnsweredInOrder() throws {
+        let c = try RawHTTP(port: server.port)
+        // a slow batch first: the requests behind it, ours and the router's, must wait for it
+        try c.send(Self.post(try Self.batch([1], version: "2"))
+                   + Data("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+                   + Self.post(try Self.batch([2, 3]))
+                   + Data("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+                   + Self.post(try Self.batch([4])))
+        let slow = try c.response()
+        XCTAssertEqual(slow.status, 200)
+        XCTAssertTrue(slow.text.contains(#""slow":true"#), slow.text)
+        let health = try c.response()
+        XCTAssertEqual(health.status, 200)
+        XCTAssertEqual(health.text, #"{"service":"UP"}"#)
+        let second = try c.response()
+        XCTAssertEqual(try Self.tags(second), [4, 6])
+        XCTAssertEqual(try c.response().status, 404)
+        XCTAssertEqual(try Self.tags(try c.response()), [8])
+        XCTAssertEqual(second.headers["content-type"], "application/json")
+        XCTAssertEqual(second.headers["apiversion"], "2")
+        XCTAssertNotNil(second.headers["date"])
+    }
+
+    func testARequestBehindTheRoutersSlowAnswerWaitsForIt() throws {
+        let c = try RawHTTP(port: server.port)
+        // the router's test route runs slow code on a worker; our answer must not overtake it
+        let test = try data(["events": [["message": ["n": 1]]],
+                             "trRevCode": ["code": "function transformEvent(e) local x = 0 for i = 1, 20000000 do x = x + i end e.tested = x > 0 return e end"]])
+        try c.send(Data("POST /transformation/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(test.count)\r\n\r\n".utf8)
+                   + test + Self.post(try Self.batch([9])))
+        let tested = try c.response()
+        XCTAssertEqual(tested.status, 200)
+        XCTAssertTrue(tested.text.contains(#""tested":true"#), tested.text)
+        XCTAssertEqual(try Self.tags(try c.response()), [18])
+    }
+
+    func testConnectionCloseIsHonoured() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch([5]), extra: "Connection: close\r\n"))
+        XCTAssertEqual(try Self.tags(try c.response()), [10])
+        XCTAssertTrue(try c.atEnd(), "the server kept the connection open after Connection: close")
+    }
+
+    func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
+        let c = try RawHTTP(port: server.port)
+        // no Content-Length: the limit (64 KiB) is found while reading
+        var chunked = Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        let piece = Data(repeating: 0x20, count: 16 << 10)
+        for _ in 0..<8 { chunked += Data(String(piece.count, radix: 16).utf8) + Data("\r\n".utf8) + piece + Data("\r\n".utf8) }
+        chunked += Data("0\r\n\r\n".utf8)
+        try c.send(chunked + Self.post(try Self.batch([7])))
+        let refused = try c.response()
+        XCTAssertEqual(refused.status, 413, refused.text)
+        XCTAssertTrue(refused.text.contains("larger than the limit"), refused.text)
+        XCTAssertEqual(try Self.tags(try c.response()), [14], "the request after the refused one was not answered")
+        // and an error answer keeps the connection too
+        try c.send(Self.post(Data("{not json".utf8)) + Self.post(try Self.batch([8])))
+        XCTAssertEqual(try c.response().status, 400)
+        XCTAssertEqual(try Self.tags(try c.response()), [16])
+    }
+}
+
+/// HTTP/1.1 over a blocking loopback socket: writes bytes as given, reads responses framed by
+/// Content-Length (the server always sends one).
+final class RawHTTP {
+    struct Response {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+        var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    private let fd: Int32
+    private var buffer = Data()
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { close(fd); throw NSError(domain: "connect failed", code: Int(errno)) }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ data: Data) throws {
+        try data.withUnsafeBytes { (p: UnsafeRawBufferPointer) in
+            var off = 0
+            while off < p.count {
+                let n = Glibc.send(fd, p.baseAddress! + off, p.count - off, Int32(MSG_NOSIGNAL))
+                guard n > 0 else { throw NSError(domain: "send failed", code: Int(errno)) }
+                off += n
+            }
+        }
+    }
+
+    /// Reads more bytes; false at the end of the stream.
+    private func fill() throws -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &chunk, chunk.count, 0)
+        if n < 0 { throw NSError(domain: "recv failed (timeout?)", code: Int(errno)) }
+        buffer += chunk[0..<n]
+        return n > 0
+    }
+
+    func response() throws -> Response {
+        let separator = Data("\r\n\r\n".utf8)
+        var end = buffer.range(of: separator)
+        while end == nil {
+            guard try fill() else { throw NSError(domain: "connection closed before a response", code: 0) }
+            end = buffer.range(of: separator)
+        }
+        let head = String(decoding: buffer[buffer.startIndex..<end!.lowerBound], as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n")
+        let status = Int(lines.removeFirst().split(separator: " ")[1]) ?? 0
+        var headers: [String: String] = [:]
+        for line in lines {
+            if let c = line.firstIndex(of: ":") {
+                headers[line[..<c].lowercased()] = line[line.index(after: c)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? 0
+        let bodyStart = end!.upperBound
+        while buffer.endIndex - bodyStart < length {
+            guard try fill() else { throw NSError(domain: "connection closed inside a body", code: 0) }
+        }
+        let body = Data(buffer[bodyStart..<bodyStart + length])
+        buffer = Data(buffer[(bodyStart + length)...])
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    /// Whether the server has closed the connection (nothing more to read).
+    func atEnd() throws -> Bool {
+        buffer.isEmpty ? !(try fill()) : false
+    }
+}
