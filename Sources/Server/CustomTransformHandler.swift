@@ -43,6 +43,9 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
+    /// The client half-closed while a request of ours was unanswered: passed on (Hummingbird
+    /// then closes the connection) once it is.
+    private var inputClosedHeld = false
     /// Requests passed to Hummingbird whose response has not ended (counted from their head:
     /// a response may end before its request's body does).
     private var passedOn = 0
@@ -73,6 +76,22 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         take(part, context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed, ours || !held.isEmpty {
+            inputClosedHeld = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Whether a request of ours is under way (not yet answered, or its body not yet read).
+    private var ours: Bool {
+        switch state {
+        case .admitting, .reading, .answering, .discarding: return true
+        case .idle, .passing: return false
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -214,6 +233,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         // Hummingbird's async channel hands on what it was given at a read's completion
         if held.count < passing { context.fireChannelReadComplete() }
+        if inputClosedHeld, !ours, held.isEmpty {
+            inputClosedHeld = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
         if !blocked, readHeld {
             readHeld = false
             context.read()

@@ -78,6 +78,15 @@ final class ConnectionTests: XCTestCase {
         XCTAssertTrue(try c.atEnd(), "the server kept the connection open after Connection: close")
     }
 
+    func testAClientThatHalfClosesAfterItsRequestsGetsTheirAnswers() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch([1], version: "2")) + Self.post(try Self.batch([6])))
+        c.finishWriting()
+        XCTAssertTrue(try c.response().text.contains(#""slow":true"#))
+        XCTAssertEqual(try Self.tags(try c.response()), [12])
+        XCTAssertTrue(try c.atEnd())
+    }
+
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
         let c = try RawHTTP(port: server.port)
         // no Content-Length: the limit (64 KiB) is found while reading
@@ -136,6 +145,9 @@ final class RawHTTP {
             }
         }
     }
+
+    /// Half-closes: the server reads the end of the stream after what was sent.
+    func finishWriting() { shutdown(fd, Int32(SHUT_WR)) }
 
     /// Reads more bytes; false at the end of the stream.
     private func fill() throws -> Bool {
