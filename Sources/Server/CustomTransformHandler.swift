@@ -57,6 +57,14 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .reading = state {   // the client left with its body half sent
+            admission.release(reserved)
+            state = .discarding
+        }
+        context.fireChannelInactive()
+    }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     /// Whether parts must wait: a request of ours is not yet admitted or answered, or one of
@@ -79,19 +87,31 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let e = event as? ChannelEvent, e == .inputClosed, ours || !held.isEmpty {
+        if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosedHeld = true
+            settleInputClosed(context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// Whether a request of ours is under way (not yet answered, or its body not yet read).
-    private var ours: Bool {
+    /// Passes the client's half-close on once no request of ours waits for an answer: a body
+    /// still being read can never end then, and its reservation goes back.
+    private func settleInputClosed(context: ChannelHandlerContext) {
+        guard inputClosedHeld, held.isEmpty else { return }
         switch state {
-        case .admitting, .reading, .answering, .discarding: return true
-        case .idle, .passing: return false
+        case .admitting, .answering:
+            return   // after the answer
+        case .reading:
+            admission.release(reserved)
+            state = .idle
+        case .discarding:
+            state = .idle
+        case .idle, .passing:
+            break
         }
+        inputClosedHeld = false
+        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -233,10 +253,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         // Hummingbird's async channel hands on what it was given at a read's completion
         if held.count < passing { context.fireChannelReadComplete() }
-        if inputClosedHeld, !ours, held.isEmpty {
-            inputClosedHeld = false
-            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        }
+        settleInputClosed(context: context)
         if !blocked, readHeld {
             readHeld = false
             context.read()

@@ -87,6 +87,24 @@ final class ConnectionTests: XCTestCase {
         XCTAssertTrue(try c.atEnd())
     }
 
+    func testAClientThatLeavesMidBodyGivesBackItsReservation() throws {
+        server.stop()
+        let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
+                                   "luaform.yaml": "versions:\n  \"1\": tag\n"])
+        // room for one 40 KB request at a time (each reserves its length + 4 KiB)
+        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB", "--max-in-flight", "60KiB"])
+        let body = try Self.batch(Array(0..<300))
+        XCTAssertGreaterThan(body.count, 30_000)
+        for _ in 0..<3 {   // each leaves after half its body, holding the budget if it is not given back
+            let gone = try RawHTTP(port: server.port)
+            try gone.send(Self.post(body).prefix(body.count / 2))
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        try c.send(Self.post(body))
+        XCTAssertEqual(try Self.tags(try c.response()).count, 300)
+    }
+
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
         let c = try RawHTTP(port: server.port)
         // no Content-Length: the limit (64 KiB) is found while reading
@@ -119,7 +137,7 @@ final class RawHTTP {
     private let fd: Int32
     private var buffer = Data()
 
-    init(port: Int) throws {
+    init(port: Int, timeout: Int = 20) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -129,8 +147,8 @@ final class RawHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { close(fd); throw NSError(domain: "connect failed", code: Int(errno)) }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var limit = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
     deinit { close(fd) }
