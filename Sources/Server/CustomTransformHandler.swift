@@ -43,9 +43,11 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
-    /// The client half-closed while a request of ours was unanswered: passed on (Hummingbird
-    /// then closes the connection) once it is.
+    /// The client half-closed, or the HTTP decoder failed, while a request of ours was
+    /// unanswered or parts were held: passed on (Hummingbird then answers 400 to a decoder
+    /// error and closes the connection) once it is answered and the parts before are taken.
     private var inputClosedHeld = false
+    private var errorHeld: (any Error)?
     /// Requests passed to Hummingbird whose response has not ended (counted from their head:
     /// a response may end before its request's body does).
     private var passedOn = 0
@@ -58,14 +60,15 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        if case .reading = state {   // the client left with its body half sent
-            admission.release(reserved)
-            state = .discarding
-        }
-        context.fireChannelInactive()
+    /// The connection is gone (the pipeline is torn down; Hummingbird's state handler does not
+    /// pass `channelInactive` on): a body being read never ends, so its reservation goes back.
+    /// A request being admitted or answered gives its own back when that ends.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if case .reading = state { admission.release(reserved) }
+        state = .discarding
+        held = []
+        self.context = nil
     }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     /// Whether parts must wait: a request of ours is not yet admitted or answered, or one of
     /// Hummingbird's is unanswered and the next request may be ours.
@@ -89,16 +92,22 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosedHeld = true
-            settleInputClosed(context: context)
+            settleInputEnd(context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// Passes the client's half-close on once no request of ours waits for an answer: a body
-    /// still being read can never end then, and its reservation goes back.
-    private func settleInputClosed(context: ChannelHandlerContext) {
-        guard inputClosedHeld, held.isEmpty else { return }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if errorHeld == nil { errorHeld = error }
+        settleInputEnd(context: context)
+    }
+
+    /// Passes the client's half-close, or the decoder's error, on once no request of ours
+    /// waits for an answer and no part is held: a body still being read can never end then,
+    /// and its reservation goes back (for a decoder error, Hummingbird answers it 400).
+    private func settleInputEnd(context: ChannelHandlerContext) {
+        guard inputClosedHeld || errorHeld != nil, held.isEmpty else { return }
         switch state {
         case .admitting, .answering:
             return   // after the answer
@@ -110,8 +119,14 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .idle, .passing:
             break
         }
-        inputClosedHeld = false
-        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        if let error = errorHeld {
+            errorHeld = nil
+            context.fireErrorCaught(error)
+        }
+        if inputClosedHeld {
+            inputClosedHeld = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -129,7 +144,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let h)):
-            if h.method == .post, (h.path ?? "").split(separator: "?", maxSplits: 1).first == "/customTransform" {
+            if h.method == .post, Self.isRoute(h.path) {
                 begin(h, context: context)
             } else {
                 state = .passing
@@ -160,6 +175,14 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// The router's match: the path's non-empty segments before any query are exactly
+    /// `customTransform` (so `/customTransform/` and `//customTransform` too).
+    static func isRoute(_ path: String?) -> Bool {
+        guard let path else { return false }
+        let segments = path.prefix { $0 != "?" }.split(separator: "/")
+        return segments.count == 1 && segments[0] == "customTransform"
+    }
+
     private func begin(_ h: HTTPRequest, context: ChannelHandlerContext) {
         head = h
         started = .now
@@ -170,8 +193,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
         } catch {
             route.metrics.rejectedRequest(status: Int(error.status.code))
-            write(error.reply, context: context)
             state = .discarding
+            write(error.reply, context: context)
             return
         }
         state = .admitting
@@ -185,7 +208,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func admitted(_ granted: Bool) {
-        guard let context else {   // the connection is gone
+        guard let context, case .admitting = state else {   // the connection is gone
             if granted { admission.release(reserved) }
             return
         }
@@ -195,8 +218,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             route.metrics.rejectedRequest(status: 503)
             var reply = HTTPFailure(status: .serviceUnavailable, message: "too many requests in flight; retry shortly").reply
             reply.headers[.retryAfter] = "1"
-            write(reply, context: context)
             state = .discarding
+            if write(reply, context: context) { return }
         }
         resume(context: context)
     }
@@ -216,13 +239,9 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func answered(_ reply: RouteReply) {
         admission.release(reserved)
-        guard let context else { return }
+        guard let context, case .answering = state else { return }   // the connection is gone
         state = .idle
-        write(reply, context: context)
-        if head.headerFields[.connection]?.lowercased() == "close" {
-            context.close(promise: nil)
-            return
-        }
+        if write(reply, context: context) { return }
         resume(context: context)
     }
 
@@ -230,10 +249,13 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func reject(_ failure: HTTPFailure, context: ChannelHandlerContext) {
         admission.release(reserved)
         route.metrics.rejectedRequest(status: Int(failure.status.code))
-        write(failure.reply, context: context)
+        _ = write(failure.reply, context: context)
     }
 
-    private func write(_ reply: RouteReply, context: ChannelHandlerContext) {
+    /// Writes the current request's reply; when the request asked for `Connection: close`,
+    /// closes the connection once the reply is sent, and returns true (nothing more is read).
+    @discardableResult
+    private func write(_ reply: RouteReply, context: ChannelHandlerContext) -> Bool {
         var headers = reply.headers
         headers[.contentLength] = String(reply.body.reduce(0) { $0 + $1.readableBytes })
         headers[.server] = "luaform"
@@ -242,7 +264,14 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         for buffer in reply.body where buffer.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(buffer)), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        guard head.headerFields[.connection]?.lowercased() == "close" else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return false
+        }
+        state = .discarding
+        held = []
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        return true
     }
 
     /// Takes the held parts until something blocks again, then lets reads go on.
@@ -253,7 +282,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         // Hummingbird's async channel hands on what it was given at a read's completion
         if held.count < passing { context.fireChannelReadComplete() }
-        settleInputClosed(context: context)
+        settleInputEnd(context: context)
         if !blocked, readHeld {
             readHeld = false
             context.read()

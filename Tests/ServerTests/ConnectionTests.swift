@@ -12,7 +12,9 @@ final class ConnectionTests: XCTestCase {
         let dir = try makeProject([
             "transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
             "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 20000000 do x = x + i end e.slow = x > 0 return e end",
-            "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n",
+            // a large answer from a small request: 600 copies of each event
+            "transformations/many.lua": "function transformEvent(e) local out = {} for i = 1, 600 do out[i] = e end return out end",
+            "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n  \"3\": many\n",
         ])
         server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB"])
     }
@@ -91,18 +93,65 @@ final class ConnectionTests: XCTestCase {
         server.stop()
         let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
                                    "luaform.yaml": "versions:\n  \"1\": tag\n"])
-        // room for one 40 KB request at a time (each reserves its length + 4 KiB)
-        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB", "--max-in-flight", "60KiB"])
+        // room for one 40 KB request at a time (each reserves its length + 4 KiB; a chunked
+        // one, the whole 64 KiB limit)
+        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB", "--max-in-flight", "70KiB"])
         let body = try Self.batch(Array(0..<300))
         XCTAssertGreaterThan(body.count, 30_000)
-        for _ in 0..<3 {   // each leaves after half its body, holding the budget if it is not given back
-            let gone = try RawHTTP(port: server.port)
-            try gone.send(Self.post(body).prefix(body.count / 2))
-            Thread.sleep(forTimeInterval: 0.2)
+        let chunkedHead = "POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        let leaving: [(String, (RawHTTP) throws -> Void)] = [
+            ("closes", { try $0.send(Self.post(body).prefix(body.count / 2)) }),
+            ("resets", { try $0.send(Self.post(body).prefix(body.count / 2)); $0.reset() }),
+            // the decoder fails inside the body: Hummingbird answers 400 and closes
+            ("sends a bad chunk", { try $0.send(Data((chunkedHead + "5\r\n[{\"a\"\r\nZZ\r\n").utf8)) }),
+        ]
+        for (how, leave) in leaving {   // each would hold the whole budget if it were not given back
+            do {
+                let gone = try RawHTTP(port: server.port)
+                try leave(gone)
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            let c = try RawHTTP(port: server.port, timeout: 5)
+            try c.send(Self.post(body))
+            XCTAssertEqual(try Self.tags(try c.response()).count, 300, "after a client that \(how)")
         }
-        let c = try RawHTTP(port: server.port, timeout: 5)
-        try c.send(Self.post(body))
-        XCTAssertEqual(try Self.tags(try c.response()).count, 300)
+    }
+
+    func testAMalformedRequestAfterOursIsAnswered400AfterOurs() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch([1], version: "2")) + Data("GET /health HTTP/1.1\r\nBad Header\r\n\r\n".utf8))
+        let first = try c.response()
+        XCTAssertEqual(first.status, 200)
+        XCTAssertTrue(first.text.contains(#""slow":true"#), first.text)
+        XCTAssertEqual(try c.response().status, 400)
+        XCTAssertTrue(try c.atEnd())
+    }
+
+    func testALargeReplyWithConnectionCloseArrivesWhole() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch(Array(0..<60), version: "3"), extra: "Connection: close\r\n"))
+        Thread.sleep(forTimeInterval: 1)   // a slow reader: the reply waits in the server
+        let r = try c.response()
+        XCTAssertEqual(r.status, 200)
+        XCTAssertGreaterThan(r.body.count, 5_000_000)
+        XCTAssertEqual(try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [Any]).count, 60 * 600)
+        XCTAssertTrue(try c.atEnd())
+    }
+
+    func testRefusalsHonourConnectionClose() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]".utf8))
+        XCTAssertEqual(try c.response().status, 415)
+        XCTAssertTrue(try c.atEnd(), "the server kept the connection open after Connection: close")
+    }
+
+    func testThePathMatchesAsTheRoutersDid() throws {
+        for path in ["/customTransform/", "//customTransform", "/customTransform?x=1"] {
+            let r = try server.request(path, body: try Self.batch([3]))
+            XCTAssertEqual(r.status, 200, path)
+            XCTAssertEqual(try Self.tags(RawHTTP.Response(status: r.status, headers: r.headers, body: r.body)), [6], path)
+        }
+        XCTAssertEqual(try server.request("/customTransform/x", body: try Self.batch([3])).status, 404)
     }
 
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
@@ -151,7 +200,9 @@ final class RawHTTP {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    deinit { close(fd) }
+    private var closed = false
+
+    deinit { if !closed { close(fd) } }
 
     func send(_ data: Data) throws {
         try data.withUnsafeBytes { (p: UnsafeRawBufferPointer) in
@@ -162,6 +213,14 @@ final class RawHTTP {
                 off += n
             }
         }
+    }
+
+    /// Closes with a reset (SO_LINGER 0): the server sees an error, not the end of the stream.
+    func reset() {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        close(fd)
+        closed = true
     }
 
     /// Half-closes: the server reads the end of the stream after what was sent.
