@@ -105,30 +105,15 @@ extension Stage {
     /// in order; or the VersionID of `versions` that is not served.
     func run<P: Sendable>(count: Int, versions: [String], share make: @escaping @Sendable (Range<Int>) -> Share,
                           answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P) async -> (parts: [P], unknown: String?) {
-        let catalog = currentCatalog
-        var found: [CatalogEntry] = []
-        for v in versions {
-            guard let e = catalog.entries[v] else { return ([], v) }
-            found.append(e)
+        await withCheckedContinuation { c in
+            run(count: count, versions: versions, share: make, answer: answer) { c.resume(returning: ($0, $1)) }
         }
-        let entries = found
-        if count == 0 { return ([], nil) }
-        let splittable = entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? shareCount(count) : 1
-        let job = ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
-                           enrichment: catalog.enrichment)
-        let size = (count + chunks - 1) / chunks
-        let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
-        // The shares go straight to the workers' queues; the last one to finish resumes this
-        // task (one wake-up per batch, not a child task and a continuation per share).
-        let parts = await withCheckedContinuation { (c: CheckedContinuation<[P], Never>) in
-            submit(ranges: ranges, job: job, share: make, answer: answer) { c.resume(returning: $0) }
-        }
-        return (parts, nil)
     }
 
-    /// `run` without a task: `done` gets the parts (or the VersionID not served) on the
-    /// worker that finishes last, or here when nothing runs.
+    /// `run` without a task: `done` gets the parts in order (or the VersionID not served) on the
+    /// worker that finishes the last share, or here when nothing runs. The shares go straight to
+    /// the workers' queues (one wake-up per batch for the waiter, not a child task and a
+    /// continuation per share).
     func run<P: Sendable>(count: Int, versions: [String], share make: @escaping @Sendable (Range<Int>) -> Share,
                           answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P,
                           done: @escaping @Sendable ([P], String?) -> Void) {
@@ -146,14 +131,8 @@ extension Stage {
                            enrichment: catalog.enrichment)
         let size = (count + chunks - 1) / chunks
         let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
-        submit(ranges: ranges, job: job, share: make, answer: answer) { done($0, nil) }
-    }
-
-    private func submit<P: Sendable>(ranges: [Range<Int>], job: ShareJob, share make: @escaping @Sendable (Range<Int>) -> Share,
-                                     answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P,
-                                     done: @escaping @Sendable ([P]) -> Void) {
         let pool = self.pool
-        let gather = PartGatherer<P>(count: ranges.count, done: done)
+        let gather = PartGatherer<P>(count: ranges.count) { done($0, nil) }
         for (i, range) in ranges.enumerated() {
             pool.submitToAny { states in   // whichever worker is free first takes the next share
                 gather.put(i, answer(make(range), job, states))
