@@ -30,6 +30,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         case reading       // collecting the body
         case answering     // the reply is being made; later parts are held
         case discarding    // answered already (503, 413): the rest of the body is dropped
+        case closing       // answered with `Connection: close`: the output is shut, input drained
     }
 
     private let route: CustomTransformRoute
@@ -40,6 +41,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var head = HTTPRequest(method: .post, scheme: nil, authority: nil, path: "/")
     private var body: [UInt8] = []
     private var reserved = 0
+    /// The current request holds `reserved` bytes of the budget (released once, by `giveBack`).
+    private var holding = false
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
@@ -64,8 +67,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// pass `channelInactive` on): a body being read never ends, so its reservation goes back.
     /// A request being admitted or answered gives its own back when that ends.
     func handlerRemoved(context: ChannelHandlerContext) {
-        if case .reading = state { admission.release(reserved) }
-        state = .discarding
+        if case .reading = state { giveBack() }
+        state = .closing
         held = []
         self.context = nil
     }
@@ -76,7 +79,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         switch state {
         case .admitting, .answering: return true
         case .idle: return passedOn > 0
-        default: return false
+        case .passing, .reading, .discarding, .closing: return false
         }
     }
 
@@ -112,11 +115,11 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .admitting, .answering:
             return   // after the answer
         case .reading:
-            admission.release(reserved)
+            giveBack()
             state = .idle
         case .discarding:
             state = .idle
-        case .idle, .passing:
+        case .idle, .passing, .closing:
             break
         }
         if let error = errorHeld {
@@ -159,7 +162,6 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         case (.reading, .body(let chunk)):
             if chunk.readableBytes > limit - body.count {
                 reject(RequestBody.tooLarge(limit), context: context)
-                state = .discarding
             } else {
                 chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
             }
@@ -168,7 +170,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             answer(context: context)
         case (.discarding, .end):
             state = .idle
-        case (.discarding, _):
+        case (.discarding, _), (.closing, _):
             break
         default:   // a head inside a body: the HTTP decoder never makes one
             context.fireChannelRead(wrapInboundOut(part))
@@ -208,8 +210,9 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func admitted(_ granted: Bool) {
+        if granted { holding = true }
         guard let context, case .admitting = state else {   // the connection is gone
-            if granted { admission.release(reserved) }
+            giveBack()
             return
         }
         if granted {
@@ -238,22 +241,34 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func answered(_ reply: RouteReply) {
-        admission.release(reserved)
+        giveBack()
         guard let context, case .answering = state else { return }   // the connection is gone
         state = .idle
         if write(reply, context: context) { return }
         resume(context: context)
     }
 
-    /// A reply made before the body was read through (refused): its reservation goes back.
+    /// A reply made before the body was read through (refused): its reservation goes back,
+    /// and the rest of the body is dropped (state first: the write may re-enter this handler).
     private func reject(_ failure: HTTPFailure, context: ChannelHandlerContext) {
-        admission.release(reserved)
+        state = .discarding
+        giveBack()
         route.metrics.rejectedRequest(status: Int(failure.status.code))
-        _ = write(failure.reply, context: context)
+        write(failure.reply, context: context)
+    }
+
+    /// Releases the current request's reservation, if it holds one: exactly once per grant.
+    private func giveBack() {
+        if holding {
+            holding = false
+            admission.release(reserved)
+        }
     }
 
     /// Writes the current request's reply; when the request asked for `Connection: close`,
-    /// closes the connection once the reply is sent, and returns true (nothing more is read).
+    /// shuts the output once the reply is sent (a full close with unread input would reset the
+    /// connection and lose the reply's tail), drops whatever the client sends after it, and
+    /// returns true.
     @discardableResult
     private func write(_ reply: RouteReply, context: ChannelHandlerContext) -> Bool {
         var headers = reply.headers
@@ -268,9 +283,13 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return false
         }
-        state = .discarding
+        state = .closing
         held = []
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(mode: .output, promise: nil) }
+        if readHeld {   // drain the input: the client's end of it closes the connection
+            readHeld = false
+            context.read()
+        }
         return true
     }
 

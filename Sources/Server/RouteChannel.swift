@@ -3,9 +3,9 @@ import HummingbirdCore
 import Logging
 import NIOCore
 
-/// Hummingbird's HTTP/1 child channel with one handler of ours added after its connection
-/// state handler (`CustomTransformHandler`): the handler answers its route itself and passes
-/// every other request on to Hummingbird.
+/// Hummingbird's HTTP/1 child channel with a handler of ours added after its connection
+/// state handler (`CustomTransformHandler`: it answers its route itself and passes every other
+/// request on to Hummingbird), and `GracefulClose` before it (a close waits for the reply).
 struct RouteChannel: ServerChildChannel {
     typealias Value = HTTP1Channel.Value
     let http1: HTTP1Channel
@@ -25,6 +25,7 @@ struct RouteChannel: ServerChildChannel {
             let pipeline = channel.pipeline.syncOperations
             let state = try pipeline.handler(type: HTTPConnectionStateHandler.self)
             try pipeline.addHandler(makeHandler(), position: .after(state))
+            try pipeline.addHandler(GracefulClose(), position: .before(state))
             return value
         }
     }

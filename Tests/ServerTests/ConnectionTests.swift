@@ -14,7 +14,15 @@ final class ConnectionTests: XCTestCase {
             "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 20000000 do x = x + i end e.slow = x > 0 return e end",
             // a large answer from a small request: 600 copies of each event
             "transformations/many.lua": "function transformEvent(e) local out = {} for i = 1, 600 do out[i] = e end return out end",
-            "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n  \"3\": many\n",
+            // a ~10 MB answer that takes a moment to start (more than the socket buffers hold)
+            "transformations/slowmany.lua": """
+            function transformEvent(e)
+              if e.n == 0 then local x = 0 for i = 1, 20000000 do x = x + i end end
+              local out = {} for i = 1, 1000 do out[i] = e end
+              return out
+            end
+            """,
+            "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n  \"3\": many\n  \"4\": slowmany\n",
         ])
         server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB"])
     }
@@ -135,6 +143,47 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(r.status, 200)
         XCTAssertGreaterThan(r.body.count, 5_000_000)
         XCTAssertEqual(try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [Any]).count, 60 * 600)
+        XCTAssertTrue(try c.atEnd())
+    }
+
+    func testALargeReplyWithConnectionCloseArrivesWholeWhateverFollowsIt() throws {
+        let c = try RawHTTP(port: server.port)
+        // bytes sent while a Connection: close request is answered stay unread: a full close
+        // then would reset the connection and lose the reply's tail
+        try c.send(Self.post(try Self.batch(Array(0..<60), version: "4"), extra: "Connection: close\r\n"))
+        Thread.sleep(forTimeInterval: 0.05)
+        try c.send(Data("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        Thread.sleep(forTimeInterval: 1)
+        let r = try c.response()
+        XCTAssertEqual(try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [Any]).count, 60 * 1000)
+        XCTAssertTrue(try c.atEnd())
+    }
+
+    func testGracefulShutdownSendsTheWholeReply() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch(Array(0..<60), version: "4")))
+        Thread.sleep(forTimeInterval: 0.05)
+        server.running.terminate()   // SIGTERM while the batch runs
+        Thread.sleep(forTimeInterval: 1)   // a slow reader
+        let r = try c.response()
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [Any]).count, 60 * 1000)
+        XCTAssertTrue(try c.atEnd())
+        server.running.waitUntilExit()
+        XCTAssertEqual(server.running.terminationStatus, 0)
+    }
+
+    func testARefusalWithConnectionCloseLetsTheClientFinishSending() throws {
+        let c = try RawHTTP(port: server.port)
+        let declared = 300_000   // past the 64 KiB limit: refused from its headers
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(declared)\r\nConnection: close\r\n\r\n".utf8))
+        Thread.sleep(forTimeInterval: 0.2)
+        // the server answers 413 and shuts its output; it must go on reading, not reset
+        for _ in 0..<(declared / 30_000) {
+            try c.send(Data(repeating: 0x20, count: 30_000))
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        XCTAssertEqual(try c.response().status, 413)
         XCTAssertTrue(try c.atEnd())
     }
 
