@@ -17,6 +17,7 @@ import Synchronization
 /// - A request reserves its bytes from `Admission` before its body is read; the reservation is
 ///   released exactly once, when its reply is written (503 when the queue is full).
 /// - A body past the limit (declared or as read) is answered 413 and the rest of it discarded.
+/// - A body that stalls for `ServerOptions.bodyTimeout` is answered 408 and the connection closed.
 final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -43,6 +44,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var reserved = 0
     /// The current request holds `reserved` bytes of the budget (released once, by `giveBack`).
     private var holding = false
+    /// Fires when the body being read stalls (re-armed by each part of it).
+    private var bodyTimer: Scheduled<Void>?
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
@@ -67,6 +70,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// pass `channelInactive` on): a body being read never ends, so its reservation goes back.
     /// A request being admitted or answered gives its own back when that ends.
     func handlerRemoved(context: ChannelHandlerContext) {
+        bodyTimer?.cancel()
         if case .reading = state { giveBack() }
         state = .closing
         held = []
@@ -164,8 +168,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
                 reject(RequestBody.tooLarge(limit), context: context)
             } else {
                 chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
+                armBodyTimer(context: context)
             }
         case (.reading, .end):
+            bodyTimer?.cancel()
             state = .answering
             answer(context: context)
         case (.discarding, .end):
@@ -217,6 +223,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         if granted {
             state = .reading
+            armBodyTimer(context: context)
         } else {
             route.metrics.rejectedRequest(status: 503)
             var reply = HTTPFailure(status: .serviceUnavailable, message: "too many requests in flight; retry shortly").reply
@@ -250,11 +257,29 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// A reply made before the body was read through (refused): its reservation goes back,
     /// and the rest of the body is dropped (state first: the write may re-enter this handler).
-    private func reject(_ failure: HTTPFailure, context: ChannelHandlerContext) {
+    private func reject(_ failure: HTTPFailure, context: ChannelHandlerContext, close: Bool = false) {
+        bodyTimer?.cancel()
         state = .discarding
         giveBack()
         route.metrics.rejectedRequest(status: Int(failure.status.code))
-        write(failure.reply, context: context)
+        write(failure.reply, context: context, close: close)
+    }
+
+    /// (Re)starts the stalled-body timer; past it, 408 and the connection closes.
+    private func armBodyTimer(context: ChannelHandlerContext) {
+        bodyTimer?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        bodyTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeoutNanos))) {
+            let (handler, context) = bound.value
+            guard case .reading = handler.state, handler.context != nil else { return }
+            handler.reject(HTTPFailure(status: .requestTimeout, message: "request body stalled; nothing arrived for \(handler.route.options.bodyTimeout)"),
+                           context: context, close: true)
+        }
+    }
+
+    private var timeoutNanos: Int {
+        let (s, atto) = route.options.bodyTimeout.components
+        return Int(s) * 1_000_000_000 + Int(atto / 1_000_000_000)
     }
 
     /// Releases the current request's reservation, if it holds one: exactly once per grant.
@@ -268,10 +293,12 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Writes the current request's reply; when the request asked for `Connection: close`,
     /// shuts the output once the reply is sent (a full close with unread input would reset the
     /// connection and lose the reply's tail), drops whatever the client sends after it, and
-    /// returns true.
+    /// returns true. With `close`, the reply says `Connection: close` and the connection is
+    /// closed once it is sent.
     @discardableResult
-    private func write(_ reply: RouteReply, context: ChannelHandlerContext) -> Bool {
+    private func write(_ reply: RouteReply, context: ChannelHandlerContext, close: Bool = false) -> Bool {
         var headers = reply.headers
+        if close { headers[.connection] = "close" }
         headers[.contentLength] = String(reply.body.reduce(0) { $0 + $1.readableBytes })
         headers[.server] = "luaform"
         headers[.date] = HTTPDate.now()
@@ -279,13 +306,16 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         for buffer in reply.body where buffer.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(buffer)), promise: nil)
         }
-        guard head.headerFields[.connection]?.lowercased() == "close" else {
+        guard close || head.headerFields[.connection]?.lowercased() == "close" else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return false
         }
         state = .closing
         held = []
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(mode: .output, promise: nil) }
+        // a client that asked for the close reads the reply and then ends; one that stalled
+        // (`close`: 408) may never, so its connection is closed whole
+        let mode: CloseMode = close ? .all : .output
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(mode: mode, promise: nil) }
         if readHeld {   // drain the input: the client's end of it closes the connection
             readHeld = false
             context.read()

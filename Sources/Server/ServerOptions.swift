@@ -12,9 +12,14 @@ public struct ServerOptions: Sendable {
     /// Requests that may wait for the in-flight budget; more are refused with 503.
     public var maxWaitingRequests: Int = 64
     /// Threads for sockets and HTTP framing (NIO event loops); default a quarter of the cores,
-    /// at least one. Requests are decoded and answered elsewhere (the concurrency pool and the
-    /// Lua workers), so these threads mostly wait: more of them only add wake-ups.
+    /// at least one. Requests are decoded and answered elsewhere (`/customTransform` on the Lua
+    /// workers, other routes on the concurrency pool), so these threads mostly wait: more of
+    /// them only add wake-ups.
     public var ioThreads: Int = ServerOptions.defaultIOThreads
+    /// How long a `/customTransform` request's body may go without a byte arriving: past it
+    /// the request is answered 408 and the connection closed, which gives its in-flight
+    /// reservation back (a stalled client would otherwise hold it for good).
+    public var bodyTimeout: Duration = .seconds(30)
     /// How often transformation, library and config files are checked for changes.
     public var reloadInterval: Duration = .milliseconds(250)
 

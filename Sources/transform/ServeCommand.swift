@@ -44,6 +44,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-waiting"), help: "Requests that may wait for --max-in-flight; more get 503 with Retry-After.")
     var maxWaiting = 64
 
+    @Option(name: .customLong("body-timeout"), help: ArgumentHelp("Answer 408 and close when a /customTransform request's body stalls this long.", valueName: "duration"))
+    var bodyTimeout = "30s"
+
     @Option(name: .customLong("exit-when-stuck"), help: ArgumentHelp("Exit (status 70) when a worker is still running Lua this long past its time limit, for the supervisor to replace the process; 'never' to keep running.", valueName: "duration"))
     var exitWhenStuck = "30s"
 
@@ -73,6 +76,9 @@ struct ServeCommand: ParsableCommand {
             options.inFlightBytes = try maxInFlight.map { (s: String) throws(LimitSpec.Invalid) in try LimitSpec.size(s) }
         } catch { throw CLIError.usage(error.description) }
         options.maxWaitingRequests = maxWaiting
+        do {
+            options.bodyTimeout = try LimitSpec.duration(bodyTimeout)
+        } catch { throw CLIError.usage("--body-timeout: \(error.description)") }
         guard ioThreads >= 1 else { throw CLIError.usage("--io-threads must be at least 1") }
         options.ioThreads = ioThreads
         do {

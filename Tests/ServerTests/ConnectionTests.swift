@@ -203,6 +203,33 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try server.request("/customTransform/x", body: try Self.batch([3])).status, 404)
     }
 
+    func testAStalledBodyIsAnswered408AndGivesBackItsReservation() throws {
+        server.stop()
+        let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
+                                   "luaform.yaml": "versions:\n  \"1\": tag\n"])
+        server = try ServerProcess(project: dir, extraArgs: ["--max-body", "64KiB", "--max-in-flight", "70KiB", "--body-timeout", "1s"])
+        let body = try Self.batch(Array(0..<300))
+        let stalled = try RawHTTP(port: server.port)
+        try stalled.send(Self.post(body).prefix(body.count / 2))   // and then nothing
+        let waiting = try RawHTTP(port: server.port, timeout: 10)
+        try waiting.send(Self.post(body))   // waits for the budget the stalled request holds
+        let started = Date()
+        let r = try stalled.response()
+        XCTAssertEqual(r.status, 408, r.text)
+        XCTAssertEqual(r.headers["connection"], "close")
+        XCTAssertGreaterThan(Date().timeIntervalSince(started), 0.5)
+        XCTAssertTrue(try stalled.atEnd())
+        XCTAssertEqual(try Self.tags(try waiting.response()).count, 300)
+        // a body that keeps coming, slowly, is not stalled
+        let slow = try RawHTTP(port: server.port)
+        let request = Self.post(body)
+        for k in 0..<4 {
+            try slow.send(request[(request.startIndex + k * request.count / 4)..<(request.startIndex + (k + 1) * request.count / 4)])
+            Thread.sleep(forTimeInterval: 0.6)
+        }
+        XCTAssertEqual(try Self.tags(try slow.response()).count, 300)
+    }
+
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
         let c = try RawHTTP(port: server.port)
         // no Content-Length: the limit (64 KiB) is found while reading
