@@ -44,8 +44,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var reserved = 0
     /// The current request holds `reserved` bytes of the budget (released once, by `giveBack`).
     private var holding = false
-    /// Fires when the body being read stalls (re-armed by each part of it).
+    /// Fires when the body being read may have stalled: one timer per request, which checks
+    /// `lastBodyPart` when it fires and waits again if a part came since.
     private var bodyTimer: Scheduled<Void>?
+    private var lastBodyPart = NIODeadline.now()
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
@@ -168,7 +170,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
                 reject(RequestBody.tooLarge(limit), context: context)
             } else {
                 chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
-                armBodyTimer(context: context)
+                lastBodyPart = .now()
             }
         case (.reading, .end):
             bodyTimer?.cancel()
@@ -223,7 +225,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         if granted {
             state = .reading
-            armBodyTimer(context: context)
+            lastBodyPart = .now()
+            armBodyTimer(context: context, in: timeout)
         } else {
             route.metrics.rejectedRequest(status: 503)
             var reply = HTTPFailure(status: .serviceUnavailable, message: "too many requests in flight; retry shortly").reply
@@ -265,21 +268,26 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         write(failure.reply, context: context, close: close)
     }
 
-    /// (Re)starts the stalled-body timer; past it, 408 and the connection closes.
-    private func armBodyTimer(context: ChannelHandlerContext) {
-        bodyTimer?.cancel()
+    /// Starts the stalled-body timer: when it fires with nothing received for `timeout`, 408
+    /// and the connection closes; else it waits out the rest from the last part.
+    private func armBodyTimer(context: ChannelHandlerContext, in delay: TimeAmount) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        bodyTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeoutNanos))) {
+        bodyTimer = context.eventLoop.scheduleTask(in: delay) {
             let (handler, context) = bound.value
             guard case .reading = handler.state, handler.context != nil else { return }
+            let quiet = NIODeadline.now() - handler.lastBodyPart
+            if quiet < handler.timeout {
+                handler.armBodyTimer(context: context, in: handler.timeout - quiet)
+                return
+            }
             handler.reject(HTTPFailure(status: .requestTimeout, message: "request body stalled; nothing arrived for \(handler.route.options.bodyTimeout)"),
                            context: context, close: true)
         }
     }
 
-    private var timeoutNanos: Int {
+    private var timeout: TimeAmount {
         let (s, atto) = route.options.bodyTimeout.components
-        return Int(s) * 1_000_000_000 + Int(atto / 1_000_000_000)
+        return .nanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
     }
 
     /// Releases the current request's reservation, if it holds one: exactly once per grant.

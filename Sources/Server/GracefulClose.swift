@@ -20,14 +20,20 @@ final class GracefulClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// How long a closed output waits for the client's end before the connection is closed anyway.
     static let linger = TimeAmount.seconds(1)
 
-    private var unfinishedWrites = 0
+    private var unfinishedWrites = 0   // response ends not yet sent
     private var closeRequested = false
     private var outputShut = false
     private var inputClosed = false
     private var closed = false
     private var promises: [EventLoopPromise<Void>] = []
 
+    /// Counts responses whose end is written but not yet sent: writes complete in order, so a
+    /// response is sent when its end is.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
         unfinishedWrites += 1
         let done = promise ?? context.eventLoop.makePromise(of: Void.self)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
