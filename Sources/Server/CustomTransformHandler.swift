@@ -121,6 +121,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .admitting, .answering:
             return   // after the answer
         case .reading:
+            bodyTimer?.cancel()
             giveBack()
             state = .idle
         case .discarding:
@@ -298,11 +299,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    /// Writes the current request's reply; when the request asked for `Connection: close`,
-    /// shuts the output once the reply is sent (a full close with unread input would reset the
-    /// connection and lose the reply's tail), drops whatever the client sends after it, and
-    /// returns true. With `close`, the reply says `Connection: close` and the connection is
-    /// closed once it is sent.
+    /// Writes the current request's reply; when the request asked for `Connection: close` (or
+    /// with `close`, which says so in the reply), closes the output after it (`GracefulClose`:
+    /// a full close with unread input would reset the connection and lose the reply's tail),
+    /// drops whatever the client sends after it, and returns true.
     @discardableResult
     private func write(_ reply: RouteReply, context: ChannelHandlerContext, close: Bool = false) -> Bool {
         var headers = reply.headers
@@ -320,10 +320,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         state = .closing
         held = []
-        // a client that asked for the close reads the reply and then ends; one that stalled
-        // (`close`: 408) may never, so its connection is closed whole
-        let mode: CloseMode = close ? .all : .output
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(mode: mode, promise: nil) }
+        // GracefulClose shuts the output once the reply is sent, and closes the connection when
+        // the client has closed its side, or a moment later
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.close(mode: .output, promise: nil)
         if readHeld {   // drain the input: the client's end of it closes the connection
             readHeld = false
             context.read()

@@ -173,6 +173,47 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(server.running.terminationStatus, 0)
     }
 
+    func testGracefulShutdownDoesNotWaitForeverForAClientThatStopsReading() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch(Array(0..<60), version: "4")))   // ~10 MB, never read
+        Thread.sleep(forTimeInterval: 0.5)
+        let asked = Date()
+        server.running.terminate()
+        let deadline = Date().addingTimeInterval(30)
+        while server.running.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertFalse(server.running.isRunning, "the server was still waiting for the reply 30 s after SIGTERM")
+        XCTAssertLessThan(Date().timeIntervalSince(asked), 20)
+        server.running.waitUntilExit()
+        XCTAssertEqual(server.running.terminationStatus, 0)
+    }
+
+    func testALargeReplyToAClientThatHalfClosedArrivesWhole() throws {
+        let c = try RawHTTP(port: server.port)
+        try c.send(Self.post(try Self.batch(Array(0..<60), version: "4")))
+        c.finishWriting()   // Hummingbird then ends the connection: after the reply is sent
+        Thread.sleep(forTimeInterval: 1)
+        let r = try c.response()
+        XCTAssertEqual(try XCTUnwrap(try JSONSerialization.jsonObject(with: r.body) as? [Any]).count, 60 * 1000)
+        XCTAssertTrue(try c.atEnd())
+    }
+
+    func testConnectionsClosedAfterTheirReplyDoNotLinger() throws {
+        let pid = server.running.processIdentifier
+        func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+        let before = fds()
+        var clients: [RawHTTP] = []   // kept open: the server must close its side anyway
+        for n in 0..<10 {
+            let c = try RawHTTP(port: server.port)
+            try c.send(Self.post(try Self.batch([n]), extra: "Connection: close\r\n"))
+            XCTAssertEqual(try Self.tags(try c.response()), [2 * n])
+            XCTAssertTrue(try c.atEnd())
+            clients.append(c)
+        }
+        Thread.sleep(forTimeInterval: 2.5)
+        XCTAssertLessThanOrEqual(fds(), before + 1, "connections closed after Connection: close still hold descriptors")
+        XCTAssertEqual(clients.count, 10)
+    }
+
     func testARefusalWithConnectionCloseLetsTheClientFinishSending() throws {
         let c = try RawHTTP(port: server.port)
         let declared = 300_000   // past the 64 KiB limit: refused from its headers
