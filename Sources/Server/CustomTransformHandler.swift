@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
-import Synchronization
 
 /// `POST /customTransform` answered in the connection's channel pipeline, without
 /// Hummingbird's per-request task: the event loop collects the body, a worker decodes and
@@ -37,6 +36,8 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private let route: CustomTransformRoute
     private let admission: Admission
     private let limit: Int
+    /// `ServerOptions.bodyTimeout`.
+    private let timeout: TimeAmount
     private var state = State.idle
     private var context: ChannelHandlerContext?
     private var head = HTTPRequest(method: .post, scheme: nil, authority: nil, path: "/")
@@ -64,6 +65,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.route = route
         self.admission = admission
         self.limit = route.options.maxBodyBytes
+        self.timeout = TimeAmount(route.options.bodyTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -286,11 +288,6 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    private var timeout: TimeAmount {
-        let (s, atto) = route.options.bodyTimeout.components
-        return .nanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
-    }
-
     /// Releases the current request's reservation, if it holds one: exactly once per grant.
     private func giveBack() {
         if holding {
@@ -343,25 +340,6 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         if !blocked, readHeld {
             readHeld = false
             context.read()
-        }
-    }
-}
-
-/// The Date header's value (IMF-fixdate), formatted at most once a second.
-enum HTTPDate {
-    private static let cache = Mutex<(second: Int, text: String)>((0, ""))
-
-    static func now() -> String {
-        var t = time(nil)
-        return cache.withLock { c in
-            if Int(t) != c.second {
-                var parts = tm()
-                gmtime_r(&t, &parts)
-                var out = [CChar](repeating: 0, count: 40)
-                let n = strftime(&out, out.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
-                c = (Int(t), String(decoding: out[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
-            return c.text
         }
     }
 }

@@ -24,12 +24,9 @@ extension Stage {
     /// type `O` (`SplitPart`), comma-separated.
     public func answerSplit<O: ShareOutput & Sendable>(batch: RudderBatch, positions: [Int], versions: [String],
                                                        into: O.Type) async -> SplitOutcome<O> {
-        precondition(positions.allSatisfy { batch.events[$0].usable }, "only usable elements are answered")
-        let (parts, unknown) = await run(count: positions.count, versions: versions, share: Stage.shares(of: batch, at: positions)) { share, job, states in
-            Stage.answerShare(share, job: job, states: states, separator: .comma, splitDropped: true, into: O.self)
+        await withCheckedContinuation { c in
+            answerSplit(batch: batch, positions: positions, versions: versions, into: O.self) { c.resume(returning: $0) }
         }
-        if let unknown { return .unknownVersion(unknown) }
-        return .answered(parts)
     }
 
     /// `answerSplit` without a task: `done` runs on the worker that finishes the batch.
