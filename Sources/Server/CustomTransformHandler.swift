@@ -17,6 +17,9 @@ import NIOHTTPTypes
 ///   released exactly once, when its reply is written (503 when the queue is full).
 /// - A body past the limit (declared or as read) is answered 413 and the rest of it discarded.
 /// - A body that stalls for `ServerOptions.bodyTimeout` is answered 408 and the connection closed.
+/// - A request that sends `Expect: 100-continue` (curl does past 1 MB) gets `100 Continue` once
+///   its body is wanted: when it is admitted here, or as it passes to Hummingbird. Refused
+///   before that, it is answered with `Connection: close`: its client may never send the body.
 final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -161,6 +164,9 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             } else {
                 state = .passing
                 passedOn += 1
+                // every response before it has ended (else this part would be held): the router
+                // reads bodies as they come, so it is wanted now
+                if Self.expectsContinue(h) { sendContinue(context: context) }
                 context.fireChannelRead(wrapInboundOut(part))
             }
         case (.passing, .end):
@@ -196,6 +202,17 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         return segments.count == 1 && segments[0] == "customTransform"
     }
 
+    /// Whether the client waits for `100 Continue` before it sends the body (RFC 9110, 10.1.1).
+    static func expectsContinue(_ h: HTTPRequest) -> Bool {
+        guard let value = h.headerFields[.expect] else { return false }
+        return value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }
+    }
+
+    /// The interim response that tells such a client to send its body.
+    private func sendContinue(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+    }
+
     private func begin(_ h: HTTPRequest, context: ChannelHandlerContext) {
         head = h
         started = .now
@@ -207,7 +224,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         } catch {
             route.metrics.rejectedRequest(status: Int(error.status.code))
             state = .discarding
-            write(error.reply, context: context)
+            write(error.reply, context: context, close: Self.expectsContinue(h))
             return
         }
         state = .admitting
@@ -230,12 +247,13 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
             state = .reading
             lastBodyPart = .now()
             armBodyTimer(context: context, in: timeout)
+            if Self.expectsContinue(head) { sendContinue(context: context) }
         } else {
             route.metrics.rejectedRequest(status: 503)
             var reply = HTTPFailure(status: .serviceUnavailable, message: "too many requests in flight; retry shortly").reply
             reply.headers[.retryAfter] = "1"
             state = .discarding
-            if write(reply, context: context) { return }
+            if write(reply, context: context, close: Self.expectsContinue(head)) { return }
         }
         resume(context: context)
     }

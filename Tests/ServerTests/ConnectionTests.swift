@@ -228,6 +228,37 @@ final class ConnectionTests: XCTestCase {
         XCTAssertTrue(try c.atEnd())
     }
 
+    func testAClientThatExpects100ContinueGetsItBeforeItSendsTheBody() throws {
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        let body = try Self.batch([5])
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n".utf8))
+        XCTAssertEqual(try c.response().status, 100, "no 100 Continue: the client waits (curl: a second) before sending")
+        try c.send(body)
+        XCTAssertEqual(try Self.tags(try c.response()), [10])
+        // the router's routes too
+        let test = try data(["events": [["message": ["n": 1]]], "trRevCode": ["code": "function transformEvent(e) e.seen = true return e end"]])
+        try c.send(Data("POST /transformation/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(test.count)\r\nExpect: 100-Continue\r\n\r\n".utf8))
+        XCTAssertEqual(try c.response().status, 100)
+        try c.send(test)
+        let tested = try c.response()
+        XCTAssertEqual(tested.status, 200)
+        XCTAssertTrue(tested.text.contains(#""seen":true"#), tested.text)
+        // and a request without the expectation gets no interim response
+        try c.send(Self.post(try Self.batch([6])))
+        XCTAssertEqual(try Self.tags(try c.response()), [12])
+    }
+
+    func testARequestRefusedBeforeItsExpectedBodyIsSentClosesTheConnection() throws {
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        // past the 64 KiB limit: refused from its headers; its client will not send the body, so
+        // the connection cannot go on (the next request would be read as that body)
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000\r\nExpect: 100-continue\r\n\r\n".utf8))
+        let r = try c.response()
+        XCTAssertEqual(r.status, 413, r.text)
+        XCTAssertEqual(r.headers["connection"], "close")
+        XCTAssertTrue(try c.atEnd())
+    }
+
     func testRefusalsHonourConnectionClose() throws {
         let c = try RawHTTP(port: server.port)
         try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]".utf8))
