@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import NIOCore
 import NIOPosix
 import Runtime
 import ServiceLifecycle
@@ -63,7 +64,8 @@ public struct StageServer: Sendable {
         }
         let app = Application(
             router: router,
-            server: RouteChannel.server(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])) {
+            server: RouteChannel.server(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)],
+                                                       idleTimeout: options.idleTimeout.map { TimeAmount($0) })) {
                 CustomTransformHandler(route: custom, admission: admission)
             },
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "luaform"),

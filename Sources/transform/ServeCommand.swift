@@ -47,6 +47,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("body-timeout"), help: ArgumentHelp("Answer 408 and close when a /customTransform request's body stalls this long.", valueName: "duration"))
     var bodyTimeout = "30s"
 
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close a connection that has had nothing to do this long (no request being answered, nothing received); 'never' to keep it.", valueName: "duration"))
+    var idleTimeout = "120s"
+
     @Option(name: .customLong("exit-when-stuck"), help: ArgumentHelp("Exit (status 70) when a worker is still running Lua this long past its time limit, for the supervisor to replace the process; 'never' to keep running.", valueName: "duration"))
     var exitWhenStuck = "30s"
 
@@ -79,6 +82,9 @@ struct ServeCommand: ParsableCommand {
         do {
             options.bodyTimeout = try LimitSpec.duration(bodyTimeout)
         } catch { throw CLIError.usage("--body-timeout: \(error.description)") }
+        do {
+            options.idleTimeout = idleTimeout == "never" ? nil : try LimitSpec.duration(idleTimeout)
+        } catch { throw CLIError.usage("--idle-timeout: \(error.description)") }
         guard ioThreads >= 1 else { throw CLIError.usage("--io-threads must be at least 1") }
         options.ioThreads = ioThreads
         do {

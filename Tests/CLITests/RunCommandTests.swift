@@ -135,6 +135,13 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--body-timeout"), r.stderr)
     }
 
+    func testServeRefusesABadIdleTimeout() throws {
+        let dir = try makeProject(["transformations/t.lua": "function transformEvent(e) return e end"])
+        let r = try runTransform(["serve", "--idle-timeout", "0s", "--port", "0"], in: dir)
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("--idle-timeout"), r.stderr)
+    }
+
     func testUnknownTransformationIsAUsageError() throws {
         let dir = try makeProject(["transformations/broken.lua": "function transformEvent(e) return e +"])
         let r = try runTransform(["run", "nope"], in: dir)

@@ -302,6 +302,36 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try Self.tags(try slow.response()).count, 300)
     }
 
+    func testIdleConnectionsAreClosedButSlowAnswersAreNot() throws {
+        server.stop()
+        let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
+                                   "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 150000000 do x = x + i end e.slow = x > 0 return e end",
+                                   "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n"])
+        server = try ServerProcess(project: dir, extraArgs: ["--idle-timeout", "250ms", "--time-limit", "5s"])
+        // an answer that takes longer than the idle timeout is not cut
+        let slow = try RawHTTP(port: server.port, timeout: 10)
+        let started = Date()
+        try slow.send(Self.post(try Self.batch([1], version: "2")))
+        let answer = try slow.response()
+        XCTAssertEqual(answer.status, 200, answer.text)
+        XCTAssertTrue(answer.text.contains(#""slow":true"#), answer.text)
+        XCTAssertGreaterThan(Date().timeIntervalSince(started), 0.25, "the slow answer was too quick to show anything")
+        // a kept-alive connection with nothing to do is closed
+        let idle = try RawHTTP(port: server.port, timeout: 10)
+        try idle.send(Self.post(try Self.batch([2])))
+        XCTAssertEqual(try Self.tags(try idle.response()), [4])
+        let after = Date()
+        XCTAssertTrue(try idle.atEnd())
+        XCTAssertLessThan(Date().timeIntervalSince(after), 5)
+        // so is one whose body stalls on the router's routes (/customTransform has --body-timeout)
+        let stalled = try RawHTTP(port: server.port, timeout: 10)
+        try stalled.send(Data("POST /transformation/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"events\":".utf8))
+        XCTAssertTrue(try stalled.atEnd())
+        // and one that never sends a request
+        let silent = try RawHTTP(port: server.port, timeout: 10)
+        XCTAssertTrue(try silent.atEnd())
+    }
+
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
         let c = try RawHTTP(port: server.port)
         // no Content-Length: the limit (64 KiB) is found while reading
