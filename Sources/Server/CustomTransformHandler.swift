@@ -17,6 +17,9 @@ import NIOHTTPTypes
 ///   released exactly once, when its reply is written (503 when the queue is full).
 /// - A body past the limit (declared or as read) is answered 413 and the rest of it discarded.
 /// - A body that stalls for `ServerOptions.bodyTimeout` is answered 408 and the connection closed.
+/// - A connection that waits on its client for `ServerOptions.idleTimeout` (between requests,
+///   or in a body the router or the discarding is receiving) is closed; one waiting on us (a
+///   request being admitted or answered, a reply not yet taken by the client) is not.
 /// - A request that sends `Expect: 100-continue` (curl does past 1 MB) gets `100 Continue` once
 ///   its body is wanted: when it is admitted here, or as it passes to Hummingbird. Refused
 ///   before that, it is answered with `Connection: close`: its client may never send the body.
@@ -49,9 +52,15 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// The current request holds `reserved` bytes of the budget (released once, by `giveBack`).
     private var holding = false
     /// Fires when the body being read may have stalled: one timer per request, which checks
-    /// `lastBodyPart` when it fires and waits again if a part came since.
+    /// `lastActive` when it fires and waits again if a part came since.
     private var bodyTimer: Scheduled<Void>?
-    private var lastBodyPart = NIODeadline.now()
+    /// `ServerOptions.idleTimeout` (nil: never), and its timer, which checks `waitsOnClient`
+    /// and `lastActive` when it fires and waits again as they say.
+    private let idleTimeout: TimeAmount?
+    private var idleTimer: Scheduled<Void>?
+    /// When the connection last did something: a part arrived, a body began, a response ended, a
+    /// backed-up reply drained.
+    private var lastActive = NIODeadline.now()
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
@@ -69,15 +78,20 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.admission = admission
         self.limit = route.options.maxBodyBytes
         self.timeout = TimeAmount(route.options.bodyTimeout)
+        self.idleTimeout = route.options.idleTimeout.map { TimeAmount($0) }
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let idleTimeout { armIdleTimer(context: context, in: idleTimeout) }
+    }
 
     /// The connection is gone (the pipeline is torn down; Hummingbird's state handler does not
     /// pass `channelInactive` on): a body being read never ends, so its reservation goes back.
     /// A request being admitted or answered gives its own back when that ends.
     func handlerRemoved(context: ChannelHandlerContext) {
         bodyTimer?.cancel()
+        idleTimer?.cancel()
         if case .reading = state { giveBack() }
         state = .closing
         held = []
@@ -96,6 +110,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        lastActive = .now()
         if blocked || !held.isEmpty {
             held.append(part)
             return
@@ -144,6 +159,13 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// The client took enough of a backed-up reply: that counts as activity, so a slow reader
+    /// gets a whole idle timeout for its next request once the reply has gone.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { lastActive = .now() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func read(context: ChannelHandlerContext) {
         if blocked { readHeld = true } else { context.read() }
     }
@@ -151,6 +173,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         context.write(data, promise: promise)   // Hummingbird's responses
         if case .end = unwrapOutboundIn(data), passedOn > 0 {
+            lastActive = .now()
             passedOn -= 1
             if passedOn == 0 { resume(context: context) }
         }
@@ -179,7 +202,6 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
                 reject(RequestBody.tooLarge(limit), context: context)
             } else {
                 chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
-                lastBodyPart = .now()
             }
         case (.reading, .end):
             bodyTimer?.cancel()
@@ -245,7 +267,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         if granted {
             state = .reading
-            lastBodyPart = .now()
+            lastActive = .now()
             armBodyTimer(context: context, in: timeout)
             if Self.expectsContinue(head) { sendContinue(context: context) }
         } else {
@@ -296,13 +318,47 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         bodyTimer = context.eventLoop.scheduleTask(in: delay) {
             let (handler, context) = bound.value
             guard case .reading = handler.state, handler.context != nil else { return }
-            let quiet = NIODeadline.now() - handler.lastBodyPart
+            let quiet = NIODeadline.now() - handler.lastActive
             if quiet < handler.timeout {
                 handler.armBodyTimer(context: context, in: handler.timeout - quiet)
                 return
             }
             handler.reject(HTTPFailure(status: .requestTimeout, message: "request body stalled; nothing arrived for \(handler.route.options.bodyTimeout)"),
                            context: context, close: true)
+        }
+    }
+
+    /// Whether the connection waits on its client: between requests (none of ours or the
+    /// router's unanswered), or in a body the router or the discarding is receiving. Not while a
+    /// request is admitted, read (its own timer) or answered, nor while closing.
+    private var waitsOnClient: Bool {
+        switch state {
+        case .idle: return passedOn == 0 && held.isEmpty
+        case .passing, .discarding: return true
+        case .admitting, .reading, .answering, .closing: return false
+        }
+    }
+
+    /// Starts the idle timer: when it fires with the connection waiting on its client and quiet
+    /// for the whole timeout, and no reply backed up in the socket (a slow reader is still
+    /// taking one), the connection is closed (`GracefulClose` sends what is left); else it
+    /// waits out the rest from the last activity, or a whole timeout while busy.
+    private func armIdleTimer(context: ChannelHandlerContext, in delay: TimeAmount) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = bound.value
+            guard handler.context != nil, let limit = handler.idleTimeout else { return }
+            let quiet = NIODeadline.now() - handler.lastActive
+            guard quiet >= limit else {
+                handler.armIdleTimer(context: context, in: limit - quiet)
+                return
+            }
+            guard handler.waitsOnClient, context.channel.isWritable else {
+                handler.armIdleTimer(context: context, in: limit)
+                return
+            }
+            handler.idleTimer = nil
+            context.close(promise: nil)
         }
     }
 
@@ -329,6 +385,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         for buffer in reply.body where buffer.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(buffer)), promise: nil)
         }
+        lastActive = .now()
         guard close || head.headerFields[.connection]?.lowercased() == "close" else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return false

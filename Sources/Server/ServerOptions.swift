@@ -20,8 +20,9 @@ public struct ServerOptions: Sendable {
     /// the request is answered 408 and the connection closed, which gives its in-flight
     /// reservation back (a stalled client would otherwise hold it for good).
     public var bodyTimeout: Duration = .seconds(30)
-    /// How long a connection may stay open with nothing to do: no request being answered and
-    /// nothing received (a request body that stalls on another route counts). Past it the
+    /// How long a connection may stay open waiting on its client: no request being admitted or
+    /// answered, no reply backed up, nothing received (a request body that stalls on a route
+    /// other than `/customTransform`, which has `bodyTimeout`, counts). Past it the
     /// connection is closed, so idle or stuck clients cannot pile up descriptors; `nil`: never.
     /// Longer than the common clients' own idle limits (Go's 90 s, nginx's upstream 60 s), so they close
     /// first (a request sent as the server closes would fail).

@@ -1,6 +1,5 @@
 import Hummingbird
 import Logging
-import NIOCore
 import NIOPosix
 import Runtime
 import ServiceLifecycle
@@ -64,8 +63,7 @@ public struct StageServer: Sendable {
         }
         let app = Application(
             router: router,
-            server: RouteChannel.server(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)],
-                                                       idleTimeout: options.idleTimeout.map { TimeAmount($0) })) {
+            server: RouteChannel.server(configuration: .init(additionalChannelHandlers: [LargeReads(maximum: LargeReads.defaultMaximum)])) {
                 CustomTransformHandler(route: custom, admission: admission)
             },
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "luaform"),

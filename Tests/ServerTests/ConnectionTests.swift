@@ -303,11 +303,7 @@ final class ConnectionTests: XCTestCase {
     }
 
     func testIdleConnectionsAreClosedButSlowAnswersAreNot() throws {
-        server.stop()
-        let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
-                                   "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 150000000 do x = x + i end e.slow = x > 0 return e end",
-                                   "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n"])
-        server = try ServerProcess(project: dir, extraArgs: ["--idle-timeout", "250ms", "--time-limit", "5s"])
+        try idleServer()
         // an answer that takes longer than the idle timeout is not cut
         let slow = try RawHTTP(port: server.port, timeout: 10)
         let started = Date()
@@ -330,6 +326,82 @@ final class ConnectionTests: XCTestCase {
         // and one that never sends a request
         let silent = try RawHTTP(port: server.port, timeout: 10)
         XCTAssertTrue(try silent.atEnd())
+    }
+
+    /// A server with a short idle timeout and a slow version ("2", ~0.5 s).
+    func idleServer(_ extra: [String] = []) throws {
+        server.stop()
+        let dir = try makeProject(["transformations/tag.lua": "function transformEvent(e) e.tag = e.n * 2 return e end",
+                                   "transformations/slow.lua": "function transformEvent(e) local x = 0 for i = 1, 150000000 do x = x + i end e.slow = x > 0 return e end",
+                                   "luaform.yaml": "versions:\n  \"1\": tag\n  \"2\": slow\n"])
+        server = try ServerProcess(project: dir, extraArgs: ["--idle-timeout", "250ms", "--time-limit", "5s"] + extra)
+    }
+
+    func testTheIdleTimeoutSparesARequestWaitingForAdmission() throws {
+        try idleServer(["--max-in-flight", "1KiB"])
+        let busy = try RawHTTP(port: server.port, timeout: 10)
+        try busy.send(Self.post(try Self.batch([1], version: "2")))   // holds the budget for a while
+        Thread.sleep(forTimeInterval: 0.05)
+        // waiting with its body unsent (Expect), and with a body larger than one read
+        let expecting = try RawHTTP(port: server.port, timeout: 10)
+        let body = try Self.batch([3])
+        try expecting.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n".utf8))
+        let large = try RawHTTP(port: server.port, timeout: 10)
+        try large.send(Self.post(try Self.batch(Array(0..<1000))))
+        XCTAssertEqual(try expecting.response().status, 100)
+        try expecting.send(body)
+        XCTAssertEqual(try Self.tags(try expecting.response()), [6])
+        XCTAssertEqual(try Self.tags(try large.response()).count, 1000)
+        XCTAssertEqual(try busy.response().status, 200)
+    }
+
+    func testTheIdleTimeoutSparesAPipelinedRequestBehindASlowAnswer() throws {
+        try idleServer()
+        let c = try RawHTTP(port: server.port, timeout: 10)
+        // the second request's head is read, its body is not while the first is answered
+        try c.send(Self.post(try Self.batch([1], version: "2")) + Self.post(try Self.batch(Array(0..<1000))))
+        let slow = try c.response()
+        XCTAssertEqual(slow.status, 200, slow.text)
+        XCTAssertEqual(try Self.tags(try c.response()).count, 1000)
+    }
+
+    func testAStalledBodyIsAnswered408WhateverTheIdleTimeout() throws {
+        try idleServer(["--body-timeout", "1s"])   // longer than the idle timeout
+        let body = try Self.batch(Array(0..<300))
+        let stalled = try RawHTTP(port: server.port, timeout: 10)
+        try stalled.send(Self.post(body).prefix(body.count / 2))
+        let r = try stalled.response()
+        XCTAssertEqual(r.status, 408, r.text)
+    }
+
+    func testAnHTTP10ClientGetsNo100Continue() throws {
+        // RFC 9110: an HTTP/1.0 request's expectation is ignored, and no 1xx is sent to its client
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        let body = try Self.batch([5])
+        try c.send(Data("POST /customTransform HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n".utf8) + body)
+        let r = try c.response()
+        XCTAssertEqual(r.status, 200, "an HTTP/1.0 client got a \(r.status) interim response")
+        XCTAssertEqual(try Self.tags(r), [10])
+    }
+
+    func testA100ForAPipelinedRequestFollowsTheAnswerBeforeIt() throws {
+        let c = try RawHTTP(port: server.port, timeout: 10)
+        let body = try Self.batch([5])
+        let test = try data(["events": [["message": ["n": 1]]], "trRevCode": ["code": "function transformEvent(e) e.seen = true return e end"]])
+        try c.send(Self.post(try Self.batch([1], version: "2"))
+                   + Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n".utf8) + body
+                   + Data("POST /transformation/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(test.count)\r\nExpect: 100-continue\r\n\r\n".utf8) + test
+                   + Self.post(try Self.batch([6])))
+        let slow = try c.response()
+        XCTAssertEqual(slow.status, 200)
+        XCTAssertTrue(slow.text.contains(#""slow":true"#), slow.text)
+        XCTAssertEqual(try c.response().status, 100)
+        XCTAssertEqual(try Self.tags(try c.response()), [10])
+        XCTAssertEqual(try c.response().status, 100)
+        let tested = try c.response()
+        XCTAssertEqual(tested.status, 200)
+        XCTAssertTrue(tested.text.contains(#""seen":true"#), tested.text)
+        XCTAssertEqual(try Self.tags(try c.response()), [12])
     }
 
     func testChunkedBodyPastTheLimitIs413AndTheConnectionGoesOn() throws {
