@@ -64,6 +64,11 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var started = ContinuousClock.now
     private var held: [HTTPRequestPart] = []
     private var readHeld = false
+    /// A read was passed on and nothing has arrived since: the connection waits for its client's
+    /// bytes (else for its reader, e.g. the router holding a body until admitted).
+    private var readAsked = false
+    /// The reply bytes buffered in the channel when the idle timer last looked (see `armIdleTimer`).
+    private var lastBuffered = 0
     /// The client half-closed, or the HTTP decoder failed, while a request of ours was
     /// unanswered or parts were held: passed on (Hummingbird then answers 400 to a decoder
     /// error and closes the connection) once it is answered and the parts before are taken.
@@ -111,6 +116,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         lastActive = .now()
+        readAsked = false
         if blocked || !held.isEmpty {
             held.append(part)
             return
@@ -167,7 +173,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func read(context: ChannelHandlerContext) {
-        if blocked { readHeld = true } else { context.read() }
+        if blocked { readHeld = true } else { readAsked = true; context.read() }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -329,20 +335,22 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     /// Whether the connection waits on its client: between requests (none of ours or the
-    /// router's unanswered), or in a body the router or the discarding is receiving. Not while a
-    /// request is admitted, read (its own timer) or answered, nor while closing.
+    /// router's unanswered), or in a body the router or the discarding asked for more of. Not
+    /// while a request is admitted, read (its own timer) or answered, nor while closing.
     private var waitsOnClient: Bool {
         switch state {
         case .idle: return passedOn == 0 && held.isEmpty
-        case .passing, .discarding: return true
+        case .passing, .discarding: return readAsked
         case .admitting, .reading, .answering, .closing: return false
         }
     }
 
     /// Starts the idle timer: when it fires with the connection waiting on its client and quiet
-    /// for the whole timeout, and no reply backed up in the socket (a slow reader is still
-    /// taking one), the connection is closed (`GracefulClose` sends what is left); else it
-    /// waits out the rest from the last activity, or a whole timeout while busy.
+    /// for the whole timeout, the connection is closed (`GracefulClose` sends what is left of a
+    /// reply, 10 s at most); else it waits out the rest from the last activity, or a whole
+    /// timeout while busy. A reply backed up in the channel whose bytes went down since the last
+    /// look is the client taking it: activity. One that did not move is a client that stopped
+    /// reading, which must not hold its connection and the reply's memory for good.
     private func armIdleTimer(context: ChannelHandlerContext, in delay: TimeAmount) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         idleTimer = context.eventLoop.scheduleTask(in: delay) {
@@ -353,7 +361,14 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
                 handler.armIdleTimer(context: context, in: limit - quiet)
                 return
             }
-            guard handler.waitsOnClient, context.channel.isWritable else {
+            guard handler.waitsOnClient else {
+                handler.armIdleTimer(context: context, in: limit)
+                return
+            }
+            let buffered = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+            if buffered > 0, buffered != handler.lastBuffered {
+                handler.lastBuffered = buffered
+                handler.lastActive = .now()
                 handler.armIdleTimer(context: context, in: limit)
                 return
             }
@@ -398,6 +413,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.close(mode: .output, promise: nil)
         if readHeld {   // drain the input: the client's end of it closes the connection
             readHeld = false
+            readAsked = true
             context.read()
         }
         return true
@@ -414,6 +430,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         settleInputEnd(context: context)
         if !blocked, readHeld {
             readHeld = false
+            readAsked = true
             context.read()
         }
     }

@@ -365,6 +365,40 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try Self.tags(try c.response()).count, 1000)
     }
 
+    func testTheIdleTimeoutSparesARouterRequestWaitingForAdmission() throws {
+        // the router holds a large body unread until the request is admitted: the client cannot
+        // send, which is not the client being idle
+        try idleServer(["--max-in-flight", "20MiB"])
+        let busy = try RawHTTP(port: server.port, timeout: 30)
+        try busy.send(Self.post(try Self.batch([1, 2], version: "2")))   // holds the budget ~1 s
+        Thread.sleep(forTimeInterval: 0.05)
+        let prefix = Data(#"{"events":[{"message":{"n":1}}],"trRevCode":{"code":"function transformEvent(e) e.seen = true return e end"},"pad":""#.utf8)
+        let suffix = Data(#""}"#.utf8)
+        let body = prefix + Data(repeating: 0x61, count: (20 << 20) - prefix.count - suffix.count) + suffix
+        let c = try RawHTTP(port: server.port, timeout: 30)
+        let request = Data("POST /transformation/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+        struct Sending: @unchecked Sendable { let c: RawHTTP; let bytes: Data }   // one writer, one reader
+        let sending = Sending(c: c, bytes: request)
+        Thread { try? sending.c.send(sending.bytes) }.start()   // blocks while the server does not read
+        let r = try c.response()
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertTrue(r.text.contains(#""seen":true"#), r.text)
+        XCTAssertEqual(try busy.response().status, 200)
+    }
+
+    func testAClientThatStopsReadingItsReplyLosesTheConnection() throws {
+        server.stop()
+        let dir = try makeProject(["transformations/many.lua": "function transformEvent(e) local out = {} for i = 1, 1000 do out[i] = e end return out end",
+                                   "luaform.yaml": "versions:\n  \"1\": many\n"])
+        server = try ServerProcess(project: dir, extraArgs: ["--idle-timeout", "250ms"])
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        try c.send(Self.post(try Self.batch(Array(0..<120))))   // a ~21 MB reply, never read
+        // two idle periods (the reply did not move), then GracefulClose's 10 s for the unsent
+        // rest, then its 1 s linger
+        Thread.sleep(forTimeInterval: 13)
+        XCTAssertThrowsError(try c.response(), "the server still held the connection and its whole reply")
+    }
+
     func testAStalledBodyIsAnswered408WhateverTheIdleTimeout() throws {
         try idleServer(["--body-timeout", "1s"])   // longer than the idle timeout
         let body = try Self.batch(Array(0..<300))
@@ -382,6 +416,24 @@ final class ConnectionTests: XCTestCase {
         let r = try c.response()
         XCTAssertEqual(r.status, 200, "an HTTP/1.0 client got a \(r.status) interim response")
         XCTAssertEqual(try Self.tags(r), [10])
+    }
+
+    func testAnHTTP10ConnectionClosesAfterItsAnswerUnlessKeptAlive() throws {
+        let body = try Self.batch([5])
+        let ours = try RawHTTP(port: server.port, timeout: 5)
+        try ours.send(Data("POST /customTransform HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
+        XCTAssertEqual(try Self.tags(try ours.response()), [10])
+        XCTAssertTrue(try ours.atEnd(), "an HTTP/1.0 connection without keep-alive stayed open")
+        let routers = try RawHTTP(port: server.port, timeout: 5)
+        try routers.send(Data("GET /health HTTP/1.0\r\nHost: x\r\n\r\n".utf8))
+        XCTAssertEqual(try routers.response().status, 200)
+        XCTAssertTrue(try routers.atEnd(), "an HTTP/1.0 connection without keep-alive stayed open")
+        let kept = try RawHTTP(port: server.port, timeout: 5)
+        for n in [6, 7] {
+            let b = try Self.batch([n])
+            try kept.send(Data("POST /customTransform HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nContent-Length: \(b.count)\r\n\r\n".utf8) + b)
+            XCTAssertEqual(try Self.tags(try kept.response()), [2 * n])
+        }
     }
 
     func testA100ForAPipelinedRequestFollowsTheAnswerBeforeIt() throws {
