@@ -348,9 +348,11 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Starts the idle timer: when it fires with the connection waiting on its client and quiet
     /// for the whole timeout, the connection is closed (`GracefulClose` sends what is left of a
     /// reply, 10 s at most); else it waits out the rest from the last activity, or a whole
-    /// timeout while busy. A reply backed up in the channel whose bytes went down since the last
-    /// look is the client taking it: activity. One that did not move is a client that stopped
-    /// reading, which must not hold its connection and the reply's memory for good.
+    /// timeout while busy. A reply backed up in the channel is activity while the client takes
+    /// it: its buffered bytes went down since the last look, or the socket sent data within the
+    /// timeout (a reader that stops closes its window, and nothing is sent). One that does not
+    /// move is a client that stopped reading, which must not hold its connection and the reply's
+    /// memory for good.
     private func armIdleTimer(context: ChannelHandlerContext, in delay: TimeAmount) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         idleTimer = context.eventLoop.scheduleTask(in: delay) {
@@ -366,15 +368,54 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
                 return
             }
             let buffered = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
-            if buffered > 0, buffered != handler.lastBuffered {
-                handler.lastBuffered = buffered
-                handler.lastActive = .now()
-                handler.armIdleTimer(context: context, in: limit)
+            guard buffered > 0 else {
+                handler.closeIdle(context: context)
                 return
             }
-            handler.idleTimer = nil
-            context.close(promise: nil)
+            if buffered != handler.lastBuffered {
+                handler.lastBuffered = buffered
+                handler.stillActive(context: context, limit: limit)
+                return
+            }
+            handler.sentWithin(limit, context: context) { sent in
+                let (handler, context) = bound.value
+                if sent { handler.stillActive(context: context, limit: limit) } else { handler.closeIdle(context: context) }
+            }
         }
+    }
+
+    private func stillActive(context: ChannelHandlerContext, limit: TimeAmount) {
+        lastActive = .now()
+        armIdleTimer(context: context, in: limit)
+    }
+
+    private func closeIdle(context: ChannelHandlerContext) {
+        guard self.context != nil, let limit = idleTimeout else { return }
+        guard waitsOnClient else {   // the connection moved on meanwhile
+            armIdleTimer(context: context, in: limit)
+            return
+        }
+        idleTimer = nil
+        context.close(promise: nil)
+    }
+
+    /// Whether the socket sent data to the client within `limit` (TCP_INFO, on the event loop).
+    private func sentWithin(_ limit: TimeAmount, context: ChannelHandlerContext, _ then: @escaping (Bool) -> Void) {
+        #if os(Linux)
+        if let socket = context.channel as? any SocketOptionProvider {
+            let loop = context.eventLoop
+            let answer = NIOLoopBound(then, eventLoop: loop)
+            socket.getTCPInfo().hop(to: loop).whenComplete { result in
+                if case .success(let info) = result {
+                    answer.value(TimeAmount.milliseconds(Int64(info.tcpi_last_data_sent)) < limit)
+                } else {
+                    answer.value(false)
+                }
+            }
+            return
+        }
+        #endif
+        then(false)
     }
 
     /// Releases the current request's reservation, if it holds one: exactly once per grant.

@@ -7,7 +7,7 @@ import NIOHTTPTypesHTTP1
 /// Hummingbird's HTTP/1 child channel with a handler of ours added after its connection
 /// state handler (`CustomTransformHandler`: it answers its route itself and passes every other
 /// request on to Hummingbird), `GracefulClose` before it (a close waits for the reply), and
-/// `HTTP10Requests` before the conversion to HTTP types, which drops the request's version.
+/// `HTTP1Heads` before the conversion to HTTP types, which drops the request's version.
 struct RouteChannel: ServerChildChannel {
     typealias Value = HTTP1Channel.Value
     let http1: HTTP1Channel
@@ -28,7 +28,7 @@ struct RouteChannel: ServerChildChannel {
             let state = try pipeline.handler(type: HTTPConnectionStateHandler.self)
             try pipeline.addHandler(makeHandler(), position: .after(state))
             try pipeline.addHandler(GracefulClose(), position: .before(state))
-            try pipeline.addHandler(HTTP10Requests(), position: .before(try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)))
+            try pipeline.addHandler(HTTP1Heads(), position: .before(try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)))
             return value
         }
     }

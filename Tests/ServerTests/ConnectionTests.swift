@@ -399,6 +399,21 @@ final class ConnectionTests: XCTestCase {
         XCTAssertThrowsError(try c.response(), "the server still held the connection and its whole reply")
     }
 
+    func testTheIdleTimeoutSparesAReplyASteadySlowReaderIsTaking() throws {
+        server.stop()
+        let dir = try makeProject(["transformations/many.lua": "function transformEvent(e) local out = {} for i = 1, 1000 do out[i] = e end return out end",
+                                   "luaform.yaml": "versions:\n  \"1\": many\n"])
+        server = try ServerProcess(project: dir, extraArgs: ["--idle-timeout", "1s"])   // loopback sends 64 KB segments: one per 0.4 s here
+        let c = try RawHTTP(port: server.port, timeout: 10)
+        try c.send(Self.post(try Self.batch(Array(0..<120))))   // a ~21 MB reply: far more than the socket buffers hold
+        // taken at ~160 KB/s for 12 s (longer than GracefulClose's 10 s for a reply's rest): the
+        // channel's backlog stays the same for longer than the timeout (the kernel asks for more
+        // only once much of its buffer is free) while the socket keeps sending; then the rest
+        _ = c.readSlowly(bytesPerTick: 16 << 10, tick: 0.1, for: 12)
+        let (total, complete) = c.readSlowly(bytesPerTick: 1 << 20, tick: 0, for: 20)
+        XCTAssertTrue(complete, "a steady reader lost the rest of its reply after \(total) more bytes")
+    }
+
     func testAStalledBodyIsAnswered408WhateverTheIdleTimeout() throws {
         try idleServer(["--body-timeout", "1s"])   // longer than the idle timeout
         let body = try Self.batch(Array(0..<300))
@@ -434,6 +449,17 @@ final class ConnectionTests: XCTestCase {
             try kept.send(Data("POST /customTransform HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nContent-Length: \(b.count)\r\n\r\n".utf8) + b)
             XCTAssertEqual(try Self.tags(try kept.response()), [2 * n])
         }
+    }
+
+    func testConnectionCloseInAnyCaseClosesOnEveryRoute() throws {
+        let routers = try RawHTTP(port: server.port, timeout: 5)
+        try routers.send(Data("GET /health HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n".utf8))
+        XCTAssertEqual(try routers.response().status, 200)
+        XCTAssertTrue(try routers.atEnd(), "the router kept a connection its client asked to close")
+        let ours = try RawHTTP(port: server.port, timeout: 5)
+        try ours.send(Self.post(try Self.batch([5]), extra: "Connection: CLOSE\r\n"))
+        XCTAssertEqual(try Self.tags(try ours.response()), [10])
+        XCTAssertTrue(try ours.atEnd())
     }
 
     func testA100ForAPipelinedRequestFollowsTheAnswerBeforeIt() throws {
@@ -561,6 +587,31 @@ final class RawHTTP {
         let body = Data(buffer[bodyStart..<bodyStart + length])
         buffer = Data(buffer[(bodyStart + length)...])
         return Response(status: status, headers: headers, body: body)
+    }
+
+    /// Reads at most `bytesPerTick` every `tick` until one whole response is buffered (true), the
+    /// connection ends (false) or `seconds` pass (false); returns the bytes read too.
+    func readSlowly(bytesPerTick: Int, tick: TimeInterval, for seconds: TimeInterval) -> (Int, Bool) {
+        let until = Date().addingTimeInterval(seconds)
+        var total = 0
+        while Date() < until {
+            var chunk = [UInt8](repeating: 0, count: bytesPerTick)
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { return (total, false) }
+            buffer += chunk[0..<n]
+            total += n
+            if holdsAResponse() { return (total, true) }
+            Thread.sleep(forTimeInterval: tick)
+        }
+        return (total, false)
+    }
+
+    private func holdsAResponse() -> Bool {
+        guard let end = buffer.range(of: Data("\r\n\r\n".utf8)) else { return false }
+        let head = String(decoding: buffer[buffer.startIndex..<end.lowerBound], as: UTF8.self).lowercased()
+        guard let line = head.components(separatedBy: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+              let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { return false }
+        return buffer.endIndex - end.upperBound >= length
     }
 
     /// Whether the server has closed the connection (nothing more to read).
