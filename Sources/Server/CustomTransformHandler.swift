@@ -12,7 +12,8 @@ import NIOHTTPTypes
 /// requests and their responses too (idle timeout, closing after the response on graceful
 /// shutdown). Invariants, per connection:
 /// - Responses go out in request order: while a request is being answered (here or by
-///   Hummingbird), later request parts are held, and reads stop until it is answered.
+///   Hummingbird), later request parts are held, and reads stop until it is answered; so they
+///   do while the client has not taken the replies (the channel is not writable).
 /// - A request reserves its bytes from `Admission` before its body is read; the reservation is
 ///   released exactly once, when its reply is written (503 when the queue is full).
 /// - A body past the limit (declared or as read) is answered 413 and the rest of it discarded.
@@ -105,10 +106,13 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Whether parts must wait: a request of ours is not yet admitted or answered, or one of
     /// Hummingbird's is unanswered and the next request may be ours.
+    /// Between requests, the replies not yet taken by the client hold the next one back too
+    /// (the channel is not writable): a client that pipelines requests and reads nothing cannot
+    /// pile up replies in memory.
     private var blocked: Bool {
         switch state {
         case .admitting, .answering: return true
-        case .idle: return passedOn > 0
+        case .idle: return passedOn > 0 || !(context?.channel.isWritable ?? true)
         case .passing, .reading, .discarding, .closing: return false
         }
     }
@@ -168,8 +172,17 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// The client took enough of a backed-up reply: that counts as activity, so a slow reader
     /// gets a whole idle timeout for its next request once the reply has gone.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { lastActive = .now() }
         context.fireChannelWritabilityChanged()
+        if context.channel.isWritable {
+            lastActive = .now()
+            // requests held back while the replies were not taken; not from here: this can run
+            // inside a flush of ours, in the middle of writing a reply
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let handler = bound.value
+                if let context = handler.context { handler.resume(context: context) }
+            }
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -339,7 +352,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// while a request is admitted, read (its own timer) or answered, nor while closing.
     private var waitsOnClient: Bool {
         switch state {
-        case .idle: return passedOn == 0 && held.isEmpty
+        case .idle: return passedOn == 0   // parts held meanwhile wait for the client to take its replies
         case .passing, .discarding: return readAsked
         case .admitting, .reading, .answering, .closing: return false
         }

@@ -125,6 +125,24 @@ final class ConnectionTests: XCTestCase {
         }
     }
 
+    func testRepliesAClientDoesNotTakeHoldBackItsNextRequests() throws {
+        func answered() throws -> Int {
+            let text = try server.get("/metrics").text
+            let line = text.split(separator: "\n").first { $0.hasPrefix("luaform_requests_total ") }
+            return Int(line?.split(separator: " ").last ?? "0") ?? 0
+        }
+        let before = try answered()
+        let c = try RawHTTP(port: server.port, timeout: 20)
+        let request = Self.post(try Self.batch(Array(0..<10), version: "3"))   // a ~1 MB reply each
+        try c.send(Data(Array(repeating: request, count: 60).joined()))   // and none read for now
+        Thread.sleep(forTimeInterval: 2)
+        let meanwhile = try answered() - before
+        XCTAssertLessThan(meanwhile, 40, "the server answered \(meanwhile) pipelined requests whose client took no reply")
+        for k in 0..<60 {
+            XCTAssertEqual(try Self.tags(try c.response()).count, 6000, "reply \(k)")
+        }
+    }
+
     func testAMalformedRequestAfterOursIsAnswered400AfterOurs() throws {
         let c = try RawHTTP(port: server.port)
         try c.send(Self.post(try Self.batch([1], version: "2")) + Data("GET /health HTTP/1.1\r\nBad Header\r\n\r\n".utf8))
