@@ -461,12 +461,23 @@ final class ConnectionTests: XCTestCase {
         try routers.send(Data("GET /health HTTP/1.0\r\nHost: x\r\n\r\n".utf8))
         XCTAssertEqual(try routers.response().status, 200)
         XCTAssertTrue(try routers.atEnd(), "an HTTP/1.0 connection without keep-alive stayed open")
+        // kept alive: the answers say so (an HTTP/1.0 client closes without it), ours and the router's
         let kept = try RawHTTP(port: server.port, timeout: 5)
         for n in [6, 7] {
             let b = try Self.batch([n])
             try kept.send(Data("POST /customTransform HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nContent-Length: \(b.count)\r\n\r\n".utf8) + b)
-            XCTAssertEqual(try Self.tags(try kept.response()), [2 * n])
+            let r = try kept.response()
+            XCTAssertEqual(try Self.tags(r), [2 * n])
+            XCTAssertEqual(r.headers["connection"]?.lowercased(), "keep-alive")
+            try kept.send(Data("GET /health HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".utf8))
+            let h = try kept.response()
+            XCTAssertEqual(h.status, 200)
+            XCTAssertEqual(h.headers["connection"]?.lowercased(), "keep-alive")
         }
+        // an HTTP/1.1 answer says nothing of the kind
+        let plain = try RawHTTP(port: server.port, timeout: 5)
+        try plain.send(Self.post(try Self.batch([8])))
+        XCTAssertNil(try plain.response().headers["connection"])
     }
 
     func testConnectionCloseInAnyCaseClosesOnEveryRoute() throws {
