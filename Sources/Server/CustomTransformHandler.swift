@@ -104,11 +104,10 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.context = nil
     }
 
-    /// Whether parts must wait: a request of ours is not yet admitted or answered, or one of
-    /// Hummingbird's is unanswered and the next request may be ours.
-    /// Between requests, the replies not yet taken by the client hold the next one back too
-    /// (the channel is not writable): a client that pipelines requests and reads nothing cannot
-    /// pile up replies in memory.
+    /// Whether parts must wait: a request of ours is not yet admitted or answered, one of
+    /// Hummingbird's is unanswered and the next request may be ours, or, between requests, the
+    /// client has not taken the replies (the channel is not writable: a client that pipelines
+    /// requests and reads nothing cannot pile up replies in memory).
     private var blocked: Bool {
         switch state {
         case .admitting, .answering: return true
@@ -169,6 +168,12 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// Passes a read on: the connection now waits for its client's bytes (`readAsked`).
+    private func passRead(context: ChannelHandlerContext) {
+        readAsked = true
+        context.read()
+    }
+
     /// The client took enough of a backed-up reply: that counts as activity, so a slow reader
     /// gets a whole idle timeout for its next request once the reply has gone.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -186,7 +191,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func read(context: ChannelHandlerContext) {
-        if blocked { readHeld = true } else { readAsked = true; context.read() }
+        if blocked { readHeld = true } else { passRead(context: context) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -467,8 +472,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.close(mode: .output, promise: nil)
         if readHeld {   // drain the input: the client's end of it closes the connection
             readHeld = false
-            readAsked = true
-            context.read()
+            passRead(context: context)
         }
         return true
     }
@@ -484,8 +488,7 @@ final class CustomTransformHandler: ChannelDuplexHandler, RemovableChannelHandle
         settleInputEnd(context: context)
         if !blocked, readHeld {
             readHeld = false
-            readAsked = true
-            context.read()
+            passRead(context: context)
         }
     }
 }

@@ -20,12 +20,13 @@ public struct ServerOptions: Sendable {
     /// the request is answered 408 and the connection closed, which gives its in-flight
     /// reservation back (a stalled client would otherwise hold it for good).
     public var bodyTimeout: Duration = .seconds(30)
-    /// How long a connection may stay open waiting on its client: no request being admitted or
-    /// answered, no reply backed up, nothing received (a request body that stalls on a route
-    /// other than `/customTransform`, which has `bodyTimeout`, counts). Past it the
-    /// connection is closed, so idle or stuck clients cannot pile up descriptors; `nil`: never.
-    /// Longer than the common clients' own idle limits (Go's 90 s, nginx's upstream 60 s), so they close
-    /// first (a request sent as the server closes would fail).
+    /// How long a connection may stay open waiting on its client: nothing received, no request
+    /// being admitted or answered, no reply the client is still taking (a request body that
+    /// stalls on a route other than `/customTransform`, which has `bodyTimeout`, counts, and so
+    /// does a reply the client stopped reading). Past it the connection is closed, so idle or
+    /// stuck clients cannot pile up descriptors; `nil`: never. Longer than the common clients'
+    /// own idle limits (Go's 90 s, nginx's upstream 60 s), so they close first (a request sent
+    /// as the server closes would fail).
     public var idleTimeout: Duration? = .seconds(120)
     /// How often transformation, library and config files are checked for changes.
     public var reloadInterval: Duration = .milliseconds(250)
