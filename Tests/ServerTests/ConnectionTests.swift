@@ -277,6 +277,20 @@ final class ConnectionTests: XCTestCase {
         XCTAssertTrue(try c.atEnd())
     }
 
+    func testARequestRefusedForWantOfRoomBeforeItsExpectedBodyClosesTheConnection() throws {
+        try idleServer(["--max-in-flight", "1KiB", "--max-waiting", "0"])
+        let busy = try RawHTTP(port: server.port, timeout: 10)
+        try busy.send(Self.post(try Self.batch([1], version: "2")))   // holds the budget ~0.5 s
+        Thread.sleep(forTimeInterval: 0.05)
+        let c = try RawHTTP(port: server.port, timeout: 5)
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n".utf8))
+        let r = try c.response()
+        XCTAssertEqual(r.status, 503, r.text)
+        XCTAssertEqual(r.headers["connection"], "close")
+        XCTAssertTrue(try c.atEnd())
+        XCTAssertEqual(try busy.response().status, 200)
+    }
+
     func testRefusalsHonourConnectionClose() throws {
         let c = try RawHTTP(port: server.port)
         try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]".utf8))
