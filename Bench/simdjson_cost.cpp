@@ -10,6 +10,7 @@
  */
 #include <simdjson.h>
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
