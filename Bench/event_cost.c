@@ -35,16 +35,6 @@ static double now_s(clockid_t clock) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 typedef struct {
     const char *msg;
     size_t msg_len;

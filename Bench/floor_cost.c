@@ -51,16 +51,6 @@ static double cpu_ns(void) {
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 #define FIELDS 3
 static const char *const field_names[FIELDS] = {"type", "userId", "anonymousId"};
 

@@ -79,49 +79,52 @@ struct RunCommand: ParsableCommand {
             let why = catalog.loadErrors.first { $0.key.hasSuffix("/\(v).lua") }.map { ": \($0.value)" } ?? ""
             throw CLIError.usage("cannot serve '\(v)'\(why.isEmpty ? ": no such transformation" : why)")
         }
-        let stage = Stage(catalog: catalog, pool: WorkerPool(workers: workers))
+        let pool = WorkerPool(workers: workers)
+        let stage = Stage(catalog: catalog, pool: pool)
         let reader = try BatchReader(paths: files)
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
-        var index = 0
-        // Lines only: the workers split, validate, run and answer them (Stage.answer(lines:)).
-        typealias Batch = (first: Int, bytes: [UInt8], ranges: [Range<Int>])
-        func readBatch() -> Batch {
-            let (bytes, ranges) = reader.next(maxLines: batchSize)
-            defer { index += ranges.count }
-            return (index, bytes, ranges)
-        }
-        func launch(_ batch: Batch) -> Task<Stage.AnswerOutcome, Never> {
-            Task { await stage.answer(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first, versions: versions, separator: .newline) }
-        }
-        // A pipeline: up to `window` batches are in flight (each split over the workers, whose
-        // queues then never run dry between batches) while this task reads ahead and writes
-        // the answers of the oldest batch. Answers keep input order.
-        let window = max(2, 2 * workers)
-        var inFlight: [Task<Stage.AnswerOutcome, Never>] = []
-        var exhausted = false
-        func fill() {
-            while !exhausted && inFlight.count < window {
-                let batch = readBatch()
-                if batch.ranges.isEmpty { exhausted = true } else { inFlight.append(launch(batch)) }
+        // Each worker pulls its next batch from the input itself and runs it on its own thread
+        // (LineFeed), so a batch's bytes stay in one core's cache; up to `window` batches are
+        // read ahead of the writer, which puts the answers back in input order.
+        let window = max(2, 2 * pool.count)
+        let feed = LineFeed(reader: reader, batchSize: batchSize, window: window)
+        let (results, sink) = AsyncStream.makeStream(of: (Int, Stage.AnswerOutcome).self)
+        let running = Countdown(pool.count)
+        let batchVersions = versions
+        for w in 0..<pool.count {
+            pool.submit(on: w) { states in
+                while let batch = feed.take() {
+                    let outcome = stage.answerHere(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first,
+                                                   versions: batchVersions, separator: .newline, states: states)
+                    sink.yield((batch.sequence, outcome))
+                }
+                if running.decrement() == 0 { sink.finish() }
             }
         }
-        fill()
-        while !inFlight.isEmpty {
-            let outcome = await inFlight.removeFirst().value
-            fill()
-            guard case .answered(let parts) = outcome else { break }
-            for part in parts {
-                Stdout.write(part.bytes)
-                for a in part.answers {
-                    counts.events += 1
-                    counts.outputs += a.outputs
-                    switch a.status {
-                    case .kept: counts.kept += 1
-                    case .dropped: counts.dropped += 1
-                    case .error: counts.errors += 1
+        var waiting: [Int: Stage.AnswerOutcome] = [:]
+        var next = 0
+        writing: for await (sequence, outcome) in results {
+            waiting[sequence] = outcome
+            while let ready = waiting.removeValue(forKey: next) {
+                next += 1
+                guard case .answered(let parts) = ready else {
+                    feed.close()
+                    break writing
+                }
+                for part in parts {
+                    Stdout.write(part.bytes)
+                    for a in part.answers {
+                        counts.events += 1
+                        counts.outputs += a.outputs
+                        switch a.status {
+                        case .kept: counts.kept += 1
+                        case .dropped: counts.dropped += 1
+                        case .error: counts.errors += 1
+                        }
                     }
                 }
+                feed.wrote()
             }
         }
         if stats {
@@ -131,6 +134,20 @@ struct RunCommand: ParsableCommand {
                                   counts.events, seconds, Double(counts.events) / max(seconds, 1e-9), counts.kept, counts.dropped,
                                   counts.errors, counts.outputs, workers))
         }
+    }
+}
+
+/// A count shared by threads: the workers still pulling batches.
+final class Countdown: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Int
+    init(_ value: Int) { self.value = value }
+    /// Subtracts one; returns what is left.
+    func decrement() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value -= 1
+        return value
     }
 }
 

@@ -39,6 +39,36 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("events/s"), r.stderr)
     }
 
+    func testAnswersKeepInputOrderWhenLaterBatchesFinishFirst() throws {
+        // One line per batch, two workers pulling them: every eighth event is slow, so later
+        // batches finish first (and the workers wait for the writer once 4 are read ahead); the
+        // answers still come out in input order, every line answered once.
+        var lines: [String] = []
+        for i in 0..<64 { lines.append(#"{"message":{"type":"track","i":\#(i)},"metadata":{"jobId":\#(i)}}"#) }
+        let dir = try makeProject([
+            "transformations/t.lua": """
+            function transformEvent(e)
+              if e.i % 8 == 0 then
+                local x = 0
+                for k = 1, 3000000 do x = x + k end
+                e.spent = x > 0
+              end
+              if e.i % 5 == 0 then return nil end
+              return e
+            end
+            """,
+            "in.ndjson": lines.joined(separator: "\n") + "\n",
+        ])
+        let r = try runTransform(["run", "t", "in.ndjson", "--batch-size", "1", "--workers", "2", "--stats"], in: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let answers = try r.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let jobs = answers.compactMap { ($0["metadata"] as? [String: Any])?["jobId"] as? Int }
+        XCTAssertEqual(jobs, Array(0..<64), "each line answered once, in input order")
+        XCTAssertEqual(answers.map { $0["statusCode"] as? Int }, (0..<64).map { $0 % 5 == 0 ? 298 : 200 })
+        XCTAssertEqual((answers[8]["output"] as? [String: Any])?["spent"] as? Bool, true)
+        XCTAssertTrue(r.stderr.contains("64 events in"), r.stderr)
+    }
+
     func testALargeLookupTableIsKeptWriteProtectedAndNoEventSeesAnotherOnesWrite() throws {
         // A 3,000-entry plan is large enough to be kept in write-protected pages (the table
         // arena); every tenth event writes into it. In the real binary, with two workers, each

@@ -113,6 +113,31 @@ final class ShareAnswerTests: XCTestCase {
         }
     }
 
+    /// `answerHere` (what `transform run`'s workers call on the lines they read themselves)
+    /// answers as the general path does, numbering lines from `firstIndex`, on the calling
+    /// worker; a VersionID not served is reported, not run.
+    func testLinesAnsweredOnTheCallingWorkerAreAnsweredAsTheGeneralPathAnswersThem() async throws {
+        let stage = stage(workers: 2)
+        let (bytes, ranges) = Self.joined(Self.lines)
+        for worker in 0..<2 {
+            let outcome = await stage.pool.run(on: worker) { states in
+                stage.answerHere(lines: bytes, ranges: ranges, firstIndex: 7, versions: ["t"], separator: .newline, states: states)
+            }
+            let got = answers(outcome, separator: "\n")
+            let (inputs, reference) = await stage.process(lines: Self.lines.map { Array($0.utf8) }, firstIndex: 7, versions: ["t"])
+            let want = self.reference(inputs, reference, separator: "\n")
+            XCTAssertEqual(got.count, Self.lines.count)
+            for (i, (g, w)) in zip(got, want).enumerated() {
+                XCTAssertEqual(g, w, "line \(i) (worker \(worker)): \(Self.lines[i])")
+            }
+        }
+        let unknown = await stage.pool.run(on: 0) { states in
+            stage.answerHere(lines: bytes, ranges: ranges, firstIndex: 0, versions: ["t", "nope"], separator: .newline, states: states)
+        }
+        guard case .unknownVersion(let v) = unknown else { return XCTFail("\(unknown)") }
+        XCTAssertEqual(v, "nope")
+    }
+
     /// A call suspended on a lookup continues after hundreds of other events ran on its state
     /// (their lazy tables took every slot of the record cache, and the collector ran): it still
     /// reads its own event, nested tables included.

@@ -40,6 +40,20 @@ extension Stage {
         }
     }
 
+    /// `answer(lines:)` as one share run right here, on the calling worker's thread (`states` is
+    /// that worker's): for a caller whose worker read the lines itself, so a batch's bytes are
+    /// read, validated and run in one core's cache.
+    public func answerHere(lines bytes: [UInt8], ranges: [Range<Int>], firstIndex: Int, versions: [String],
+                           separator: RudderAnswers.Separator, states: WorkerStates) -> AnswerOutcome {
+        let (job, unknown) = shareJob(versions)
+        guard let job else { return .unknownVersion(unknown ?? "") }
+        if ranges.isEmpty { return .answered([]) }
+        let share = Share(bytes: bytes, items: ranges.map { ShareItem(json: $0) }, lines: true) { k in
+            EventInput.parse(Array(bytes[ranges[k]]), index: firstIndex + k)
+        }
+        return .answered([Stage.answerShare(share, job: job, states: states, separator: separator)])
+    }
+
     /// `answer(lines:)` for inputs already split (a `/customTransform` request's elements).
     public func answer(_ inputs: [EventInput], versions: [String], separator: RudderAnswers.Separator) async -> AnswerOutcome {
         await answer(count: inputs.count, versions: versions, separator: separator) { range in
@@ -117,18 +131,11 @@ extension Stage {
     func run<P: Sendable>(count: Int, versions: [String], share make: @escaping @Sendable (Range<Int>) -> Share,
                           answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P,
                           done: @escaping @Sendable ([P], String?) -> Void) {
-        let catalog = currentCatalog
-        var found: [CatalogEntry] = []
-        for v in versions {
-            guard let e = catalog.entries[v] else { return done([], v) }
-            found.append(e)
-        }
-        let entries = found
+        let (found, unknown) = shareJob(versions)
+        guard let job = found else { return done([], unknown) }
         if count == 0 { return done([], nil) }
-        let splittable = entries.allSatisfy { $0.entryPoint == .event }
+        let splittable = job.entries.allSatisfy { $0.entryPoint == .event }
         let chunks = splittable ? shareCount(count) : 1
-        let job = ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
-                           enrichment: catalog.enrichment)
         let size = (count + chunks - 1) / chunks
         let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
         let pool = self.pool
@@ -138,6 +145,19 @@ extension Stage {
                 gather.put(i, answer(make(range), job, states))
             }
         }
+    }
+
+    /// What the workers need to run `versions` from the current catalog, or the first VersionID
+    /// it does not serve.
+    private func shareJob(_ versions: [String]) -> (ShareJob?, unknown: String?) {
+        let catalog = currentCatalog
+        var entries: [CatalogEntry] = []
+        for v in versions {
+            guard let e = catalog.entries[v] else { return (nil, v) }
+            entries.append(e)
+        }
+        return (ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
+                         enrichment: catalog.enrichment), nil)
     }
 
     private static func answerShare(_ share: Share, job: ShareJob, states: WorkerStates,
