@@ -30,7 +30,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Run the chain configured for this destination in luaform.yaml.", valueName: "name"))
     var destination: String?
 
-    @Option(name: .customLong("batch-size"), help: "Events handed to the workers at a time.")
+    @Option(name: .customLong("batch-size"), help: "Lines a worker reads and runs at a time (the last batch is shared among the workers).")
     var batchSize = 200
 
     @Option(help: "Worker threads (default: one per core).")
@@ -81,22 +81,24 @@ struct RunCommand: ParsableCommand {
         }
         let pool = WorkerPool(workers: workers)
         let stage = Stage(catalog: catalog, pool: pool)
-        let reader = try BatchReader(paths: files)
+        let reader: BatchReader
+        do { reader = try BatchReader(paths: files) } catch { throw CLIError.usage(error.description) }
         var counts = (events: 0, kept: 0, dropped: 0, errors: 0, outputs: 0)
         let start = ContinuousClock.now
         // Each worker pulls its next batch from the input itself and runs it on its own thread
         // (LineFeed), so a batch's bytes stay in one core's cache; up to `window` batches are
         // read ahead of the writer, which puts the answers back in input order.
         let window = max(2, 2 * pool.count)
-        let feed = LineFeed(reader: reader, batchSize: batchSize, window: window)
+        let splittable = versions.allSatisfy { catalog.entries[$0]?.entryPoint == .event }
+        let feed = LineFeed(reader: reader, batchSize: batchSize, window: window, splitLast: splittable, parts: pool.count,
+                            minimumPiece: stage.minimumChunk)
         let (results, sink) = AsyncStream.makeStream(of: (Int, Stage.AnswerOutcome).self)
         let running = Countdown(pool.count)
-        let batchVersions = versions
         for w in 0..<pool.count {
             pool.submit(on: w) { states in
                 while let batch = feed.take() {
                     let outcome = stage.answerHere(lines: batch.bytes, ranges: batch.ranges, firstIndex: batch.first,
-                                                   versions: batchVersions, separator: .newline, states: states)
+                                                   versions: versions, separator: .newline, states: states)
                     sink.yield((batch.sequence, outcome))
                 }
                 if running.decrement() == 0 { sink.finish() }
@@ -108,10 +110,11 @@ struct RunCommand: ParsableCommand {
             waiting[sequence] = outcome
             while let ready = waiting.removeValue(forKey: next) {
                 next += 1
-                guard case .answered(let parts) = ready else {
+                if case .unknownVersion(let v) = ready {   // checked above: only if the catalog changed under us
                     feed.close()
-                    break writing
+                    throw CLIError.usage("cannot serve '\(v)': no such transformation (after \(counts.events) events)")
                 }
+                guard case .answered(let parts) = ready else { continue }
                 for part in parts {
                     Stdout.write(part.bytes)
                     for a in part.answers {

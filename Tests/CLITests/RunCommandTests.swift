@@ -69,6 +69,36 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("64 events in"), r.stderr)
     }
 
+    func testAnInputSmallerThanABatchIsSharedAndNumberedAsOne() throws {
+        // 40 lines, fewer than a batch: the two workers each take a piece, and an error names
+        // its line's place in the whole input whichever piece it was in.
+        var lines: [String] = []
+        for i in 0..<40 {
+            lines.append(i == 5 || i == 30 ? #"{"message":{"type":"#
+                                           : #"{"message":{"type":"track","i":\#(i)},"metadata":{"jobId":\#(i)}}"#)
+        }
+        let dir = try makeProject([
+            "transformations/t.lua": "function transformEvent(e) return e end",
+            "in.ndjson": lines.joined(separator: "\n") + "\n",
+        ])
+        let r = try runTransform(["run", "t", "in.ndjson", "--workers", "2"], in: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let answers = try r.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(answers.count, 40)
+        XCTAssertTrue((answers[5]["error"] as? String)?.hasPrefix("event 5: invalid JSON") ?? false, "\(answers[5])")
+        XCTAssertTrue((answers[30]["error"] as? String)?.hasPrefix("event 30: invalid JSON") ?? false, "\(answers[30])")
+        let jobs = answers.compactMap { ($0["metadata"] as? [String: Any])?["jobId"] as? Int }
+        XCTAssertEqual(jobs, (0..<40).filter { $0 != 5 && $0 != 30 })
+    }
+
+    func testAMissingInputFileIsAUsageError() throws {
+        let dir = try makeProject(["transformations/t.lua": "function transformEvent(e) return e end"])
+        let r = try runTransform(["run", "t", "missing.ndjson"], in: dir)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("missing.ndjson: cannot open"), r.stderr)
+        XCTAssertEqual(r.stdout, "")
+    }
+
     func testALargeLookupTableIsKeptWriteProtectedAndNoEventSeesAnotherOnesWrite() throws {
         // A 3,000-entry plan is large enough to be kept in write-protected pages (the table
         // arena); every tenth event writes into it. In the real binary, with two workers, each

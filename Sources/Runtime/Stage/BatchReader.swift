@@ -1,5 +1,11 @@
 import Glibc
 
+/// An NDJSON input that cannot be read: `path` cannot be opened.
+public struct InputFileError: Error, CustomStringConvertible {
+    public var path: String
+    public var description: String { "\(path): cannot open" }
+}
+
 /// Reads NDJSON input (files in order, or stdin) in batches of whole lines, each batch read
 /// straight into its own buffer: no per-line copy, lines found with memchr, a line cut by the
 /// end of a read carried over to the next batch. Blank lines (spaces, tabs, CR only) are skipped.
@@ -7,8 +13,8 @@ import Glibc
 /// A batch holds at most `maxLines` lines; it holds fewer when its buffer filled first, and the
 /// buffer then doubles for the next batch (up to 64 MiB; a longer line grows it as needed), so a
 /// batch never splits a line.
-final class BatchReader {
-    typealias Batch = (bytes: [UInt8], ranges: [Range<Int>])
+public final class BatchReader {
+    public typealias Batch = (bytes: [UInt8], ranges: [Range<Int>])
 
     private var fds: [Int32]
     private var carry: [UInt8] = []   // the start of a line the last batch's buffer cut
@@ -16,20 +22,28 @@ final class BatchReader {
     private var capacity = 1 << 18
     private static let maxCapacity = 1 << 26
 
-    init(paths: [String]) throws {
+    public init(paths: [String]) throws(InputFileError) {
         if paths.isEmpty {
             fds = [STDIN_FILENO]
         } else {
-            fds = try paths.map { p in
+            var opened: [Int32] = []
+            for p in paths {
                 let fd = open(p, O_RDONLY)
-                if fd < 0 { throw CLIError.usage("\(p): cannot open") }
-                return fd
+                if fd < 0 {
+                    for f in opened { close(f) }
+                    throw InputFileError(path: p)
+                }
+                opened.append(fd)
             }
+            fds = opened
         }
     }
 
+    /// No line is left to read: the last batch has been returned.
+    public var finished: Bool { eof && carry.isEmpty }
+
     /// The next batch; its `ranges` are empty only at the end of the input.
-    func next(maxLines: Int) -> Batch {
+    public func next(maxLines: Int) -> Batch {
         while true {
             var ranges: [Range<Int>] = []
             ranges.reserveCapacity(min(maxLines, 4096))
