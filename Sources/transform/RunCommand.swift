@@ -89,8 +89,7 @@ struct RunCommand: ParsableCommand {
         // (LineFeed), so a batch's bytes stay in one core's cache; up to `window` batches are
         // read ahead of the writer, which puts the answers back in input order.
         let window = max(2, 2 * pool.count)
-        let splittable = versions.allSatisfy { catalog.entries[$0]?.entryPoint == .event }
-        let feed = LineFeed(reader: reader, batchSize: batchSize, window: window, splitLast: splittable, parts: pool.count,
+        let feed = LineFeed(reader: reader, batchSize: batchSize, window: window, splitLast: stage.splits(versions), parts: pool.count,
                             minimumPiece: stage.minimumChunk)
         let (results, sink) = AsyncStream.makeStream(of: (Int, Stage.AnswerOutcome).self)
         let running = Countdown(pool.count)
@@ -106,15 +105,17 @@ struct RunCommand: ParsableCommand {
         }
         var waiting: [Int: Stage.AnswerOutcome] = [:]
         var next = 0
-        writing: for await (sequence, outcome) in results {
+        for await (sequence, outcome) in results {
             waiting[sequence] = outcome
             while let ready = waiting.removeValue(forKey: next) {
                 next += 1
-                if case .unknownVersion(let v) = ready {   // checked above: only if the catalog changed under us
+                let parts: [AnsweredPart]
+                switch ready {
+                case .answered(let p): parts = p
+                case .unknownVersion(let v):   // checked above: only if the catalog changed under us
                     feed.close()
                     throw CLIError.usage("cannot serve '\(v)': no such transformation (after \(counts.events) events)")
                 }
-                guard case .answered(let parts) = ready else { continue }
                 for part in parts {
                     Stdout.write(part.bytes)
                     for a in part.answers {

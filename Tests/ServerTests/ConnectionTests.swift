@@ -270,11 +270,7 @@ final class ConnectionTests: XCTestCase {
         let c = try RawHTTP(port: server.port, timeout: 5)
         // past the 64 KiB limit: refused from its headers; its client will not send the body, so
         // the connection cannot go on (the next request would be read as that body)
-        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000\r\nExpect: 100-continue\r\n\r\n".utf8))
-        let r = try c.response()
-        XCTAssertEqual(r.status, 413, r.text)
-        XCTAssertEqual(r.headers["connection"], "close")
-        XCTAssertTrue(try c.atEnd())
+        try assertRefusedBeforeItsBody(c, contentLength: 300_000, status: 413)
     }
 
     func testARequestRefusedForWantOfRoomBeforeItsExpectedBodyClosesTheConnection() throws {
@@ -283,12 +279,19 @@ final class ConnectionTests: XCTestCase {
         try busy.send(Self.post(try Self.batch([1], version: "2")))   // holds the budget ~0.5 s
         Thread.sleep(forTimeInterval: 0.05)
         let c = try RawHTTP(port: server.port, timeout: 5)
-        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n".utf8))
-        let r = try c.response()
-        XCTAssertEqual(r.status, 503, r.text)
-        XCTAssertEqual(r.headers["connection"], "close")
-        XCTAssertTrue(try c.atEnd())
+        try assertRefusedBeforeItsBody(c, contentLength: 500, status: 503)
         XCTAssertEqual(try busy.response().status, 200)
+    }
+
+    /// Sends the head of a `/customTransform` request that expects `100 Continue`, and no body:
+    /// it must be refused with `status` and its connection closed.
+    private func assertRefusedBeforeItsBody(_ c: RawHTTP, contentLength: Int, status: Int,
+                                            file: StaticString = #filePath, line: UInt = #line) throws {
+        try c.send(Data("POST /customTransform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(contentLength)\r\nExpect: 100-continue\r\n\r\n".utf8))
+        let r = try c.response()
+        XCTAssertEqual(r.status, status, r.text, file: file, line: line)
+        XCTAssertEqual(r.headers["connection"], "close", file: file, line: line)
+        XCTAssertTrue(try c.atEnd(), file: file, line: line)
     }
 
     func testRefusalsHonourConnectionClose() throws {

@@ -33,7 +33,14 @@ extension Stage {
     /// of one `transformEvent` step runs each share in one C call (`Transformation.runShare`).
     public func answer(lines bytes: [UInt8], ranges: [Range<Int>], firstIndex: Int, versions: [String],
                        separator: RudderAnswers.Separator) async -> AnswerOutcome {
-        await answer(count: ranges.count, versions: versions, separator: separator) { range in
+        await answer(count: ranges.count, versions: versions, separator: separator,
+                     share: Stage.lineShares(bytes, ranges: ranges, firstIndex: firstIndex))
+    }
+
+    /// The shares of NDJSON lines (`bytes[ranges[i]]`, numbered from `firstIndex`), as ranges of
+    /// `ranges`.
+    static func lineShares(_ bytes: [UInt8], ranges: [Range<Int>], firstIndex: Int) -> @Sendable (Range<Int>) -> Share {
+        { range in
             Share(bytes: bytes, items: ranges[range].map { ShareItem(json: $0) }, lines: true) { k in
                 EventInput.parse(Array(bytes[ranges[range.lowerBound + k]]), index: firstIndex + range.lowerBound + k)
             }
@@ -45,13 +52,21 @@ extension Stage {
     /// read, validated and run in one core's cache.
     public func answerHere(lines bytes: [UInt8], ranges: [Range<Int>], firstIndex: Int, versions: [String],
                            separator: RudderAnswers.Separator, states: WorkerStates) -> AnswerOutcome {
-        let (job, unknown) = shareJob(versions)
-        guard let job else { return .unknownVersion(unknown ?? "") }
-        if ranges.isEmpty { return .answered([]) }
-        let share = Share(bytes: bytes, items: ranges.map { ShareItem(json: $0) }, lines: true) { k in
-            EventInput.parse(Array(bytes[ranges[k]]), index: firstIndex + k)
+        let job: ShareJob
+        switch shareJob(versions) {
+        case .success(let j): job = j
+        case .failure(let unknown): return .unknownVersion(unknown.versionID)
         }
+        if ranges.isEmpty { return .answered([]) }
+        let share = Stage.lineShares(bytes, ranges: ranges, firstIndex: firstIndex)(0..<ranges.count)
         return .answered([Stage.answerShare(share, job: job, states: states, separator: separator)])
+    }
+
+    /// Whether a batch for `versions` may be split among workers: every step is a
+    /// `transformEvent` (a `transformBatch` step gets its batch whole). False for a VersionID
+    /// not served.
+    public func splits(_ versions: [String]) -> Bool {
+        (try? shareJob(versions).get())?.splittable ?? false
     }
 
     /// `answer(lines:)` for inputs already split (a `/customTransform` request's elements).
@@ -113,6 +128,8 @@ extension Stage {
         var entries: [CatalogEntry]
         var libraries: LibraryLoader
         var enrichment: EnrichmentSetup?
+        /// Every step is a `transformEvent`: a batch may be split into shares.
+        var splittable: Bool { entries.allSatisfy { $0.entryPoint == .event } }
     }
 
     /// Splits `count` inputs into shares for the workers and gathers what `answer` makes of each,
@@ -131,11 +148,13 @@ extension Stage {
     func run<P: Sendable>(count: Int, versions: [String], share make: @escaping @Sendable (Range<Int>) -> Share,
                           answer: @escaping @Sendable (Share, ShareJob, WorkerStates) -> P,
                           done: @escaping @Sendable ([P], String?) -> Void) {
-        let (found, unknown) = shareJob(versions)
-        guard let job = found else { return done([], unknown) }
+        let job: ShareJob
+        switch shareJob(versions) {
+        case .success(let j): job = j
+        case .failure(let unknown): return done([], unknown.versionID)
+        }
         if count == 0 { return done([], nil) }
-        let splittable = job.entries.allSatisfy { $0.entryPoint == .event }
-        let chunks = splittable ? shareCount(count) : 1
+        let chunks = job.splittable ? shareCount(count) : 1
         let size = (count + chunks - 1) / chunks
         let ranges = stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
         let pool = self.pool
@@ -149,15 +168,20 @@ extension Stage {
 
     /// What the workers need to run `versions` from the current catalog, or the first VersionID
     /// it does not serve.
-    private func shareJob(_ versions: [String]) -> (ShareJob?, unknown: String?) {
+    private func shareJob(_ versions: [String]) -> Result<ShareJob, UnservedVersion> {
         let catalog = currentCatalog
         var entries: [CatalogEntry] = []
         for v in versions {
-            guard let e = catalog.entries[v] else { return (nil, v) }
+            guard let e = catalog.entries[v] else { return .failure(UnservedVersion(versionID: v)) }
             entries.append(e)
         }
-        return (ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
-                         enrichment: catalog.enrichment), nil)
+        return .success(ShareJob(name: versions.joined(separator: ","), entries: entries, libraries: catalog.libraryLoader,
+                                 enrichment: catalog.enrichment))
+    }
+
+    /// A VersionID the current catalog does not serve.
+    struct UnservedVersion: Error {
+        var versionID: String
     }
 
     private static func answerShare(_ share: Share, job: ShareJob, states: WorkerStates,
